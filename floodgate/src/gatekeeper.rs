@@ -1,0 +1,377 @@
+//! [`GateKeeper`]: the handle on floodgate's shared state, for handlers and operators.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{ready, Ready};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::Payload;
+use actix_web::http::Method;
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
+
+use crate::client::{ClientKey, IpSource};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::error::StoreError;
+use crate::policy::Policy;
+use crate::response::Refusal;
+use crate::rules::{BanRule, Rule};
+use crate::state::{ReportOutcome, ScopeId};
+use crate::status::{ClientStatus, ScopeInfo};
+use crate::store::memory::MemoryStore;
+use crate::store::{Store, StoreFailure};
+
+pub(crate) type RefusalHook = Arc<dyn Fn(&Refusal<'_>) -> HttpResponse + Send + Sync>;
+
+/// Everything all clones of a `Floodgate` and all workers share.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) ip_source: IpSource,
+    pub(crate) v6_prefix: u8,
+    pub(crate) ban_rule: Option<BanRule>,
+    pub(crate) global_rules: Vec<Rule>,
+    pub(crate) excluded_methods: Vec<Method>,
+    pub(crate) default_policy: Policy,
+    pub(crate) policies_use_global_rules: bool,
+    pub(crate) ratelimit_headers: bool,
+    pub(crate) legacy_headers: bool,
+    pub(crate) refusal_hook: Option<RefusalHook>,
+    pub(crate) store_failure: StoreFailure,
+    /// What each scope id stands for, filled as plans are built; read by `status`.
+    pub(crate) scopes: Mutex<HashMap<ScopeId, ScopeInfo>>,
+    /// Last time (ms) a store failure was logged, so failures are logged once per interval.
+    last_failure_log: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Shared {
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(SystemClock),
+            ip_source: IpSource::Peer,
+            v6_prefix: 64,
+            ban_rule: None,
+            global_rules: Vec::new(),
+            excluded_methods: Vec::new(),
+            default_policy: Policy::default(),
+            policies_use_global_rules: true,
+            ratelimit_headers: true,
+            legacy_headers: false,
+            refusal_hook: None,
+            store_failure: StoreFailure::Open,
+            scopes: Mutex::new(HashMap::new()),
+            last_failure_log: AtomicU64::new(0),
+        }
+    }
+
+    /// A copy of the settings that shares the same store and clock.
+    pub(crate) fn fork(&self) -> Self {
+        Shared {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            ip_source: self.ip_source.clone(),
+            v6_prefix: self.v6_prefix,
+            ban_rule: self.ban_rule,
+            global_rules: self.global_rules.clone(),
+            excluded_methods: self.excluded_methods.clone(),
+            default_policy: self.default_policy,
+            policies_use_global_rules: self.policies_use_global_rules,
+            ratelimit_headers: self.ratelimit_headers,
+            legacy_headers: self.legacy_headers,
+            refusal_hook: self.refusal_hook.clone(),
+            store_failure: self.store_failure,
+            scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
+            last_failure_log: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn key_of_ip(&self, ip: IpAddr) -> ClientKey {
+        ClientKey::from_ip(ip, self.v6_prefix)
+    }
+
+    /// The client key of a request: its address per the configured source.
+    pub(crate) fn client_key(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &actix_web::http::header::HeaderMap,
+    ) -> ClientKey {
+        match self.ip_source.client_ip(peer, headers) {
+            Some(ip) => self.key_of_ip(ip),
+            None => {
+                self.log_once(
+                    "floodgate: a request has no peer address (a Unix socket?) and no usable IP \
+                     header; such requests share the client key \"unknown\". Configure \
+                     Floodgate::ip_header behind a proxy.",
+                );
+                ClientKey::custom("unknown")
+            }
+        }
+    }
+
+    pub(crate) fn register_scope(&self, id: ScopeId, info: ScopeInfo) {
+        if let Ok(mut scopes) = self.scopes.lock() {
+            scopes.entry(id).or_insert(info);
+        }
+    }
+
+    /// Logs a store failure at warn, at most once a minute.
+    pub(crate) fn store_failed(&self, what: &str, err: &StoreError) {
+        let now = self.now().as_millis();
+        let last = self.last_failure_log.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 60_000)
+            && self
+                .last_failure_log
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "floodgate: store failed during {what}: {err}; requests are {} until it answers \
+                 (logged once a minute)",
+                match self.store_failure {
+                    StoreFailure::Open => "served unlimited",
+                    StoreFailure::Closed => "refused with 503",
+                }
+            );
+        }
+    }
+
+    fn log_once(&self, message: &str) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| log::warn!("{message}"));
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Floodgate")
+            .field("store", &self.store)
+            .field("clock", &self.clock)
+            .field("ip_source", &self.ip_source)
+            .field("ipv6_prefix", &self.v6_prefix)
+            .field("ban_rule", &self.ban_rule)
+            .field("rate_limit_rules", &self.global_rules)
+            .field("excluded_methods", &self.excluded_methods)
+            .field("default_policy", &self.default_policy)
+            .field("store_failure", &self.store_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client to act on: an IP address (keyed as configured, so an IPv6 address stands for its
+/// /64 by default) or a [`ClientKey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// An address.
+    Ip(IpAddr),
+    /// A key as floodgate counts it.
+    Key(ClientKey),
+}
+
+impl From<IpAddr> for Client {
+    fn from(ip: IpAddr) -> Self {
+        Client::Ip(ip)
+    }
+}
+
+impl From<Ipv4Addr> for Client {
+    fn from(ip: Ipv4Addr) -> Self {
+        Client::Ip(ip.into())
+    }
+}
+
+impl From<Ipv6Addr> for Client {
+    fn from(ip: Ipv6Addr) -> Self {
+        Client::Ip(ip.into())
+    }
+}
+
+impl From<ClientKey> for Client {
+    fn from(key: ClientKey) -> Self {
+        Client::Key(key)
+    }
+}
+
+impl From<&ClientKey> for Client {
+    fn from(key: &ClientKey) -> Self {
+        Client::Key(key.clone())
+    }
+}
+
+/// The handle on floodgate's shared state: report offences, ban and unban clients, and read
+/// their status.
+///
+/// Extract it in a handler (it implements [`FromRequest`] on apps wrapped by
+/// [`Floodgate`](crate::Floodgate)), or get it from [`Floodgate::gatekeeper`](crate::Floodgate::gatekeeper)
+/// for operator tools. All handles of one `Floodgate` share one state.
+///
+/// # Examples
+///
+/// ```
+/// use actix_web::{post, HttpRequest, HttpResponse};
+/// use floodgate::GateKeeper;
+///
+/// #[post("/login")]
+/// async fn login(req: HttpRequest, gk: GateKeeper) -> HttpResponse {
+///     let password_ok = false;
+///     if !password_ok {
+///         // One offence; with BanRule::new(3, 10s, 600s), the third within 10 s bans.
+///         gk.report(&req).await;
+///         return HttpResponse::Unauthorized().body("bad password");
+///     }
+///     HttpResponse::Ok().finish()
+/// }
+/// ```
+#[derive(Clone)]
+pub struct GateKeeper {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for GateKeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("GateKeeper").field(&self.shared).finish()
+    }
+}
+
+impl GateKeeper {
+    fn key(&self, client: Client) -> ClientKey {
+        match client {
+            Client::Ip(ip) => self.shared.key_of_ip(ip),
+            Client::Key(k) => k,
+        }
+    }
+
+    /// The key this request's client is counted under.
+    pub fn client_key(&self, req: &HttpRequest) -> ClientKey {
+        self.shared
+            .client_key(req.peer_addr().map(|a| a.ip()), req.headers())
+    }
+
+    /// Records one offence for this request's client (a failed login, say).
+    ///
+    /// When the [`BanRule`]'s count of offences lies within its window, the client is banned at
+    /// once, for the rule's duration from this offence. When this returns, the offence is
+    /// stored and any ban it triggered is in force. It never fails the handler: without a ban
+    /// rule it does nothing (and returns `None`), and a store failure is logged and returns
+    /// `None`.
+    pub async fn report(&self, req: &HttpRequest) -> Option<ReportOutcome> {
+        let key = self.client_key(req);
+        self.report_client(key).await
+    }
+
+    /// Records one offence for `client`, as [`report`](Self::report) does for a request.
+    pub async fn report_client(&self, client: impl Into<Client>) -> Option<ReportOutcome> {
+        let rule = self.shared.ban_rule?;
+        let key = self.key(client.into());
+        let now = self.shared.now();
+        match self.shared.store.report(&key, &rule, now).await {
+            Ok(outcome) => {
+                match outcome {
+                    ReportOutcome::Banned { until } => log::warn!(
+                        "floodgate: {key} banned until {until} after {} reported offences",
+                        rule.count()
+                    ),
+                    ReportOutcome::Recorded { offences } => {
+                        log::debug!("floodgate: offence {offences}/{} for {key}", rule.count())
+                    }
+                }
+                Some(outcome)
+            }
+            Err(err) => {
+                self.shared.store_failed("report", &err);
+                None
+            }
+        }
+    }
+
+    /// Bans `client` for `duration` from now (403 on every route but `#[bypass]` ones),
+    /// replacing any ban in force. Works for clients never seen.
+    pub async fn ban(
+        &self,
+        client: impl Into<Client>,
+        duration: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.key(client.into());
+        let now = self.shared.now();
+        self.shared
+            .store
+            .ban(&key, Some(now + duration), now)
+            .await?;
+        log::warn!("floodgate: {key} banned by operator for {duration:?}");
+        Ok(())
+    }
+
+    /// Blacklists `client`: banned until [`unban`](Self::unban). Works for clients never seen.
+    pub async fn blacklist(&self, client: impl Into<Client>) -> Result<(), StoreError> {
+        let key = self.key(client.into());
+        let now = self.shared.now();
+        self.shared.store.ban(&key, None, now).await?;
+        log::warn!("floodgate: {key} blacklisted by operator");
+        Ok(())
+    }
+
+    /// Lifts `client`'s ban or blacklist, forgets its unspent offences and clears its policy
+    /// blocks and block counts. Returns whether a ban was in force.
+    pub async fn unban(&self, client: impl Into<Client>) -> Result<bool, StoreError> {
+        let key = self.key(client.into());
+        let was = self.shared.store.unban(&key, self.shared.now()).await?;
+        log::info!("floodgate: {key} unbanned by operator (was banned: {was})");
+        Ok(was)
+    }
+
+    /// Same as [`unban`](Self::unban).
+    pub async fn unblacklist(&self, client: impl Into<Client>) -> Result<bool, StoreError> {
+        self.unban(client).await
+    }
+
+    /// `client`'s status: its ban, unspent offences, and every window it has, active or not.
+    pub async fn status(&self, client: impl Into<Client>) -> Result<ClientStatus, StoreError> {
+        let key = self.key(client.into());
+        let now = self.shared.now();
+        let state = self.shared.store.state(&key, now).await?;
+        let scopes = self
+            .shared
+            .scopes
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        Ok(ClientStatus::new(key, state.as_ref(), &scopes, now))
+    }
+
+    /// Deletes every client whose state has expired; returns how many. Stores also do this on
+    /// their own; call it to free memory at a time of your choosing.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        self.shared.store.sweep(self.shared.now()).await
+    }
+
+    /// The current time on floodgate's clock.
+    pub fn now(&self) -> Timestamp {
+        self.shared.now()
+    }
+}
+
+impl FromRequest for GateKeeper {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match req.app_data::<GateKeeper>() {
+            Some(gk) => Ok(gk.clone()),
+            None => {
+                log::error!(
+                    "floodgate: GateKeeper extracted on a route that no Floodgate wraps; add \
+                     .wrap(floodgate.clone()) to the App or scope"
+                );
+                Err(actix_web::error::ErrorInternalServerError(
+                    "GateKeeper is not configured for this route",
+                ))
+            }
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! Refusal responses and the RateLimit header fields, built from a decision and the
+//! injected clock, never from the wall clock.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+
+use crate::client::ClientKey;
+use crate::clock::Timestamp;
+use crate::state::{BanReason, LimitInfo, LimitReason, Quota};
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// What was refused, handed to a custom refusal response
+/// ([`Floodgate::refusal_response`](crate::Floodgate::refusal_response)).
+#[derive(Debug)]
+pub struct Refusal<'a> {
+    /// 429, 403, or 503 when the store failed and the app is configured fail-closed.
+    pub status: StatusCode,
+    /// The client refused.
+    pub client: &'a ClientKey,
+    /// When to retry; `None` for a blacklist.
+    pub retry_after: Option<Duration>,
+    /// Why.
+    pub kind: RefusalKind<'a>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum RefusalKind<'a> {
+    /// A rate limit (429).
+    Limited {
+        /// Which kind of limit.
+        reason: LimitReason,
+        /// The limit.
+        limit: &'a LimitInfo,
+    },
+    /// A ban or blacklist (403).
+    Banned {
+        /// When it ends; `None` for a blacklist.
+        until: Option<Timestamp>,
+        /// Why.
+        reason: BanReason,
+    },
+    /// The store failed and the app is fail-closed (503).
+    StoreUnavailable,
+}
+
+/// Whole seconds, rounded up, never below 1.
+pub(crate) fn retry_after_secs(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000).clamp(1, u128::from(u64::MAX)) as u64
+}
+
+/// Whole seconds, rounded up (0 stays 0).
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000).min(u128::from(u64::MAX)) as u64
+}
+
+impl Refusal<'_> {
+    /// The default response: `application/problem+json` (RFC 9457) naming the limit and when
+    /// to retry, with `Retry-After`.
+    pub fn default_response(&self) -> HttpResponse {
+        let title = self.status.canonical_reason().unwrap_or("Refused");
+        let retry = self.retry_after.map(retry_after_secs);
+        let mut body = String::with_capacity(192);
+        let _ = write!(
+            body,
+            "{{\"type\":\"about:blank\",\"title\":\"{title}\",\"status\":{}",
+            self.status.as_u16()
+        );
+        let detail = match self.kind {
+            RefusalKind::Limited { reason, limit } => {
+                body.push_str(",\"limit\":");
+                push_json_string(&mut body, &limit.name);
+                match reason {
+                    LimitReason::Cooldown => {
+                        format!(
+                            "Too soon after the previous request (limit {}).",
+                            limit.name
+                        )
+                    }
+                    LimitReason::Blocked => {
+                        format!("Blocked for exceeding the rate limit {}.", limit.name)
+                    }
+                    _ => format!("Rate limit {} exceeded.", limit.name),
+                }
+            }
+            RefusalKind::Banned { until: None, .. } => String::from("This client is blacklisted."),
+            RefusalKind::Banned {
+                reason: BanReason::Punished,
+                ..
+            } => String::from("This client is banned for repeatedly exceeding the rate limit."),
+            RefusalKind::Banned { .. } => String::from("This client is banned."),
+            RefusalKind::StoreUnavailable => {
+                String::from("The rate limiter is unavailable; try again later.")
+            }
+        };
+        let detail = match retry {
+            Some(secs) => format!("{detail} Retry in {secs} s."),
+            None => detail,
+        };
+        body.push_str(",\"detail\":");
+        push_json_string(&mut body, &detail);
+        if let Some(secs) = retry {
+            let _ = write!(body, ",\"retry_after\":{secs}");
+        }
+        body.push('}');
+        HttpResponse::build(self.status)
+            .insert_header((CONTENT_TYPE, "application/problem+json"))
+            .body(body)
+    }
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// An sf-string: printable ASCII, with `"` and `\` escaped; anything else becomes `?`.
+fn push_sf_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+}
+
+/// `RateLimit-Policy` for a route's limits: `"20/1s";q=20;w=1, "100/10s";q=100;w=10`.
+pub(crate) fn policy_header(limits: &[LimitInfo]) -> Option<HeaderValue> {
+    if limits.is_empty() {
+        return None;
+    }
+    let mut v = String::new();
+    for (i, l) in limits.iter().enumerate() {
+        if i > 0 {
+            v.push_str(", ");
+        }
+        push_sf_string(&mut v, &l.name);
+        let _ = write!(v, ";q={};w={}", l.quota, secs_ceil(l.window).max(1));
+    }
+    HeaderValue::try_from(v).ok()
+}
+
+/// Adds `RateLimit` (and the legacy fields when asked) for `quota`.
+pub(crate) fn insert_quota(
+    headers: &mut HeaderMap,
+    limits: &[LimitInfo],
+    quota: Quota,
+    legacy: bool,
+    ietf: bool,
+) {
+    let Some(limit) = limits.get(quota.limit) else {
+        return;
+    };
+    let reset = secs_ceil(quota.reset);
+    if ietf {
+        let mut v = String::with_capacity(limit.name.len() + 24);
+        push_sf_string(&mut v, &limit.name);
+        let _ = write!(v, ";r={};t={reset}", quota.remaining);
+        if let Ok(v) = HeaderValue::try_from(v) {
+            headers.insert(RATELIMIT, v);
+        }
+    }
+    if legacy {
+        headers.insert(X_LIMIT, HeaderValue::from(limit.quota));
+        headers.insert(X_REMAINING, HeaderValue::from(quota.remaining));
+        headers.insert(X_RESET, HeaderValue::from(reset));
+    }
+}
+
+/// Adds `Retry-After` unless the response has one.
+pub(crate) fn insert_retry_after(headers: &mut HeaderMap, retry_after: Option<Duration>) {
+    if let Some(d) = retry_after {
+        if !headers.contains_key(RETRY_AFTER) {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_below_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(600)), 600);
+    }
+
+    #[test]
+    fn policy_header_lists_every_limit() {
+        let limits = [
+            LimitInfo {
+                name: "20/1s".into(),
+                quota: 20,
+                window: Duration::from_secs(1),
+            },
+            LimitInfo {
+                name: "a\"b".into(),
+                quota: 5,
+                window: Duration::from_millis(1500),
+            },
+        ];
+        let v = policy_header(&limits).unwrap();
+        assert_eq!(v.to_str().unwrap(), r#""20/1s";q=20;w=1, "a\"b";q=5;w=2"#);
+    }
+
+    #[test]
+    fn problem_body_escapes_and_names_the_limit() {
+        let limit = LimitInfo {
+            name: "5/1m".into(),
+            quota: 5,
+            window: Duration::from_secs(60),
+        };
+        let key = ClientKey::custom("k");
+        let r = Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            client: &key,
+            retry_after: Some(Duration::from_millis(2500)),
+            kind: RefusalKind::Limited {
+                reason: LimitReason::Rule,
+                limit: &limit,
+            },
+        };
+        let res = r.default_response();
+        assert_eq!(res.status(), 429);
+        assert_eq!(
+            res.headers().get(CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+    }
+}

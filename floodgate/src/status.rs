@@ -1,0 +1,175 @@
+//! A client's status, for operators: bans, offences, and every window.
+
+use std::collections::HashMap;
+
+use crate::client::ClientKey;
+use crate::clock::Timestamp;
+use crate::policy::Policy;
+use crate::rules::Rule;
+use crate::state::{BanReason, ClientState, Scope, ScopeId};
+
+/// What a scope id stands for.
+#[derive(Clone, Debug)]
+pub(crate) struct ScopeInfo {
+    pub(crate) label: String,
+    pub(crate) kind: ScopeKind,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum ScopeKind {
+    Rules(Vec<Rule>),
+    Policy(Policy),
+}
+
+/// A client's ban or blacklist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanStatus {
+    /// When it ends; `None` for a blacklist (permanent).
+    pub until: Option<Timestamp>,
+    /// Why.
+    pub reason: BanReason,
+}
+
+/// One window of a client: a sliding-log rule, or a policy's fixed window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowStatus {
+    /// Where it applies: `"global"`, or the route's name with `rules` or `policy`.
+    pub scope: String,
+    /// The limit, such as `"20/1s"`.
+    pub limit: String,
+    /// True while the window counts requests (a request lies in the sliding window, or the
+    /// policy window is open); false when it has lapsed.
+    pub active: bool,
+    /// Requests counted in the window.
+    pub used: u32,
+    /// Requests left before a refusal.
+    pub remaining: u32,
+    /// When the window ends (policy) or its oldest request leaves it (sliding log).
+    pub resets_at: Option<Timestamp>,
+    /// Policy only: the end of a running block.
+    pub blocked_until: Option<Timestamp>,
+    /// Policy only: the blocks counted towards the block limit.
+    pub block_count: u32,
+    /// Policy only: punishments so far (drives adaptive punishment).
+    pub punishments: u32,
+}
+
+/// Everything floodgate holds about one client. From [`GateKeeper::status`](crate::GateKeeper::status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// The client.
+    pub client: ClientKey,
+    /// The ban or blacklist in force, if any.
+    pub ban: Option<BanStatus>,
+    /// Unspent reported offences within the ban rule's window.
+    pub offences: u32,
+    /// Every window floodgate keeps for this client.
+    pub windows: Vec<WindowStatus>,
+    /// The client's last request or report, `None` when nothing is stored.
+    pub last_seen: Option<Timestamp>,
+}
+
+impl ClientStatus {
+    /// True when a ban or blacklist is in force.
+    pub fn is_banned(&self) -> bool {
+        self.ban.is_some()
+    }
+
+    /// True when a permanent ban (blacklist) is in force.
+    pub fn is_blacklisted(&self) -> bool {
+        matches!(self.ban, Some(BanStatus { until: None, .. }))
+    }
+
+    pub(crate) fn new(
+        client: ClientKey,
+        state: Option<&ClientState>,
+        scopes: &HashMap<ScopeId, ScopeInfo>,
+        now: Timestamp,
+    ) -> Self {
+        let Some(state) = state else {
+            return ClientStatus {
+                client,
+                ban: None,
+                offences: 0,
+                windows: Vec::new(),
+                last_seen: None,
+            };
+        };
+        let now_ms = now.as_millis();
+        let at = |ms: u64| (ms > now_ms).then_some(Timestamp::from_millis(ms));
+        let mut windows = Vec::new();
+        for (id, scope) in &state.scopes {
+            let info = scopes.get(id);
+            let label = info.map_or_else(|| format!("scope {:016x}", id.0), |i| i.label.clone());
+            match (scope, info.map(|i| &i.kind)) {
+                (Scope::Log(log), Some(ScopeKind::Rules(rules))) => {
+                    for rule in rules {
+                        let floor = now_ms.saturating_sub(rule.window_ms());
+                        let inside: Vec<u64> =
+                            log.times.iter().copied().filter(|&t| t > floor).collect();
+                        let used = inside.len() as u32;
+                        windows.push(WindowStatus {
+                            scope: label.clone(),
+                            limit: rule.to_string(),
+                            active: used > 0,
+                            used,
+                            remaining: rule.count().saturating_sub(used),
+                            resets_at: inside.first().and_then(|t| at(t + rule.window_ms())),
+                            blocked_until: None,
+                            block_count: 0,
+                            punishments: 0,
+                        });
+                    }
+                }
+                (Scope::Log(log), _) => windows.push(WindowStatus {
+                    scope: label,
+                    limit: String::from("unknown"),
+                    active: log.expires > now_ms,
+                    used: log.times.len() as u32,
+                    remaining: 0,
+                    resets_at: at(log.expires),
+                    blocked_until: None,
+                    block_count: 0,
+                    punishments: 0,
+                }),
+                (Scope::Policy(p), kind) => {
+                    let policy = match kind {
+                        Some(ScopeKind::Policy(policy)) => Some(policy),
+                        _ => None,
+                    };
+                    let window_ms = policy.map_or(0, |p| p.time_window_ms);
+                    let end = p.window_start.saturating_add(window_ms);
+                    let active = p.window_start != 0 && end > now_ms;
+                    let allowance = policy.map_or(0, |pol| pol.amount.saturating_add(p.carry));
+                    let used = if active { p.count } else { 0 };
+                    windows.push(WindowStatus {
+                        scope: label,
+                        limit: policy.map_or_else(|| String::from("unknown"), Policy::name),
+                        active,
+                        used,
+                        remaining: allowance.saturating_sub(used),
+                        resets_at: if active { at(end) } else { None },
+                        blocked_until: at(p.blocked_until),
+                        block_count: p.block_count,
+                        punishments: p.punishments,
+                    });
+                }
+            }
+        }
+        let ban = state
+            .ban_at(now)
+            .map(|(until, reason)| BanStatus { until, reason });
+        let offences = if state.offences_expire > now_ms {
+            state.offences.len() as u32
+        } else {
+            0
+        };
+        ClientStatus {
+            client,
+            ban,
+            offences,
+            windows,
+            last_seen: Some(state.last_seen()),
+        }
+    }
+}

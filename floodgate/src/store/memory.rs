@@ -1,0 +1,351 @@
+//! The in-memory store: sharded, bounded, swept.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hashbrown::HashTable;
+
+use super::{Store, StoreFuture};
+use crate::client::ClientKey;
+use crate::clock::{duration_millis, Timestamp};
+use crate::rules::BanRule;
+use crate::state::{ClientState, Decision, Plan, ReportOutcome};
+
+/// Clients tracked by default before the least recently seen are evicted.
+pub const DEFAULT_MAX_CLIENTS: usize = 200_000;
+
+/// Client state in this process's memory. The default store of [`Floodgate::new`](crate::Floodgate::new).
+///
+/// - **Sharded**: clients are spread over independent shards, each behind its own short
+///   lock, so workers never contend on one global lock.
+/// - **Bounded**: at most [`max_clients`](MemoryStoreBuilder::max_clients) clients are
+///   tracked. When a shard is full, expired clients go first, then the least recently seen
+///   clients that are not banned, and banned clients last. A flood of forged addresses thus
+///   costs bounded memory and does not free a banned client.
+/// - **Swept**: each shard drops expired clients every
+///   [`sweep_interval`](MemoryStoreBuilder::sweep_interval), on its own request path (no
+///   background thread).
+///
+/// Keys are hashed with a per-process random key (SipHash), so clients cannot pick
+/// addresses that collide.
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    shard_bits: u32,
+    per_shard: usize,
+    sweep_ms: u64,
+}
+
+#[derive(Debug)]
+struct Shard {
+    table: HashTable<Entry>,
+    next_sweep: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    hash: u64,
+    key: ClientKey,
+    state: ClientState,
+}
+
+/// Settings of a [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryStoreBuilder {
+    max_clients: usize,
+    shards: usize,
+    sweep_interval: Duration,
+}
+
+impl MemoryStoreBuilder {
+    /// The most clients tracked at once (default [`DEFAULT_MAX_CLIENTS`]).
+    pub fn max_clients(mut self, n: usize) -> Self {
+        self.max_clients = n.max(1);
+        self
+    }
+
+    /// The number of shards, rounded up to a power of two (default: 16 per CPU, at least 64).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n.clamp(1, 1 << 16);
+        self
+    }
+
+    /// How often each shard drops expired clients (default 60 s).
+    pub fn sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = every;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let shards = self.shards.next_power_of_two();
+        let shard_bits = shards.trailing_zeros();
+        let per_shard = self.max_clients.div_ceil(shards).max(1);
+        MemoryStore {
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        table: HashTable::new(),
+                        next_sweep: 0,
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            shard_bits,
+            per_shard,
+            sweep_ms: duration_millis(self.sweep_interval).max(1),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::builder().build()
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Settings for a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        MemoryStoreBuilder {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            shards: (cpus * 16).max(64),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// The number of clients tracked now.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).table.len()).sum()
+    }
+
+    /// True when no client is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most clients this store tracks.
+    pub fn capacity(&self) -> usize {
+        self.per_shard * self.shards.len()
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        let index = if self.shard_bits == 0 {
+            0
+        } else {
+            (hash >> (64 - self.shard_bits)) as usize
+        };
+        lock(&self.shards[index])
+    }
+
+    /// Runs `f` on the client's state, creating it when `create` is true.
+    fn with_state<R>(
+        &self,
+        key: &ClientKey,
+        now: Timestamp,
+        create: bool,
+        f: impl FnOnce(&mut ClientState) -> R,
+    ) -> Option<R> {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash);
+        let now_ms = now.as_millis();
+        if now_ms >= shard.next_sweep {
+            shard.sweep(now_ms);
+            shard.next_sweep = now_ms.saturating_add(self.sweep_ms);
+        }
+        if let Some(entry) = shard.table.find_mut(hash, |e| e.key == *key) {
+            return Some(f(&mut entry.state));
+        }
+        if !create {
+            return None;
+        }
+        if shard.table.len() >= self.per_shard {
+            shard.evict(now_ms, self.per_shard);
+        }
+        let mut state = ClientState::new();
+        let result = f(&mut state);
+        shard.table.insert_unique(
+            hash,
+            Entry {
+                hash,
+                key: key.clone(),
+                state,
+            },
+            |e| e.hash,
+        );
+        Some(result)
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // The decision core does not panic; should a panic ever poison a shard, its data is
+    // still consistent at every await-free step, so carry on rather than fail requests.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shard {
+    fn sweep(&mut self, now: u64) -> usize {
+        let before = self.table.len();
+        self.table
+            .retain(|e| e.state.expires_at().as_millis() > now);
+        before - self.table.len()
+    }
+
+    /// Makes room for at least one client (and up to an eighth of the shard, so that the
+    /// scan is amortised): expired clients first, then the least recently seen unbanned
+    /// ones, banned ones last.
+    fn evict(&mut self, now: u64, cap: usize) {
+        self.sweep(now);
+        if self.table.len() < cap {
+            return;
+        }
+        let target = (cap / 8).max(1);
+        let now_ts = Timestamp::from_millis(now);
+        let rank = |e: &Entry| (e.state.ban_at(now_ts).is_some(), e.state.last_seen);
+        let mut ranks: Vec<(bool, u64)> = self.table.iter().map(rank).collect();
+        let (_, &mut threshold, _) = ranks.select_nth_unstable(target - 1);
+        let mut equal_budget = target - ranks.iter().filter(|r| **r < threshold).count();
+        self.table.retain(|e| {
+            let r = rank(e);
+            if r < threshold {
+                false
+            } else if r == threshold && equal_budget > 0 {
+                equal_budget -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+impl Store for MemoryStore {
+    fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
+        let decision = self
+            .with_state(client, now, plan.counts(), |s| s.check(plan, now))
+            .unwrap_or(Decision::Allowed { quota: None });
+        StoreFuture::ready(Ok(decision))
+    }
+
+    fn report(
+        &self,
+        client: &ClientKey,
+        rule: &BanRule,
+        now: Timestamp,
+    ) -> StoreFuture<ReportOutcome> {
+        let outcome = self
+            .with_state(client, now, true, |s| s.report(rule, now))
+            .unwrap_or(ReportOutcome::Recorded { offences: 0 });
+        StoreFuture::ready(Ok(outcome))
+    }
+
+    fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
+        self.with_state(client, now, true, |s| s.ban(until, now));
+        StoreFuture::ready(Ok(()))
+    }
+
+    fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
+        let was = self.with_state(client, now, false, |s| s.unban(now));
+        StoreFuture::ready(Ok(was.unwrap_or(false)))
+    }
+
+    fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
+        let state = self
+            .with_state(client, now, false, |s| {
+                let mut copy = s.clone();
+                copy.prune(now);
+                copy
+            })
+            .filter(|s| s.expires_at() > now);
+        StoreFuture::ready(Ok(state))
+    }
+
+    fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
+        let swept = self
+            .shards
+            .iter()
+            .map(|s| lock(s).sweep(now.as_millis()))
+            .sum();
+        StoreFuture::ready(Ok(swept))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Rule;
+    use crate::state::ScopeId;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn key(n: u32) -> ClientKey {
+        ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)
+    }
+
+    fn ready<T>(mut f: StoreFuture<T>) -> T {
+        f.take_ready().unwrap().unwrap()
+    }
+
+    #[test]
+    fn bound_holds_and_banned_clients_survive_a_flood() {
+        let store = MemoryStore::builder().max_clients(64).shards(4).build();
+        let plan = Arc::new(Plan::new(
+            [(ScopeId::GLOBAL, vec![Rule::new(5, Duration::from_secs(60))])],
+            None,
+        ));
+        let t = Timestamp::from_millis(1_000_000);
+        ready(store.ban(&key(0), None, t));
+        for n in 1..10_000 {
+            ready(store.check(&key(n), &plan, t + Duration::from_millis(u64::from(n))));
+            assert!(store.len() <= store.capacity());
+        }
+        assert!(
+            ready(store.state(&key(0), t)).is_some(),
+            "banned client was evicted"
+        );
+        let d = ready(store.check(&key(0), &plan, t + Duration::from_secs(20)));
+        assert!(matches!(d, Decision::Banned { until: None, .. }));
+    }
+
+    #[test]
+    fn sweep_removes_expired_clients() {
+        let store = MemoryStore::new();
+        let plan = Arc::new(Plan::new(
+            [(ScopeId::GLOBAL, vec![Rule::new(5, Duration::from_secs(10))])],
+            None,
+        ));
+        let t = Timestamp::from_millis(1_000_000);
+        for n in 0..100 {
+            ready(store.check(&key(n), &plan, t));
+        }
+        assert_eq!(store.len(), 100);
+        assert_eq!(ready(store.sweep(t + Duration::from_secs(9))), 0);
+        assert_eq!(ready(store.sweep(t + Duration::from_secs(10))), 100);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn shards_sweep_themselves_on_the_request_path() {
+        let store = MemoryStore::builder()
+            .shards(1)
+            .sweep_interval(Duration::from_secs(30))
+            .build();
+        let plan = Arc::new(Plan::new(
+            [(ScopeId::GLOBAL, vec![Rule::new(5, Duration::from_secs(10))])],
+            None,
+        ));
+        let t = Timestamp::from_millis(1_000_000);
+        for n in 0..50 {
+            ready(store.check(&key(n), &plan, t));
+        }
+        ready(store.check(&key(999), &plan, t + Duration::from_secs(31)));
+        assert_eq!(store.len(), 1);
+    }
+}

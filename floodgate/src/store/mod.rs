@@ -1,0 +1,144 @@
+//! Where client state lives: the [`Store`] trait and its implementations.
+//!
+//! A store keeps one [`ClientState`] per [`ClientKey`] and applies the decision core to it
+//! atomically, in one round trip per decision. The memory store answers synchronously
+//! ([`StoreFuture::ready`]), so the request path of the default configuration never
+//! allocates a future; database stores answer with a boxed future and never block an actix
+//! worker thread.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::client::ClientKey;
+use crate::clock::Timestamp;
+use crate::error::StoreError;
+use crate::rules::BanRule;
+use crate::state::{ClientState, Decision, Plan, ReportOutcome};
+
+pub mod memory;
+
+/// The answer of a [`Store`]: either already there, or a future to await.
+#[must_use = "a store future does nothing unless awaited"]
+pub struct StoreFuture<T>(Inner<T>);
+
+enum Inner<T> {
+    Ready(Option<Result<T, StoreError>>),
+    Pending(Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>),
+}
+
+// Never projects a pin into `T`.
+impl<T> Unpin for StoreFuture<T> {}
+
+impl<T> StoreFuture<T> {
+    /// An answer computed synchronously.
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        StoreFuture(Inner::Ready(Some(result)))
+    }
+
+    /// An answer that will come later.
+    pub fn pending(fut: impl Future<Output = Result<T, StoreError>> + Send + 'static) -> Self {
+        StoreFuture(Inner::Pending(Box::pin(fut)))
+    }
+
+    /// Takes the answer when it was computed synchronously.
+    pub fn take_ready(&mut self) -> Option<Result<T, StoreError>> {
+        match &mut self.0 {
+            Inner::Ready(r) => r.take(),
+            Inner::Pending(_) => None,
+        }
+    }
+}
+
+impl<T> Future for StoreFuture<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Inner::Ready(r) => {
+                Poll::Ready(r.take().unwrap_or_else(|| {
+                    Err(StoreError::new("store future polled after completion"))
+                }))
+            }
+            Inner::Pending(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for StoreFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Inner::Ready(_) => f.write_str("StoreFuture::Ready"),
+            Inner::Pending(_) => f.write_str("StoreFuture::Pending"),
+        }
+    }
+}
+
+/// Keeps client state and applies decisions to it atomically.
+///
+/// Every method is one round trip: an implementation reads, updates and writes a client's
+/// state as a unit (a lock, a transaction, a script), so concurrent requests of one client
+/// on several workers or servers are counted exactly. Implementations that do I/O must not
+/// block the calling thread: return [`StoreFuture::pending`].
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Decides one request of `client` under `plan` (see [`ClientState::check`]).
+    fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision>;
+
+    /// Records one offence (see [`ClientState::report`]).
+    fn report(
+        &self,
+        client: &ClientKey,
+        rule: &BanRule,
+        now: Timestamp,
+    ) -> StoreFuture<ReportOutcome>;
+
+    /// Bans `client` until `until`, or forever for `None` (see [`ClientState::ban`]).
+    fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()>;
+
+    /// Lifts a ban (see [`ClientState::unban`]); true when one was in force.
+    fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool>;
+
+    /// A copy of the client's live state, `None` for a client with none.
+    fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>>;
+
+    /// Deletes the state of clients that expired by `now`; returns how many.
+    fn sweep(&self, now: Timestamp) -> StoreFuture<usize>;
+}
+
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
+        (**self).check(client, plan, now)
+    }
+    fn report(
+        &self,
+        client: &ClientKey,
+        rule: &BanRule,
+        now: Timestamp,
+    ) -> StoreFuture<ReportOutcome> {
+        (**self).report(client, rule, now)
+    }
+    fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
+        (**self).ban(client, until, now)
+    }
+    fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
+        (**self).unban(client, now)
+    }
+    fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
+        (**self).state(client, now)
+    }
+    fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
+        (**self).sweep(now)
+    }
+}
+
+/// What a request gets when the store fails to answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Serve the request unlimited (the failure is logged at warn).
+    #[default]
+    Open,
+    /// Refuse with 503 Service Unavailable.
+    Closed,
+}
