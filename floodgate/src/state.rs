@@ -728,3 +728,396 @@ impl ClientState {
         was
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Adaptive, Grace};
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(T0 + ms)
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn rules(list: &[(u32, u64)]) -> Vec<Rule> {
+        list.iter().map(|&(c, s)| Rule::new(c, secs(s))).collect()
+    }
+
+    fn global(list: &[(u32, u64)]) -> Plan {
+        Plan::new([(ScopeId::GLOBAL, rules(list))], None)
+    }
+
+    fn retry(d: Decision) -> Option<Duration> {
+        match d {
+            Decision::Limited { retry_after, .. } => Some(retry_after),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn sliding_log_refuses_the_count_plus_first_request_in_any_window() {
+        let plan = global(&[(3, 10)]);
+        let mut s = ClientState::new();
+        for ms in [0, 1_000, 2_000] {
+            assert!(s.check(&plan, at(ms)).is_allowed());
+        }
+        // The 4th within 10 s is refused until the first leaves the window.
+        assert_eq!(retry(s.check(&plan, at(9_999))), Some(Duration::from_millis(1)));
+        // At exactly 10 s the first request is out of (now - 10 s, now].
+        assert!(s.check(&plan, at(10_000)).is_allowed());
+        assert_eq!(retry(s.check(&plan, at(10_500))), Some(Duration::from_millis(500)));
+        assert!(s.check(&plan, at(11_000)).is_allowed());
+    }
+
+    #[test]
+    fn refused_requests_consume_nothing_in_any_rule_or_scope() {
+        let route = ScopeId::named("rules r");
+        let plan = Plan::new(
+            [(ScopeId::GLOBAL, rules(&[(5, 60)])), (route, rules(&[(1, 2)]))],
+            None,
+        );
+        let global_only = global(&[(5, 60)]);
+        let mut s = ClientState::new();
+        assert!(s.check(&plan, at(0)).is_allowed());
+        // Refused by the route's 1/2s rule: the global 5/60s rule must not count them.
+        for ms in [100, 200, 300, 400] {
+            let d = s.check(&plan, at(ms));
+            assert!(matches!(d, Decision::Limited { limit: 1, .. }), "{d:?}");
+        }
+        for ms in [500, 600, 700, 800] {
+            assert!(s.check(&global_only, at(ms)).is_allowed(), "{ms}");
+        }
+        // Now the global rule is full: refused, and the route's log is untouched.
+        let d = s.check(&plan, at(3_000));
+        assert!(matches!(d, Decision::Limited { limit: 0, .. }), "{d:?}");
+        assert_eq!(s.log(route).unwrap().times.len(), 1);
+    }
+
+    #[test]
+    fn the_longest_wait_among_refusing_rules_is_reported() {
+        let plan = global(&[(1, 1), (2, 60)]);
+        let mut s = ClientState::new();
+        assert!(s.check(&plan, at(0)).is_allowed());
+        assert!(s.check(&plan, at(1_000)).is_allowed());
+        let d = s.check(&plan, at(1_100));
+        assert_eq!(retry(d), Some(Duration::from_millis(58_900)));
+        assert!(matches!(d, Decision::Limited { limit: 1, .. }));
+    }
+
+    #[test]
+    fn allowed_decisions_report_the_most_constrained_quota() {
+        let plan = global(&[(20, 1), (3, 10)]);
+        let mut s = ClientState::new();
+        let Decision::Allowed { quota: Some(q) } = s.check(&plan, at(0)) else {
+            panic!("allowed")
+        };
+        assert_eq!((q.limit, q.remaining, q.reset), (1, 2, secs(10)));
+        let Decision::Allowed { quota: Some(q) } = s.check(&plan, at(4_000)) else {
+            panic!("allowed")
+        };
+        assert_eq!((q.limit, q.remaining, q.reset), (1, 1, secs(6)));
+    }
+
+    #[test]
+    fn zero_count_refuses_and_zero_window_never_refuses() {
+        let mut s = ClientState::new();
+        let none = Plan::new([(ScopeId::GLOBAL, vec![Rule::new(0, secs(5))])], None);
+        assert_eq!(retry(s.check(&none, at(0))), Some(secs(5)));
+        let free = Plan::new([(ScopeId::GLOBAL, vec![Rule::new(1, Duration::ZERO)])], None);
+        for ms in 0..5 {
+            assert!(s.check(&free, at(ms)).is_allowed());
+        }
+    }
+
+    #[test]
+    fn ban_only_plans_check_bans_and_count_nothing() {
+        let mut s = ClientState::new();
+        let plan = Plan::ban_only();
+        assert!(!plan.counts());
+        assert!(s.check(&plan, at(0)).is_allowed());
+        assert!(s.scopes.is_empty());
+        s.ban(Some(at(5_000)), at(0));
+        assert!(matches!(
+            s.check(&plan, at(4_999)),
+            Decision::Banned { reason: BanReason::Operator, .. }
+        ));
+        assert!(s.check(&plan, at(5_000)).is_allowed());
+    }
+
+    #[test]
+    fn reports_ban_from_the_last_offence_and_are_then_spent() {
+        let rule = BanRule::new(3, secs(10), secs(600));
+        let plan = global(&[(100, 1)]);
+        let mut s = ClientState::new();
+        assert_eq!(s.report(&rule, at(0)), ReportOutcome::Recorded { offences: 1 });
+        assert_eq!(s.report(&rule, at(4_000)), ReportOutcome::Recorded { offences: 2 });
+        assert_eq!(
+            s.report(&rule, at(9_000)),
+            ReportOutcome::Banned { until: at(609_000) }
+        );
+        assert!(matches!(
+            s.check(&plan, at(608_999)),
+            Decision::Banned { until: Some(t), reason: BanReason::Reported, .. } if t == at(609_000)
+        ));
+        assert!(s.check(&plan, at(609_000)).is_allowed());
+        // The offences were spent: one more does not ban again.
+        assert_eq!(s.report(&rule, at(609_500)), ReportOutcome::Recorded { offences: 1 });
+        assert!(s.check(&plan, at(610_000)).is_allowed());
+    }
+
+    #[test]
+    fn offences_spread_wider_than_the_window_never_ban() {
+        let rule = BanRule::new(3, secs(10), secs(600));
+        let mut s = ClientState::new();
+        for i in 0..10 {
+            let out = s.report(&rule, at(i * 5_001));
+            assert!(matches!(out, ReportOutcome::Recorded { offences } if offences <= 2), "{out:?}");
+        }
+        assert!(s.ban_at(at(60_000)).is_none());
+    }
+
+    #[test]
+    fn operator_ban_blacklist_and_unban() {
+        let plan = global(&[(1, 1)]);
+        let mut s = ClientState::new();
+        s.ban(None, at(0));
+        assert!(matches!(
+            s.check(&plan, at(10_000_000)),
+            Decision::Banned { until: None, .. }
+        ));
+        assert_eq!(s.expires_at(), Timestamp::NEVER);
+        assert!(s.unban(at(10_000_001)));
+        assert!(!s.unban(at(10_000_002)));
+        assert!(s.check(&plan, at(10_000_003)).is_allowed());
+    }
+
+    #[test]
+    fn expiry_and_prune_follow_the_longest_window() {
+        let plan = Plan::new(
+            [(ScopeId::GLOBAL, rules(&[(5, 1), (50, 60)]))],
+            None,
+        );
+        let mut s = ClientState::new();
+        s.check(&plan, at(0));
+        assert_eq!(s.expires_at(), at(60_000));
+        s.prune(at(59_999));
+        assert_eq!(s.scopes.len(), 1);
+        s.prune(at(60_000));
+        assert!(s.scopes.is_empty());
+    }
+
+    // ---- the policy family (SPEC 5) ----
+
+    fn policy_plan(p: Policy) -> Plan {
+        Plan::new([], Some((ScopeId::named("policy p"), p)))
+    }
+
+    fn code(d: Decision) -> (u16, Option<u64>) {
+        match d {
+            Decision::Allowed { .. } => (200, None),
+            Decision::Limited { retry_after, .. } => (429, Some(retry_after.as_millis() as u64)),
+            Decision::Banned { until, .. } => (403, until.map(|t| t.as_millis() - T0)),
+        }
+    }
+
+    #[test]
+    fn policy_allows_amount_per_window_then_blocks_for_block_duration() {
+        let plan = policy_plan(Policy::new(3, secs(60)).block_duration(secs(30)));
+        let mut s = ClientState::new();
+        for ms in [0, 10, 20] {
+            assert_eq!(code(s.check(&plan, at(ms))), (200, None));
+        }
+        // Request amount+1 blocks for 30 s from this first refusal.
+        assert_eq!(code(s.check(&plan, at(1_000))), (429, Some(30_000)));
+        assert_eq!(code(s.check(&plan, at(11_000))), (429, Some(20_000)));
+        // The block ended but the window (opened at 0) runs until 60 s: blocked again.
+        assert_eq!(code(s.check(&plan, at(31_000))), (429, Some(30_000)));
+        let st = s.policy_mut(ScopeId::named("policy p")).clone();
+        assert_eq!(st.block_count, 2);
+        assert_eq!(code(s.check(&plan, at(61_000))), (200, None));
+    }
+
+    #[test]
+    fn relative_block_pushes_the_end_on_every_refusal() {
+        let plan = policy_plan(Policy::new(1, secs(10)).relative_block(true));
+        let mut s = ClientState::new();
+        assert_eq!(code(s.check(&plan, at(0))), (200, None));
+        assert_eq!(code(s.check(&plan, at(1_000))), (429, Some(10_000)));
+        assert_eq!(code(s.check(&plan, at(8_000))), (429, Some(10_000)));
+        assert_eq!(code(s.check(&plan, at(17_999))), (429, Some(10_000)));
+        assert_eq!(code(s.check(&plan, at(37_999))), (200, None));
+    }
+
+    #[test]
+    fn exceeding_the_block_limit_bans_or_blacklists() {
+        let ban = policy_plan(
+            Policy::new(1, secs(10))
+                .block_limit(1)
+                .punishment(Punishment::Ban(secs(100))),
+        );
+        let mut s = ClientState::new();
+        assert_eq!(code(s.check(&ban, at(0))), (200, None));
+        assert_eq!(code(s.check(&ban, at(1))), (429, Some(10_000)));
+        assert_eq!(code(s.check(&ban, at(10_001))), (200, None));
+        // Second block > block_limit 1: banned for 100 s.
+        assert_eq!(code(s.check(&ban, at(10_002))), (403, Some(110_002)));
+        assert_eq!(code(s.check(&ban, at(110_001))), (403, Some(110_002)));
+        assert_eq!(code(s.check(&ban, at(110_002))), (200, None));
+
+        let black = policy_plan(Policy::new(1, secs(10)).block_limit(0).punishment(Punishment::Blacklist));
+        let mut s = ClientState::new();
+        assert_eq!(code(s.check(&black, at(0))), (200, None));
+        assert_eq!(code(s.check(&black, at(1))), (403, None));
+        assert_eq!(code(s.check(&black, at(999_999_999))), (403, None));
+        assert!(s.unban(at(1_000_000_000)));
+        assert_eq!(code(s.check(&black, at(1_000_000_001))), (200, None));
+    }
+
+    #[test]
+    fn block_exceed_reset_decides_whether_the_next_block_punishes_again() {
+        for reset in [true, false] {
+            let plan = policy_plan(
+                Policy::new(1, secs(10))
+                    .block_limit(1)
+                    .punishment(Punishment::Ban(secs(100)))
+                    .block_exceed_reset(reset),
+            );
+            let mut s = ClientState::new();
+            s.check(&plan, at(0));
+            s.check(&plan, at(1)); // block 1
+            s.check(&plan, at(10_001));
+            assert_eq!(code(s.check(&plan, at(10_002))).0, 403); // block 2: punished
+            // After the punishment: one allowed request, then a block.
+            assert_eq!(code(s.check(&plan, at(200_000))), (200, None));
+            let d = code(s.check(&plan, at(200_001)));
+            if reset {
+                assert_eq!(d, (429, Some(10_000)), "reset: the count restarted at 0");
+            } else {
+                assert_eq!(d, (403, Some(300_001)), "no reset: the next block punishes again");
+            }
+        }
+    }
+
+    #[test]
+    fn accumulation_carries_unused_quota_capped() {
+        let plan = policy_plan(Policy::new(2, secs(10)).accumulate_requests(true));
+        let mut s = ClientState::new();
+        // Window 1 (0..10 s): 0 of 2 used beyond the opening request -> 1 unused.
+        assert_eq!(code(s.check(&plan, at(0))), (200, None));
+        // Window 2 opens at 20 s with carry 1: 3 allowed.
+        for ms in [20_000, 20_001, 20_002] {
+            assert_eq!(code(s.check(&plan, at(ms))), (200, None), "{ms}");
+        }
+        assert_eq!(code(s.check(&plan, at(20_003))).0, 429);
+        // Several idle windows never compound beyond the cap (2 extra: 4 per window).
+        let mut s = ClientState::new();
+        s.check(&plan, at(0));
+        for w in 1..10u64 {
+            s.check(&plan, at(w * 100_000));
+        }
+        let mut allowed = 0;
+        for ms in 0..10 {
+            if s.check(&plan, at(2_000_000 + ms)).is_allowed() {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 4);
+    }
+
+    #[test]
+    fn cooldown_refuses_requests_too_close_together_without_blocking() {
+        let plan = policy_plan(Policy::new(10, secs(60)).cooldown(secs(2)));
+        let mut s = ClientState::new();
+        assert_eq!(code(s.check(&plan, at(0))), (200, None));
+        assert_eq!(code(s.check(&plan, at(500))), (429, Some(1_500)));
+        assert_eq!(code(s.check(&plan, at(2_000))), (200, None));
+        assert_eq!(s.policy_mut(ScopeId::named("policy p")).block_count, 0);
+    }
+
+    #[test]
+    fn grace_lets_a_rare_client_exceed_slightly_once() {
+        let grace = Grace { extra: 2, interval: secs(3_600) };
+        let plan = policy_plan(Policy::new(3, secs(10)).grace(grace));
+        let mut s = ClientState::new();
+        // First window: 3 + 2 grace allowed, the 6th blocks.
+        for ms in 0..5 {
+            assert_eq!(code(s.check(&plan, at(ms))), (200, None), "{ms}");
+        }
+        assert_eq!(code(s.check(&plan, at(5))).0, 429);
+        // Within the hour: no grace again.
+        for ms in 0..3 {
+            assert_eq!(code(s.check(&plan, at(20_000 + ms))), (200, None));
+        }
+        assert_eq!(code(s.check(&plan, at(20_003))).0, 429);
+        // An hour after the last block and grace: eligible again.
+        let later = 20_003 + 3_600_000;
+        for ms in 0..5 {
+            assert_eq!(code(s.check(&plan, at(later + ms))), (200, None), "{ms}");
+        }
+    }
+
+    #[test]
+    fn adaptive_punishments_grow_to_the_cap() {
+        let plan = policy_plan(
+            Policy::new(1, secs(1))
+                .block_limit(0)
+                .block_exceed_reset(true)
+                .punishment(Punishment::Ban(secs(10)))
+                .adaptive(Adaptive { factor: 3.0, max: secs(200), jitter: Duration::ZERO }),
+        );
+        let mut s = ClientState::new();
+        let mut t = 0;
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            assert!(s.check(&plan, at(t)).is_allowed());
+            match s.check(&plan, at(t + 1)) {
+                Decision::Banned { until: Some(u), .. } => {
+                    lengths.push((u.as_millis() - T0 - (t + 1)) / 1000);
+                    t = u.as_millis() - T0 + 5_000;
+                }
+                d => panic!("{d:?}"),
+            }
+        }
+        assert_eq!(lengths, [10, 30, 90, 200, 200]);
+    }
+
+    #[test]
+    fn adaptive_jitter_stays_within_its_bound() {
+        let a = Adaptive { factor: 2.0, max: secs(1_000), jitter: secs(5) };
+        let plan = policy_plan(
+            Policy::new(1, secs(1)).block_limit(0).punishment(Punishment::Ban(secs(10))).adaptive(a),
+        );
+        for _ in 0..50 {
+            let mut s = ClientState::new();
+            s.check(&plan, at(0));
+            let Decision::Banned { until: Some(u), .. } = s.check(&plan, at(1)) else {
+                panic!("banned")
+            };
+            let len = u.as_millis() - T0 - 1;
+            assert!((10_000..=15_000).contains(&len), "{len}");
+        }
+    }
+
+    #[test]
+    fn idle_policy_records_are_forgotten_after_max_window_duration() {
+        let plan = policy_plan(
+            Policy::new(1, secs(10)).max_window_duration(Some(secs(100))),
+        );
+        let mut s = ClientState::new();
+        s.check(&plan, at(0));
+        s.check(&plan, at(1)); // a block
+        assert_eq!(s.expires_at(), at(100_001));
+        s.prune(at(100_001));
+        assert!(s.scopes.is_empty());
+        // Never-expiring records when max_window_duration is "forever".
+        let forever = policy_plan(Policy::new(1, secs(10)).max_window_duration(None));
+        let mut s = ClientState::new();
+        s.check(&forever, at(0));
+        assert_eq!(s.expires_at(), Timestamp::NEVER);
+    }
+}
