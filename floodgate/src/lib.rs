@@ -1,4 +1,84 @@
-//! floodgate: rate limiting and abuse banning for actix-web.
+//! Rate limiting and abuse banning for [actix-web](https://docs.rs/actix-web).
+//!
+//! floodgate sits in front of your handlers and decides, per client, whether a request is
+//! served (and with which `RateLimit` header fields), limited (429) or refused because the
+//! client is banned (403). Two families of limits can be combined on one app:
+//!
+//! - **The gatekeeper family** (as flask-gatekeeper): global sliding-log [`Rule`]s, per-route
+//!   rules with [`#[specific]`](specific), [`#[bypass]`](bypass), and bans earned by reported
+//!   offences ([`GateKeeper::report`] with a [`BanRule`]).
+//! - **The floodgate family** (as FlaskFloodgate): per-route [`Policy`]s with
+//!   [`#[rate_limited]`](rate_limited): fixed windows, blocks, block limits, bans or
+//!   blacklists for repeat offenders, accumulation, cooldown, grace period and adaptive
+//!   punishment.
+//!
+//! State lives in a [`Store`]: in memory by default ([`MemoryStore`]: sharded, bounded,
+//! swept), or in a database.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use actix_web::{get, post, App, HttpRequest, HttpResponse, HttpServer};
+//! use floodgate::{bypass, rate_limited, specific, BanRule, Floodgate, GateKeeper, Rule};
+//!
+//! #[post("/login")]
+//! async fn login(req: HttpRequest, gk: GateKeeper) -> HttpResponse {
+//!     gk.report(&req).await; // a failed login: one offence
+//!     HttpResponse::Unauthorized().finish()
+//! }
+//!
+//! #[specific(rate_limit_rules = [(1, "2s")])]
+//! #[get("/search")]
+//! async fn search() -> &'static str { "results" }
+//!
+//! #[rate_limited(amount = 20, time_window = "1m", block_limit = 5, block_exceed_duration = "forever")]
+//! #[get("/export")]
+//! async fn export() -> &'static str { "data" }
+//!
+//! #[bypass]
+//! #[get("/health")]
+//! async fn health() -> &'static str { "ok" }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let floodgate = Floodgate::new()
+//!         .ban_rule(BanRule::new(3, Duration::from_secs(10), Duration::from_secs(600)))
+//!         .rate_limit_rules([Rule::new(20, Duration::from_secs(1))]);
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .wrap(floodgate.clone())
+//!             .service(login)
+//!             .service(search)
+//!             .service(export)
+//!             .service(health)
+//!     })
+//!     .bind(("127.0.0.1", 8080))?
+//!     .run()
+//!     .await
+//! }
+//! ```
+//!
+//! # Refusals are errors that carry their response
+//!
+//! A refused request is answered before routing finishes, so its handler never runs. The
+//! middleware returns the refusal as an [`actix_web::Error`] holding the complete response
+//! (status, `Retry-After`, RateLimit fields, problem+json body). Clients see a normal
+//! response. Two consequences: middleware registered *outside* `Floodgate` (a later
+//! `.wrap()`) that only decorates successful responses, such as `Logger`, does not see
+//! refusals (floodgate logs them itself: debug per refusal, info for blocks, warn for bans);
+//! and in `actix_web::test`, call the service with `app.call(req).await` and turn an `Err`
+//! into its response with `ResponseError::error_response`, since `test::call_service`
+//! panics on errors.
+//!
+//! # Features
+//!
+//! - `macros` (default): the attribute macros.
+//!
+//! # Time
+//!
+//! Every time-dependent decision reads the injected [`Clock`]; tests use [`FakeClock`] and
+//! never sleep.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

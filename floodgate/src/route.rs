@@ -214,7 +214,17 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         match req.app_data::<WorkerLink>() {
             Some(WorkerLink(ctx)) if ctx.in_call.get() => {
-                let exempt = self.spec.data_check().is_some_and(|check| check(req.request()));
+                let exempt = self.spec.data_check().is_some_and(|check| {
+                    // A panicking check must not take the worker down: count the request.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(req.request())))
+                        .unwrap_or_else(|_| {
+                            log::error!(
+                                "floodgate: request_data_check of route {} panicked; the request is counted",
+                                self.spec.name
+                            );
+                            false
+                        })
+                });
                 ctx.mark.set(Some(Mark {
                     spec: self.spec.clone(),
                     exempt,
