@@ -25,7 +25,7 @@ use crate::policy::Policy;
 use crate::response::{self, Refusal, RefusalKind};
 use crate::route::{PolicySpec, RouteSpec, WorkerCtx, WorkerLink};
 use crate::rules::{BanRule, Rule};
-use crate::state::{Decision, LimitReason, Plan, Quota, ScopeId};
+use crate::state::{Decision, Plan, Quota, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
 use crate::store::{Store, StoreFailure, StoreFuture};
 
@@ -547,11 +547,7 @@ fn settle(
                     client: key,
                     retry_after: Some(retry_after),
                     kind: RefusalKind::Limited {
-                        reason: if reason == LimitReason::Rule {
-                            LimitReason::Rule
-                        } else {
-                            reason
-                        },
+                        reason,
                         limit: info,
                     },
                 },
