@@ -142,17 +142,28 @@ fn rightmost(value: &[u8]) -> Option<IpAddr> {
     parse_node(text.rsplit(',').next()?)
 }
 
-/// Parses `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`, optionally quoted.
+/// Parses `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`, optionally quoted (one
+/// pair of quotes around the whole node). Anything else, such as an unclosed bracket, text
+/// after the bracket, an empty port or an unbalanced quote, is not an address.
 fn parse_node(s: &str) -> Option<IpAddr> {
-    let s = s.trim().trim_matches('"');
+    let s = s.trim();
+    let s = match s.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => s,
+    };
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(ip);
     }
+    let is_port = |p: &str| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = s.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok();
+        let (host, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok
+            .then(|| host.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
     }
     let (host, port) = s.rsplit_once(':')?;
-    if port.bytes().all(|b| b.is_ascii_digit()) {
+    if is_port(port) {
         return host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4);
     }
     None
@@ -240,7 +251,20 @@ mod tests {
         let peer = Some(ip("10.0.0.1"));
         let h = headers(&[("x-my-ip", b"1.1.1.1, 2.2.2.2")]);
         assert_eq!(src.client_ip(peer, &h), Some(ip("2.2.2.2")));
-        for bad in [&b"not an ip"[..], b"", b"\xff\xfe", b"1.1.1.1, garbage"] {
+        for bad in [
+            &b"not an ip"[..],
+            b"",
+            b"\xff\xfe",
+            b"1.1.1.1, garbage",
+            b"1.2.3.4:",
+            b"1.2.3.4:123456",
+            b"[2001:db8::1",
+            b"[::1]garbage",
+            b"[2001:db8::1]:",
+            b"[1.2.3.4]",
+            b"\"1.2.3.4",
+            b"\"",
+        ] {
             let h = headers(&[("x-my-ip", bad)]);
             assert_eq!(src.client_ip(peer, &h), peer, "{bad:?}");
         }
@@ -248,6 +272,8 @@ mod tests {
         let h = headers(&[("x-my-ip", huge.as_bytes())]);
         assert_eq!(src.client_ip(peer, &h), peer);
         assert_eq!(src.client_ip(peer, &HeaderMap::new()), peer);
+        let h = headers(&[("x-my-ip", b"\"1.2.3.4\"")]);
+        assert_eq!(src.client_ip(peer, &h), Some(ip("1.2.3.4")));
         let h = headers(&[("x-my-ip", b"[2001:db8::7]:443")]);
         assert_eq!(src.client_ip(peer, &h), Some(ip("2001:db8::7")));
         let h = headers(&[("x-my-ip", b"1.1.1.1"), ("x-my-ip", b"3.3.3.3:80")]);

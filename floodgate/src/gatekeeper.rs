@@ -341,7 +341,14 @@ impl GateKeeper {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
-        Ok(ClientStatus::new(key, state.as_ref(), &scopes, now))
+        let offence_window = self.shared.ban_rule.map(|r| r.window());
+        Ok(ClientStatus::new(
+            key,
+            state.as_ref(),
+            &scopes,
+            offence_window,
+            now,
+        ))
     }
 
     /// Deletes every client whose state has expired; returns how many. Stores also do this on

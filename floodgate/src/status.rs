@@ -1,9 +1,10 @@
 //! A client's status, for operators: bans, offences, and every window.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::client::ClientKey;
-use crate::clock::Timestamp;
+use crate::clock::{duration_millis, Timestamp};
 use crate::policy::Policy;
 use crate::rules::Rule;
 use crate::state::{BanReason, ClientState, Scope, ScopeId};
@@ -84,6 +85,7 @@ impl ClientStatus {
         client: ClientKey,
         state: Option<&ClientState>,
         scopes: &HashMap<ScopeId, ScopeInfo>,
+        offence_window: Option<Duration>,
         now: Timestamp,
     ) -> Self {
         let Some(state) = state else {
@@ -159,8 +161,11 @@ impl ClientStatus {
         let ban = state
             .ban_at(now)
             .map(|(until, reason)| BanStatus { until, reason });
+        // Only the offences that still lie in the ban rule's window count: the log keeps
+        // older ones until the next report pushes them out.
         let offences = if state.offences_expire > now_ms {
-            state.offences.len() as u32
+            let floor = offence_window.map_or(0, |w| now_ms.saturating_sub(duration_millis(w)));
+            state.offences.iter().filter(|&&t| t > floor).count() as u32
         } else {
             0
         };
@@ -171,5 +176,36 @@ impl ClientStatus {
             windows,
             last_seen: Some(state.last_seen()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::BanRule;
+
+    #[test]
+    fn offences_count_only_those_within_the_ban_rules_window() {
+        let rule = BanRule::new(3, Duration::from_secs(10), Duration::from_secs(600));
+        let mut state = ClientState::new();
+        let t0 = Timestamp::from_millis(1_000_000);
+        for n in 0..3 {
+            state.report(&rule, t0 + Duration::from_secs(6 * n));
+        }
+        let key = ClientKey::custom("k");
+        let status_at = |now| {
+            ClientStatus::new(
+                key.clone(),
+                Some(&state),
+                &HashMap::new(),
+                Some(rule.window()),
+                now,
+            )
+        };
+        // Offences at 0, 6 and 12 s: at 12 s only the last two lie in the 10 s window.
+        assert_eq!(status_at(t0 + Duration::from_secs(12)).offences, 2);
+        assert_eq!(status_at(t0 + Duration::from_secs(17)).offences, 1);
+        assert_eq!(status_at(t0 + Duration::from_secs(22)).offences, 0);
+        assert!(!status_at(t0 + Duration::from_secs(12)).is_banned());
     }
 }
