@@ -568,12 +568,13 @@ fn settle(
                 log::debug!("floodgate: {key} refused: banned ({reason:?})");
             }
             let retry_after = until.map(|t| t.saturating_since(now));
+            // A blacklist has no reset time: the policy field only, no RateLimit field.
             let headers = (headers_on && !route.plan.limits().is_empty()).then(|| Headers {
                 route: route.clone(),
-                quota: Some(Quota {
+                quota: retry_after.map(|reset| Quota {
                     limit: 0,
                     remaining: 0,
-                    reset: retry_after.unwrap_or_default(),
+                    reset,
                 }),
                 ietf: shared.ratelimit_headers,
                 legacy: shared.legacy_headers,
