@@ -1,7 +1,9 @@
 //! Duration strings, checked at compile time.
 
 /// Milliseconds of `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`, `"1w"` (or spelled out:
-/// `"10 seconds"`), or a message saying what is wrong.
+/// `"10 seconds"`; a unit alone is one of it: `"minute"`, as in `"5 per minute"`), or a
+/// message saying what is wrong. Accepts exactly what `floodgate::parse_duration` accepts,
+/// so that a rule reads the same in an attribute and in `"..".parse::<Rule>()`.
 pub(crate) fn millis(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let digits_end = trimmed
@@ -24,7 +26,7 @@ pub(crate) fn millis(text: &str) -> Result<u64, String> {
         }
     };
     if number.is_empty() {
-        return Err(format!("`{text}` has no number; write e.g. \"1{unit}\""));
+        return Ok(scale); // "minute", "per second"
     }
     number
         .parse::<u64>()
@@ -45,13 +47,55 @@ mod tests {
         assert_eq!(millis("1h"), Ok(3_600_000));
         assert_eq!(millis("7d"), Ok(604_800_000));
         assert_eq!(millis("10 seconds"), Ok(10_000));
+        assert_eq!(millis(" 500 ms "), Ok(500));
+        assert_eq!(millis("1w"), Ok(7 * 86_400_000));
+        assert_eq!(millis("0s"), Ok(0)); // callers reject zero with their own message
+    }
+
+    #[test]
+    fn a_unit_alone_is_one_of_it() {
+        assert_eq!(millis("minute"), Ok(60_000));
+        assert_eq!(millis("second"), Ok(1_000));
+        assert_eq!(millis("h"), Ok(3_600_000));
+    }
+
+    #[test]
+    fn agrees_with_the_runtime_parser() {
+        for text in [
+            "500ms",
+            "2s",
+            "1m",
+            "1h",
+            "7d",
+            "1w",
+            "10 seconds",
+            "minute",
+            "2 hours",
+            " 3 min ",
+            "0s",
+            "",
+            "2",
+            "2 fortnights",
+            "-1s",
+            "1.5s",
+            "+1s",
+            "1 s s",
+            "forever",
+            "99999999999999999999s",
+            "18446744073709551615ms",
+            "18446744073709551615s",
+        ] {
+            let runtime = floodgate::parse_duration(text)
+                .ok()
+                .map(|d| u64::try_from(d.as_millis()).unwrap());
+            assert_eq!(millis(text).ok(), runtime, "{text:?}");
+        }
     }
 
     #[test]
     fn rejects_nonsense() {
         for bad in [
             "",
-            "s",
             "2",
             "2 fortnights",
             "-1s",

@@ -2,7 +2,7 @@
 //! argument added to the handler's route attribute that installs `floodgate::RouteRules`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Attribute, ItemFn, LitStr, Meta};
 
@@ -41,8 +41,10 @@ impl Kind {
     }
 }
 
+/// actix-web's route attributes (actix-web-codegen 4.5 added `query`).
 const METHODS: &[&str] = &[
-    "get", "post", "put", "delete", "patch", "head", "options", "trace", "connect", "route",
+    "get", "post", "put", "delete", "patch", "head", "options", "trace", "connect", "query",
+    "route",
 ];
 
 /// An actix-web route attribute (`#[get(..)]`, `#[actix_web::post(..)]`, `#[route(..)]`), or
@@ -62,14 +64,10 @@ fn route_attr(attr: &Attribute) -> Option<bool> {
     }
 }
 
-/// Expands one floodgate attribute, or reports its errors next to the untouched item.
+/// Expands one floodgate attribute, or reports its errors next to the item.
 pub(crate) fn attribute(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
-    match expand(kind, args, item.clone()) {
-        Ok(tokens) => tokens,
-        Err(err) => {
-            let err = err.to_compile_error();
-            quote! { #err #item }
-        }
+    match expand(kind, args, item) {
+        Ok(tokens) | Err(tokens) => tokens,
     }
 }
 
@@ -81,18 +79,25 @@ struct Spec {
 }
 
 impl Spec {
+    /// Adds one floodgate attribute. `site` is the whole attribute, where errors about the
+    /// attribute as a whole go. Errors between attributes (given twice, bypass with rules) go
+    /// to `between`; errors in this attribute's own arguments go to `own`.
     fn add(
         &mut self,
         kind: Kind,
         args: TokenStream,
-        span: Span,
+        site: &TokenStream,
         seen: &mut Vec<Kind>,
-        errors: &mut Errors,
+        between: &mut Errors,
+        own: &mut Errors,
     ) {
         if seen.contains(&kind) {
-            errors.at(
-                span,
-                format!("{} is given twice on this handler", kind.name()),
+            between.spanned(
+                site,
+                format!(
+                    "{} is given twice on this handler: merge the two into one",
+                    kind.name()
+                ),
             );
             return;
         }
@@ -101,8 +106,8 @@ impl Spec {
             _ => seen.iter().find(|k| **k == Kind::Bypass),
         };
         if let Some(other) = conflict {
-            errors.at(
-                span,
+            between.spanned(
+                site,
                 format!(
                     "{} cannot be combined with {}: a bypassed route has no rules at all",
                     kind.name(),
@@ -113,28 +118,52 @@ impl Spec {
         seen.push(kind);
         match kind {
             Kind::Bypass => {
-                args::no_args(args, errors);
+                args::no_args(args, own);
                 self.bypass = true;
             }
-            Kind::Specific => self.specific = Some(SpecificArgs::parse(args, errors)),
-            Kind::RateLimited => self.policy = Some(PolicyArgs::parse(args, errors)),
+            Kind::Specific => self.specific = Some(SpecificArgs::parse(args, site, own)),
+            Kind::RateLimited => self.policy = Some(PolicyArgs::parse(args, own)),
         }
     }
 }
 
-fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let mut func: ItemFn = syn::parse2(item).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("{} goes on an actix-web handler function", kind.name()),
-        )
-    })?;
+/// The expansion, or on error the errors and the untouched item.
+///
+/// The other floodgate attributes of the handler (those below this one) are merged into
+/// this expansion when all is well. When anything is wrong, the item is emitted untouched,
+/// so those attributes expand next, each reporting the errors in its own arguments itself;
+/// this expansion reports only its own errors and those between attributes, so that every
+/// error is reported exactly once.
+fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> Result<TokenStream, TokenStream> {
+    let mut func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(e) => {
+            let err = syn::Error::new(
+                e.span(),
+                format!(
+                    "{} goes on an actix-web handler function (`async fn` with a route attribute)",
+                    kind.name()
+                ),
+            )
+            .to_compile_error();
+            return Err(quote! { #err #item });
+        }
+    };
     let mut errors = Errors::default();
     let mut spec = Spec::default();
     let mut seen = Vec::new();
-    spec.add(kind, args, Span::call_site(), &mut seen, &mut errors);
+    // Errors about this attribute as a whole go on it: the call site.
+    let call_site = quote_spanned!(Span::call_site()=> _);
+    let mut own = Errors::default();
+    spec.add(kind, args, &call_site, &mut seen, &mut errors, &mut own);
+    errors.append(own);
 
-    // Other floodgate attributes on the same handler are merged into one spec.
+    // Other floodgate attributes on the same handler are merged into one spec. Errors in
+    // their arguments are collected only to know that this expansion must step aside: each
+    // of those attributes reports them itself when it expands (see above).
+    let mut deferred = Errors::default();
+    let mut key_value_form = false;
+    let untouched_attrs = func.attrs.clone();
     let mut kept = Vec::new();
     for attr in std::mem::take(&mut func.attrs) {
         match Kind::from_attr(&attr) {
@@ -142,15 +171,14 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<Token
                 let tokens = match &attr.meta {
                     Meta::Path(_) => TokenStream::new(),
                     Meta::List(list) => list.tokens.clone(),
-                    Meta::NameValue(nv) => {
-                        errors.at(
-                            nv.span(),
-                            format!("write {}(..), not {} = ..", other.name(), other.name()),
-                        );
+                    Meta::NameValue(_) => {
+                        // `#[specific = ..]`: rustc rejects it when it expands it in turn.
+                        key_value_form = true;
                         continue;
                     }
                 };
-                spec.add(other, tokens, attr.span(), &mut seen, &mut errors);
+                let site = attr.to_token_stream();
+                spec.add(other, tokens, &site, &mut seen, &mut errors, &mut deferred);
             }
             None => kept.push(attr),
         }
@@ -164,24 +192,32 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<Token
         .filter(|(_, a)| route_attr(a) == Some(true))
         .map(|(i, _)| i)
         .collect();
+    // Reported by each floodgate attribute for itself: each of them is misplaced.
     if routes.is_empty() {
+        let name = kind.name();
         errors.at(
             Span::call_site(),
             format!(
-                "{} must be written above the handler's route attribute (#[get(..)], #[post(..)], #[route(..)], #[routes] ...): move it up. For routes registered with web::resource, wrap the resource with floodgate::RouteRules instead",
-                kind.name()
+                "{name} must be written above the handler's route attribute, and there is no #[get(..)], #[post(..)], #[route(..)] or #[routes] below it. If the route attribute is above {name}, move {name} up above it. For routes registered with web::resource, wrap the resource with floodgate::RouteRules instead"
             ),
         );
     }
-    errors.finish()?;
-
     let name = &func.sig.ident;
     let static_name = format_ident!("__floodgate_route_{}", name);
-    let spec_tokens = spec_tokens(&spec, &name.to_string());
     let wrap = format!("::floodgate::RouteRules::from_static(&{static_name})");
-    for i in routes {
-        add_wrap(&mut func.attrs[i], &wrap)?;
+    let step_aside = key_value_form || !deferred.is_empty();
+    if errors.is_empty() && !step_aside {
+        for &i in &routes {
+            add_wrap(&mut func.attrs[i], &wrap, &mut errors);
+        }
     }
+    if !errors.is_empty() || step_aside || routes.is_empty() {
+        func.attrs = untouched_attrs;
+        let err = errors.finish().err().map(|e| e.to_compile_error());
+        return Err(quote! { #err #func });
+    }
+
+    let spec_tokens = spec_tokens(&spec, &name.to_string());
     Ok(quote! {
         #[allow(non_upper_case_globals)]
         #[doc(hidden)]
@@ -191,12 +227,13 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<Token
 }
 
 /// Appends `wrap = ".."` to a route attribute's arguments.
-fn add_wrap(attr: &mut Attribute, wrap: &str) -> syn::Result<()> {
+fn add_wrap(attr: &mut Attribute, wrap: &str, errors: &mut Errors) {
     let Meta::List(list) = &mut attr.meta else {
-        return Err(syn::Error::new(
-            attr.span(),
+        errors.spanned(
+            &*attr,
             "expected a route attribute with arguments, such as #[get(\"/path\")]",
-        ));
+        );
+        return;
     };
     let trailing_comma = matches!(list.tokens.clone().into_iter().last(), Some(TokenTree::Punct(p)) if p.as_char() == ',');
     let lit = LitStr::new(wrap, Span::call_site());
@@ -206,7 +243,6 @@ fn add_wrap(attr: &mut Attribute, wrap: &str) -> syn::Result<()> {
     } else {
         quote!(#tokens, wrap = #lit)
     };
-    Ok(())
 }
 
 fn opt<T: quote::ToTokens>(v: &Option<T>) -> TokenStream {
@@ -271,8 +307,15 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
                 quote!(::core::option::Option::None)
             };
             let check = match &p.request_data_check {
+                // A typed `let`, not an `as` cast: a function of the wrong signature is then a
+                // "mismatched types" error on the user's path, not an "invalid cast" on the
+                // whole attribute.
                 Some(path) => {
-                    quote!(::core::option::Option::Some(#path as ::floodgate::RequestCheck))
+                    let ty = quote_spanned!(path.span()=> ::floodgate::RequestCheck);
+                    quote!(::core::option::Option::Some({
+                        let __floodgate_check: #ty = #path;
+                        __floodgate_check
+                    }))
                 }
                 None => quote!(::core::option::Option::None),
             };
@@ -305,6 +348,228 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             rules: ::floodgate::__private::Cow::Borrowed(&[#rules]),
             standalone: #standalone,
             policy: #policy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_str(kind: Kind, args: TokenStream, item: TokenStream) -> String {
+        attribute(kind, args, item).to_string()
+    }
+
+    #[test]
+    fn wrap_is_appended_to_the_route_arguments() {
+        for (route, want) in [
+            (quote!(#[get("/x")]), r#"# [get ("/x" , wrap = "W")]"#),
+            (quote!(#[get("/x",)]), r#"# [get ("/x" , wrap = "W")]"#),
+            (
+                quote!(#[get("/x", name = "n")]),
+                r#"# [get ("/x" , name = "n" , wrap = "W")]"#,
+            ),
+            (quote!(#[routes()]), r#"# [routes (wrap = "W")]"#),
+        ] {
+            let mut attr: Attribute = syn::parse_quote!(#route);
+            let mut errors = Errors::default();
+            add_wrap(&mut attr, "W", &mut errors);
+            assert!(errors.is_empty());
+            assert_eq!(attr.to_token_stream().to_string(), want);
+        }
+        let mut attr: Attribute = syn::parse_quote!(#[get]);
+        let mut errors = Errors::default();
+        add_wrap(&mut attr, "W", &mut errors);
+        assert!(!errors.is_empty());
+    }
+
+    #[test]
+    fn route_attributes_are_recognised() {
+        let route = |tokens: TokenStream| {
+            let attr: Attribute = syn::parse_quote!(#tokens);
+            route_attr(&attr)
+        };
+        assert_eq!(route(quote!(#[get("/")])), Some(true));
+        assert_eq!(route(quote!(#[query("/")])), Some(true));
+        assert_eq!(
+            route(quote!(#[actix_web::route("/", method = "GET")])),
+            Some(true)
+        );
+        assert_eq!(route(quote!(#[routes])), Some(false));
+        assert_eq!(route(quote!(#[other::get("/")])), None);
+        assert_eq!(route(quote!(#[inline])), None);
+    }
+
+    #[test]
+    fn floodgate_attributes_are_recognised() {
+        let kind = |tokens: TokenStream| {
+            let attr: Attribute = syn::parse_quote!(#tokens);
+            Kind::from_attr(&attr)
+        };
+        assert_eq!(kind(quote!(#[bypass])), Some(Kind::Bypass));
+        assert_eq!(
+            kind(quote!(#[floodgate::specific(x)])),
+            Some(Kind::Specific)
+        );
+        assert_eq!(
+            kind(quote!(#[::floodgate::rate_limited])),
+            Some(Kind::RateLimited)
+        );
+        assert_eq!(kind(quote!(#[other::bypass])), None);
+        assert_eq!(kind(quote!(#[get("/")])), None);
+    }
+
+    #[test]
+    fn a_valid_handler_gets_its_static_and_wrap() {
+        let out = expand_str(
+            Kind::Specific,
+            quote!(rate_limit_rules = [(1, "2s")], standalone),
+            quote! {
+                #[get("/x")]
+                async fn handler() -> &'static str { "ok" }
+            },
+        );
+        assert!(
+            out.contains(
+                "static __floodgate_route_handler : :: floodgate :: __private :: RouteSpec"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"# [get ("/x" , wrap = "::floodgate::RouteRules::from_static(&__floodgate_route_handler)")]"#),
+            "{out}"
+        );
+        assert!(out.contains("standalone : true"), "{out}");
+        assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn merged_attributes_make_one_static() {
+        let out = expand_str(
+            Kind::Specific,
+            quote!(rate_limit_rules = ["1/1s"]),
+            quote! {
+                #[floodgate::rate_limited(amount = 3)]
+                #[get("/x")]
+                async fn handler() -> &'static str { "ok" }
+            },
+        );
+        assert_eq!(
+            out.matches("static __floodgate_route_handler").count(),
+            1,
+            "{out}"
+        );
+        assert!(
+            out.contains("amount : :: core :: option :: Option :: Some (3u32)"),
+            "{out}"
+        );
+        assert!(!out.contains("rate_limited"), "{out}");
+    }
+
+    #[test]
+    fn on_error_the_item_is_untouched_and_each_attribute_reports_its_own_errors() {
+        let item = quote! {
+            #[specific(rate_limit_rules = [(0, "1s")])]
+            #[get("/x")]
+            async fn handler() -> &'static str { "ok" }
+        };
+        let out = expand_str(Kind::RateLimited, quote!(amount = 0), item.clone());
+        // Only `amount = 0`: `#[specific]` reports its rule when it expands in turn.
+        assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+        assert!(out.contains("`amount` must be at least 1"), "{out}");
+        assert!(out.ends_with(&item.to_string()), "{out}");
+        assert!(!out.contains("__floodgate_route"), "{out}");
+
+        // Fine itself, but a merged attribute is wrong: no error here, the item untouched.
+        let out = expand_str(Kind::RateLimited, quote!(amount = 1), item.clone());
+        assert_eq!(out, item.to_string());
+    }
+
+    #[test]
+    fn errors_between_attributes_are_reported_by_the_first() {
+        let out = expand_str(
+            Kind::Bypass,
+            quote!(),
+            quote! {
+                #[specific(rate_limit_rules = [(1, "1s")])]
+                #[get("/x")]
+                async fn handler() -> &'static str { "ok" }
+            },
+        );
+        assert!(
+            out.contains("#[specific] cannot be combined with #[bypass]"),
+            "{out}"
+        );
+        let out = expand_str(
+            Kind::RateLimited,
+            quote!(),
+            quote! {
+                #[floodgate::rate_limited(amount = 0)]
+                #[get("/x")]
+                async fn handler() -> &'static str { "ok" }
+            },
+        );
+        assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+        assert!(out.contains("#[rate_limited] is given twice"), "{out}");
+    }
+
+    #[test]
+    fn never_panics() {
+        let items = [
+            quote!(),
+            quote!(
+                struct S;
+            ),
+            quote!(fn),
+            quote!(
+                #[get("/")]
+                async fn f() {}
+            ),
+            quote!(
+                #[get]
+                async fn f() {}
+            ),
+            quote!(
+                #[get = "/"]
+                async fn f() {}
+            ),
+            quote!(
+                #[routes]
+                async fn f() {}
+            ),
+            quote!(
+                #[bypass = 1]
+                #[specific]
+                #[rate_limited(amount)]
+                #[get("/")]
+                async fn f() {}
+            ),
+            quote!(
+                #[get("/")]
+                async fn r#type() {}
+            ),
+        ];
+        let args = [
+            quote!(),
+            quote!(,),
+            quote!(=),
+            quote!(amount =),
+            quote!(amount = = 1),
+            quote!(rate_limit_rules = [(), (1,), "/", " per ", "1/", "/1s"]),
+            quote!(
+                rate_limit_rules = [(18446744073709551616, "1s")],
+                standalone = 1
+            ),
+            quote!(amount = 99999999999999999999999, adaptive_factor = 1e400),
+            quote!(time_window = "\u{1F600}", cooldown = "9999999999999999999w"),
+            quote!(self = 1, crate, super = "x", r#type = 1),
+        ];
+        for kind in [Kind::RateLimited, Kind::Specific, Kind::Bypass] {
+            for item in &items {
+                for args in &args {
+                    let _ = attribute(kind, args.clone(), item.clone());
+                }
+            }
         }
     }
 }

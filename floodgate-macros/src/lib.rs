@@ -22,10 +22,15 @@ mod expand;
 /// `cooldown`, `grace_extra`, `grace_interval`, `adaptive_factor`, `adaptive_max`,
 /// `adaptive_jitter`. Durations are strings: `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`.
 ///
-/// ```ignore
+/// ```
+/// use actix_web::{get, App};
+/// use floodgate::{rate_limited, Floodgate};
+///
 /// #[rate_limited(amount = 20, time_window = "1m", block_limit = 5, block_exceed_duration = "forever")]
 /// #[get("/rate-limited")]
 /// async fn rate_limited_route() -> &'static str { "Hello!" }
+///
+/// let app = App::new().wrap(Floodgate::new()).service(rate_limited_route);
 /// ```
 #[proc_macro_attribute]
 pub fn rate_limited(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -35,10 +40,15 @@ pub fn rate_limited(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Adds rules of this handler's own, counted per client for this handler, on top of the
 /// app's global rules; with `standalone`, only these rules apply.
 ///
-/// ```ignore
-/// #[specific(rate_limit_rules = [(1, "2s"), "100/1h"], standalone)]
+/// ```
+/// use actix_web::{get, App};
+/// use floodgate::{specific, Floodgate};
+///
+/// #[specific(rate_limit_rules = [(1, "2s"), "100/1h", "5 per minute"], standalone)]
 /// #[get("/standalone")]
 /// async fn standalone() -> &'static str { "ok" }
+///
+/// let app = App::new().wrap(Floodgate::new()).service(standalone);
 /// ```
 #[proc_macro_attribute]
 pub fn specific(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -47,10 +57,15 @@ pub fn specific(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Nothing applies on this handler: no rule, no counting, no ban check.
 ///
-/// ```ignore
+/// ```
+/// use actix_web::{get, App};
+/// use floodgate::{bypass, Floodgate};
+///
 /// #[bypass]
 /// #[get("/health")]
 /// async fn health() -> &'static str { "ok" }
+///
+/// let app = App::new().wrap(Floodgate::new()).service(health);
 /// ```
 #[proc_macro_attribute]
 pub fn bypass(args: TokenStream, item: TokenStream) -> TokenStream {

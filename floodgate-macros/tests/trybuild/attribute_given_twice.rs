@@ -1,0 +1,11 @@
+use actix_web::get;
+use floodgate::rate_limited;
+
+#[rate_limited(amount = 5)]
+#[rate_limited(amount = 10)]
+#[get("/")]
+async fn index() -> &'static str {
+    "ok"
+}
+
+fn main() {}

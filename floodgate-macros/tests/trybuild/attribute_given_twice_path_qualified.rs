@@ -1,0 +1,11 @@
+use actix_web::get;
+use floodgate::specific;
+
+#[specific(rate_limit_rules = [(1, "2s")])]
+#[floodgate::specific(rate_limit_rules = [(5, "1m")])]
+#[get("/")]
+async fn index() -> &'static str {
+    "ok"
+}
+
+fn main() {}

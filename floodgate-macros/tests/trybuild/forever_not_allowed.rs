@@ -1,0 +1,10 @@
+use actix_web::get;
+use floodgate::rate_limited;
+
+#[rate_limited(amount = 5, time_window = "forever")]
+#[get("/")]
+async fn index() -> &'static str {
+    "ok"
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use floodgate::bypass;
+
+#[bypass]
+async fn index() -> &'static str {
+    "ok"
+}
+
+fn main() {}

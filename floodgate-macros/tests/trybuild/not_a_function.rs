@@ -1,0 +1,6 @@
+use floodgate::rate_limited;
+
+#[rate_limited]
+struct Index;
+
+fn main() {}

@@ -1,0 +1,10 @@
+use actix_web::get;
+use floodgate::specific;
+
+#[specific(standalone)]
+#[get("/")]
+async fn index() -> &'static str {
+    "ok"
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use actix_web::get;
+use floodgate::rate_limited;
+
+#[rate_limited(amount = 0, time_window = "1m")]
+#[get("/")]
+async fn index() -> &'static str {
+    "ok"
+}
+
+fn main() {}

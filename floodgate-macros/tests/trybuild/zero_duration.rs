@@ -1,0 +1,10 @@
+use actix_web::get;
+use floodgate::rate_limited;
+
+#[rate_limited(time_window = "0s")]
+#[get("/")]
+async fn index() -> &'static str {
+    "ok"
+}
+
+fn main() {}
