@@ -479,15 +479,6 @@ fn migrate(
         .map_err(err)?;
     let latest = MIGRATIONS.len() as i64;
     let has_registry = table_exists(&tx, REGISTRY).map_err(err)?;
-    if version > latest {
-        return Err(ConfigError::invalid(
-            "path",
-            format!(
-                "{path} has floodgate schema version {version}, newer than this floodgate \
-                 knows ({latest}); upgrade floodgate"
-            ),
-        ));
-    }
     if (version > 0) != has_registry {
         return Err(ConfigError::invalid(
             "path",
@@ -495,6 +486,15 @@ fn migrate(
                 "{path} is not a floodgate database (user_version {version}, {} {REGISTRY} \
                  table); use another file",
                 if has_registry { "a" } else { "no" }
+            ),
+        ));
+    }
+    if version > latest {
+        return Err(ConfigError::invalid(
+            "path",
+            format!(
+                "{path} has floodgate schema version {version}, newer than this floodgate \
+                 knows ({latest}); upgrade floodgate"
             ),
         ));
     }
