@@ -15,7 +15,7 @@ use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
 use crate::error::{ConfigError, StoreError};
 use crate::rules::BanRule;
-use crate::state::{ClientState, Decision, Plan, ReportOutcome, Scope};
+use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome, Scope};
 
 /// The table used when none is named.
 pub const DEFAULT_TABLE: &str = "floodgate_clients";
@@ -823,11 +823,11 @@ impl Worker {
     }
 }
 
-/// What must be fsynced before it is answered: the ban, and each policy's block and block
-/// count.
-fn durable_part(
-    state: &ClientState,
-) -> (Option<(u64, crate::state::BanReason)>, Vec<(u64, u32, u64)>) {
+/// The parts of a state that must be fsynced before they are answered: the ban, and each
+/// policy's block end, block count and punishment end.
+type DurablePart = (Option<(u64, BanReason)>, Vec<(u64, u32, u64)>);
+
+fn durable_part(state: &ClientState) -> DurablePart {
     let policies = state
         .scopes
         .iter()
