@@ -5,7 +5,8 @@
 #
 #   CARGO_TARGET_DIR=/work/target-sqlite bash tests/bench/sqlite_vs_memory.sh [seconds] [connections]
 #
-# Needs wrk (apt-get install -y wrk). Environment: DURABILITY=normal|full (SQLite store).
+# Needs wrk (apt-get install -y wrk). Environment: DURABILITY=normal|full (SQLite store),
+# CLIENTS=n to cycle over n clients (default: a new client for every request).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
