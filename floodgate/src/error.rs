@@ -89,3 +89,28 @@ impl std::error::Error for StoreError {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+/// Bytes that are not a [`ClientState`](crate::ClientState) encoded by
+/// [`ClientState::encode`](crate::ClientState::encode): truncated, corrupt, or written by a
+/// newer format version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecodeError {
+    message: String,
+}
+
+impl DecodeError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        DecodeError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "corrupt client state: {}", self.message)
+    }
+}
+
+impl std::error::Error for DecodeError {}

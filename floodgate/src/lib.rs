@@ -92,12 +92,13 @@ mod response;
 mod route;
 mod rules;
 mod state;
+mod state_codec;
 mod status;
 pub mod store;
 
 pub use client::ClientKey;
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
-pub use error::{ConfigError, StoreError};
+pub use error::{ConfigError, DecodeError, StoreError};
 pub use gatekeeper::{Client, GateKeeper};
 pub use middleware::{Floodgate, FloodgateFuture, FloodgateMiddleware};
 pub use policy::{Adaptive, Grace, Policy, Punishment, RequestCheck};
@@ -109,6 +110,8 @@ pub use state::{
 };
 pub use status::{BanStatus, ClientStatus, WindowStatus};
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::{Durability, SqliteStore, SqliteStoreBuilder};
 pub use store::{Store, StoreFailure, StoreFuture};
 
 #[cfg(feature = "macros")]

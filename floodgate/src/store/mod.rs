@@ -19,6 +19,8 @@ use crate::rules::BanRule;
 use crate::state::{ClientState, Decision, Plan, ReportOutcome};
 
 pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// The answer of a [`Store`]: either already there, or a future to await.
 #[must_use = "a store future does nothing unless awaited"]

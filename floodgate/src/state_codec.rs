@@ -1,0 +1,472 @@
+//! A compact, versioned binary encoding of [`ClientState`], for stores that persist it
+//! (SQLite, Redis, your own).
+//!
+//! Layout of format 1 (integers are LEB128 varints unless said otherwise):
+//!
+//! ```text
+//! format: u8 = 1
+//! last_seen
+//! ban: u8 (0 = none, 1 = some) [until, reason: u8 (0 reported, 1 operator, 2 punished)]
+//! offences: times
+//! offences_expire
+//! scopes: count, then each: id: u64 little-endian, kind: u8
+//!   0 = sliding log: times, expires
+//!   1 = policy: window_start, count, carry, blocked_until, block_count, punished_until,
+//!       punishments, last_request, last_seen, last_block_at, grace_used_at, grace_window,
+//!       expires
+//! times: count, first time, then each next time as a zigzag varint of its wrapping
+//!        difference from the previous one (so any u64 round-trips, and a log of requests
+//!        a few milliseconds apart costs one or two bytes per entry)
+//! ```
+//!
+//! Decoding checks every byte: truncated input, trailing bytes, an unknown format, tag or
+//! reason, an over-long varint or a count larger than the input could hold are errors, never
+//! panics, and never allocate more than the input's size.
+
+use std::collections::VecDeque;
+
+use crate::error::DecodeError;
+use crate::state::{BanReason, ClientState, Log, PolicyState, Scope, ScopeId};
+
+/// The format written by [`ClientState::encode`].
+const FORMAT: u8 = 1;
+
+impl ClientState {
+    /// Encodes this state in floodgate's compact binary format (see [`ClientState::decode`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floodgate::{BanRule, ClientState, Timestamp};
+    /// use std::time::Duration;
+    ///
+    /// let mut state = ClientState::new();
+    /// state.report(&BanRule::new(3, Duration::from_secs(10), Duration::from_secs(60)),
+    ///              Timestamp::from_millis(1_000));
+    /// let bytes = state.encode();
+    /// assert_eq!(ClientState::decode(&bytes).unwrap(), state);
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + 8 * self.offences.len());
+        out.push(FORMAT);
+        put(&mut out, self.last_seen);
+        match self.ban {
+            None => out.push(0),
+            Some((until, reason)) => {
+                out.push(1);
+                put(&mut out, until);
+                out.push(match reason {
+                    BanReason::Reported => 0,
+                    BanReason::Operator => 1,
+                    BanReason::Punished => 2,
+                });
+            }
+        }
+        put_times(&mut out, &self.offences);
+        put(&mut out, self.offences_expire);
+        put(&mut out, self.scopes.len() as u64);
+        for (id, scope) in &self.scopes {
+            out.extend_from_slice(&id.0.to_le_bytes());
+            match scope {
+                Scope::Log(log) => {
+                    out.push(0);
+                    put_times(&mut out, &log.times);
+                    put(&mut out, log.expires);
+                }
+                Scope::Policy(p) => {
+                    out.push(1);
+                    for v in [
+                        p.window_start,
+                        u64::from(p.count),
+                        u64::from(p.carry),
+                        p.blocked_until,
+                        u64::from(p.block_count),
+                        p.punished_until,
+                        u64::from(p.punishments),
+                        p.last_request,
+                        p.last_seen,
+                        p.last_block_at,
+                        p.grace_used_at,
+                        p.grace_window,
+                        p.expires,
+                    ] {
+                        put(&mut out, v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes bytes written by [`ClientState::encode`]. Corrupt, truncated or unknown input is
+    /// an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<ClientState, DecodeError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let format = r.byte("format")?;
+        if format != FORMAT {
+            return Err(DecodeError::new(format!(
+                "unknown format {format} (this version reads format {FORMAT})"
+            )));
+        }
+        let last_seen = r.varint("last_seen")?;
+        let ban = match r.byte("ban")? {
+            0 => None,
+            1 => {
+                let until = r.varint("ban until")?;
+                let reason = match r.byte("ban reason")? {
+                    0 => BanReason::Reported,
+                    1 => BanReason::Operator,
+                    2 => BanReason::Punished,
+                    n => return Err(DecodeError::new(format!("unknown ban reason {n}"))),
+                };
+                Some((until, reason))
+            }
+            n => return Err(DecodeError::new(format!("unknown ban tag {n}"))),
+        };
+        let offences = r.times("offences")?;
+        let offences_expire = r.varint("offences_expire")?;
+        // Each scope takes at least 9 bytes (its id and kind).
+        let count = r.count("scopes", 9)?;
+        let mut scopes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = ScopeId(r.u64_le("scope id")?);
+            let scope = match r.byte("scope kind")? {
+                0 => Scope::Log(Log {
+                    times: r.times("log")?,
+                    expires: r.varint("log expires")?,
+                }),
+                1 => Scope::Policy(Box::new(PolicyState {
+                    window_start: r.varint("window_start")?,
+                    count: r.u32("count")?,
+                    carry: r.u32("carry")?,
+                    blocked_until: r.varint("blocked_until")?,
+                    block_count: r.u32("block_count")?,
+                    punished_until: r.varint("punished_until")?,
+                    punishments: r.u32("punishments")?,
+                    last_request: r.varint("last_request")?,
+                    last_seen: r.varint("policy last_seen")?,
+                    last_block_at: r.varint("last_block_at")?,
+                    grace_used_at: r.varint("grace_used_at")?,
+                    grace_window: r.varint("grace_window")?,
+                    expires: r.varint("policy expires")?,
+                })),
+                n => return Err(DecodeError::new(format!("unknown scope kind {n}"))),
+            };
+            scopes.push((id, scope));
+        }
+        if r.pos != bytes.len() {
+            return Err(DecodeError::new(format!(
+                "{} trailing bytes",
+                bytes.len() - r.pos
+            )));
+        }
+        Ok(ClientState {
+            last_seen,
+            ban,
+            offences,
+            offences_expire,
+            scopes,
+        })
+    }
+}
+
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_times(out: &mut Vec<u8>, times: &VecDeque<u64>) {
+    put(out, times.len() as u64);
+    let mut prev = 0u64;
+    for &t in times {
+        let delta = t.wrapping_sub(prev) as i64;
+        put(out, ((delta << 1) ^ (delta >> 63)) as u64);
+        prev = t;
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self, what: &str) -> Result<u8, DecodeError> {
+        let b = *self
+            .bytes
+            .get(self.pos)
+            .ok_or_else(|| DecodeError::new(format!("truncated at {what}")))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte(what)?;
+            let bits = u64::from(b & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(DecodeError::new(format!("{what} overflows 64 bits")));
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::new(format!("{what} overflows 64 bits")))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        u32::try_from(self.varint(what)?)
+            .map_err(|_| DecodeError::new(format!("{what} overflows 32 bits")))
+    }
+
+    fn u64_le(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let end = self.pos + 8;
+        let raw = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| DecodeError::new(format!("truncated at {what}")))?;
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(raw);
+        self.pos = end;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    /// A count of items that take at least `min_size` bytes each: no larger than the rest of
+    /// the input could hold, so that a corrupt count cannot make us allocate much.
+    fn count(&mut self, what: &str, min_size: usize) -> Result<usize, DecodeError> {
+        let n = self.varint(what)?;
+        let room = (self.bytes.len() - self.pos) / min_size;
+        match usize::try_from(n) {
+            Ok(n) if n <= room => Ok(n),
+            _ => Err(DecodeError::new(format!(
+                "{what}: count {n} exceeds the remaining input"
+            ))),
+        }
+    }
+
+    fn times(&mut self, what: &str) -> Result<VecDeque<u64>, DecodeError> {
+        let n = self.count(what, 1)?;
+        let mut times = VecDeque::with_capacity(n);
+        let mut prev = 0u64;
+        for _ in 0..n {
+            let z = self.varint(what)?;
+            let delta = ((z >> 1) as i64) ^ -((z & 1) as i64);
+            prev = prev.wrapping_add(delta as u64);
+            times.push_back(prev);
+        }
+        Ok(times)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(v: u64, small: u32) -> PolicyState {
+        PolicyState {
+            window_start: v,
+            count: small,
+            carry: small,
+            blocked_until: v,
+            block_count: small,
+            punished_until: v,
+            punishments: small,
+            last_request: v,
+            last_seen: v,
+            last_block_at: v,
+            grace_used_at: v,
+            grace_window: v,
+            expires: v,
+        }
+    }
+
+    fn edge_states() -> Vec<ClientState> {
+        let mut out = vec![ClientState::new()];
+        for (v, small) in [(0, 0), (1, 1), (u64::MAX, u32::MAX), (1 << 63, 1 << 31)] {
+            for reason in [
+                BanReason::Reported,
+                BanReason::Operator,
+                BanReason::Punished,
+            ] {
+                out.push(ClientState {
+                    last_seen: v,
+                    ban: Some((v, reason)),
+                    offences: [v, 0, u64::MAX, 5, 5, 1 << 63].into_iter().collect(),
+                    offences_expire: v,
+                    scopes: vec![
+                        (
+                            ScopeId(v),
+                            Scope::Log(Log {
+                                times: [u64::MAX, 0, v, 1_700_000_000_000].into_iter().collect(),
+                                expires: v,
+                            }),
+                        ),
+                        (ScopeId::GLOBAL, Scope::Policy(Box::new(policy(v, small)))),
+                        (ScopeId(0), Scope::Log(Log::default())),
+                        (ScopeId(u64::MAX), Scope::Policy(Box::default())),
+                    ],
+                });
+            }
+        }
+        out
+    }
+
+    fn random_state() -> ClientState {
+        let any = || match fastrand::u8(0..4) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => 1_700_000_000_000 + fastrand::u64(0..100_000),
+            _ => fastrand::u64(..),
+        };
+        let times = |n: usize| (0..n).map(|_| any()).collect::<VecDeque<u64>>();
+        ClientState {
+            last_seen: any(),
+            ban: fastrand::bool().then(|| (any(), BanReason::Operator)),
+            offences: times(fastrand::usize(0..5)),
+            offences_expire: any(),
+            scopes: (0..fastrand::usize(0..4))
+                .map(|_| {
+                    let scope = if fastrand::bool() {
+                        Scope::Log(Log {
+                            times: times(fastrand::usize(0..50)),
+                            expires: any(),
+                        })
+                    } else {
+                        Scope::Policy(Box::new(policy(any(), fastrand::u32(..))))
+                    };
+                    (ScopeId(fastrand::u64(..)), scope)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn edge_values_round_trip() {
+        for state in edge_states() {
+            let bytes = state.encode();
+            assert_eq!(ClientState::decode(&bytes), Ok(state));
+        }
+    }
+
+    #[test]
+    fn random_states_round_trip() {
+        for _ in 0..2_000 {
+            let state = random_state();
+            assert_eq!(ClientState::decode(&state.encode()), Ok(state));
+        }
+    }
+
+    #[test]
+    fn a_dense_log_is_compact() {
+        let log = Log {
+            times: (0..100).map(|i| 1_700_000_000_000 + i * 10).collect(),
+            expires: 1_700_000_060_000,
+        };
+        let state = ClientState {
+            scopes: vec![(ScopeId::GLOBAL, Scope::Log(log))],
+            ..ClientState::default()
+        };
+        let bytes = state.encode();
+        assert!(bytes.len() < 140, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn every_truncation_and_trailing_byte_is_rejected() {
+        for state in edge_states() {
+            let bytes = state.encode();
+            for len in 0..bytes.len() {
+                assert!(ClientState::decode(&bytes[..len]).is_err(), "prefix {len}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(ClientState::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_tags_and_formats_are_rejected() {
+        let base = ClientState::new().encode();
+        let mut bad_format = base.clone();
+        bad_format[0] = 2;
+        let err = ClientState::decode(&bad_format).unwrap_err();
+        assert!(err.to_string().contains("unknown format 2"), "{err}");
+
+        let mut bad_ban = base.clone();
+        bad_ban[2] = 7; // format, last_seen = 0, ban tag
+        assert!(ClientState::decode(&bad_ban).is_err());
+
+        let banned = ClientState {
+            ban: Some((5, BanReason::Operator)),
+            ..ClientState::default()
+        };
+        let mut bad_reason = banned.encode();
+        bad_reason[4] = 9; // format, last_seen, tag, until = 5, reason
+        assert!(ClientState::decode(&bad_reason).is_err());
+
+        // A scope kind of 2.
+        let mut bad_kind = base.clone();
+        *bad_kind.last_mut().unwrap() = 1; // one scope
+        bad_kind.extend_from_slice(&[0; 8]);
+        bad_kind.push(2);
+        assert!(ClientState::decode(&bad_kind).is_err());
+    }
+
+    #[test]
+    fn overflowing_numbers_and_huge_counts_are_rejected() {
+        // A varint of 11 bytes, and one of 10 whose last byte carries more than one bit.
+        let mut long = vec![FORMAT];
+        long.extend_from_slice(&[0xff; 10]);
+        long.push(0x01);
+        assert!(ClientState::decode(&long).is_err());
+        let mut wide = vec![FORMAT];
+        wide.extend_from_slice(&[0xff; 9]);
+        wide.push(0x02);
+        assert!(ClientState::decode(&wide).is_err());
+
+        // An offence count of u64::MAX with nothing behind it.
+        let mut huge = vec![FORMAT, 0, 0];
+        put(&mut huge, u64::MAX);
+        assert!(ClientState::decode(&huge).is_err());
+
+        // A policy count above u32::MAX.
+        let state = ClientState {
+            scopes: vec![(ScopeId(1), Scope::Policy(Box::default()))],
+            ..ClientState::default()
+        };
+        let bytes = state.encode();
+        let count_at = bytes.len() - 13 + 1; // window_start is 0 (one byte), then count
+        let mut over = bytes[..count_at].to_vec();
+        put(&mut over, u64::from(u32::MAX) + 1);
+        over.extend_from_slice(&bytes[count_at + 1..]);
+        let err = ClientState::decode(&over).unwrap_err();
+        assert!(err.to_string().contains("count overflows 32 bits"), "{err}");
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        for _ in 0..20_000 {
+            let len = fastrand::usize(0..64);
+            let mut bytes: Vec<u8> = (0..len).map(|_| fastrand::u8(..)).collect();
+            if fastrand::bool() && !bytes.is_empty() {
+                bytes[0] = FORMAT;
+            }
+            let _ = ClientState::decode(&bytes);
+        }
+        // Mutations of valid encodings either fail or decode to something that re-encodes.
+        for state in edge_states() {
+            let bytes = state.encode();
+            for i in 0..bytes.len() {
+                let mut m = bytes.clone();
+                m[i] ^= 1 << fastrand::u8(0..8);
+                if let Ok(decoded) = ClientState::decode(&m) {
+                    assert_eq!(ClientState::decode(&decoded.encode()), Ok(decoded));
+                }
+            }
+        }
+    }
+}

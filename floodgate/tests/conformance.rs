@@ -1,0 +1,413 @@
+//! The store conformance suite: every test runs against every store (memory, SQLite), which
+//! must give the same answers. Time is explicit `Timestamp`s; nothing sleeps.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use floodgate::{
+    BanReason, BanRule, ClientKey, Decision, LimitReason, Plan, Policy, ReportOutcome, Rule,
+    ScopeId, Store, StoreFuture, Timestamp,
+};
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Waits for a store answer on this thread.
+fn run<T>(mut f: StoreFuture<T>) -> T {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(r) = Pin::new(&mut f).poll(&mut cx) {
+            return r.expect("the store failed");
+        }
+        thread::park();
+    }
+}
+
+fn key(n: u32) -> ClientKey {
+    ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)
+}
+
+const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_millis(T0.as_millis() + ms)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn global(rules: Vec<Rule>) -> Arc<Plan> {
+    Arc::new(Plan::new([(ScopeId::GLOBAL, rules)], None))
+}
+
+fn limited_wait(d: Decision) -> Duration {
+    match d {
+        Decision::Limited { retry_after, .. } => retry_after,
+        other => panic!("expected Limited, got {other:?}"),
+    }
+}
+
+fn sliding_log_is_exact(store: &dyn Store) {
+    let plan = global(vec![Rule::new(3, secs(10))]);
+    let c = key(1);
+    for (i, ms) in [0, 1_000, 2_000].into_iter().enumerate() {
+        match run(store.check(&c, &plan, at(ms))) {
+            Decision::Allowed { quota: Some(q) } => assert_eq!(q.remaining, 2 - i as u32),
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+    // The oldest counted request (at 0) leaves the window at 10 s.
+    assert_eq!(
+        limited_wait(run(store.check(&c, &plan, at(3_000)))),
+        secs(7)
+    );
+    assert_eq!(
+        limited_wait(run(store.check(&c, &plan, at(9_999)))),
+        Duration::from_millis(1)
+    );
+    assert!(run(store.check(&c, &plan, at(10_000))).is_allowed());
+    // Now 1 s, 2 s and 10 s are counted: the next slot opens at 11 s.
+    assert_eq!(
+        limited_wait(run(store.check(&c, &plan, at(10_500)))),
+        Duration::from_millis(500)
+    );
+    // Another client is not affected.
+    assert!(run(store.check(&key(2), &plan, at(10_500))).is_allowed());
+}
+
+fn refusal_is_atomic_across_rules_and_scopes(store: &dyn Store) {
+    let route = ScopeId::named("route");
+    let both = Arc::new(Plan::new(
+        [
+            (ScopeId::GLOBAL, vec![Rule::new(5, secs(60))]),
+            (
+                route,
+                vec![Rule::new(2, secs(60)), Rule::new(10, secs(3600))],
+            ),
+        ],
+        None,
+    ));
+    let only_global = global(vec![Rule::new(5, secs(60))]);
+    let c = key(1);
+    assert!(run(store.check(&c, &both, at(0))).is_allowed());
+    assert!(run(store.check(&c, &both, at(1))).is_allowed());
+    for ms in 2..10 {
+        match run(store.check(&c, &both, at(ms))) {
+            Decision::Limited { reason, limit, .. } => {
+                assert_eq!(reason, LimitReason::Rule);
+                assert_eq!(both.limits()[limit].quota, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The refused requests consumed nothing from the global rule: 3 of 5 are left.
+    match run(store.check(&c, &only_global, at(20))) {
+        Decision::Allowed { quota: Some(q) } => assert_eq!(q.remaining, 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn reports_ban_from_the_last_offence_and_are_spent(store: &dyn Store) {
+    let rule = BanRule::new(3, secs(10), secs(60));
+    let c = key(7);
+    let plan = global(vec![Rule::new(100, secs(1))]);
+    assert_eq!(
+        run(store.report(&c, &rule, at(0))),
+        ReportOutcome::Recorded { offences: 1 }
+    );
+    // Out of the window of a later offence: not counted.
+    assert_eq!(
+        run(store.report(&c, &rule, at(11_000))),
+        ReportOutcome::Recorded { offences: 1 }
+    );
+    assert_eq!(
+        run(store.report(&c, &rule, at(12_000))),
+        ReportOutcome::Recorded { offences: 2 }
+    );
+    assert_eq!(
+        run(store.report(&c, &rule, at(13_000))),
+        ReportOutcome::Banned { until: at(73_000) }
+    );
+    assert_eq!(
+        run(store.check(&c, &plan, at(20_000))),
+        Decision::Banned {
+            until: Some(at(73_000)),
+            reason: BanReason::Reported,
+            started: false
+        }
+    );
+    assert!(run(store.check(&c, &plan, at(73_000))).is_allowed());
+    // The offences that led to the ban are spent.
+    assert_eq!(
+        run(store.report(&c, &rule, at(73_001))),
+        ReportOutcome::Recorded { offences: 1 }
+    );
+}
+
+fn operators_ban_blacklist_and_unban(store: &dyn Store) {
+    let plan = global(vec![Rule::new(100, secs(1))]);
+    let c = key(9);
+    assert!(!run(store.unban(&c, at(0))), "unban of an unknown client");
+    run(store.ban(&c, Some(at(30_000)), at(0)));
+    assert_eq!(
+        run(store.check(&c, &plan, at(1))),
+        Decision::Banned {
+            until: Some(at(30_000)),
+            reason: BanReason::Operator,
+            started: false
+        }
+    );
+    // Bans apply to ban-only plans (excluded methods) too.
+    assert!(!run(store.check(&c, &Arc::new(Plan::ban_only()), at(2))).is_allowed());
+    assert!(run(store.check(&c, &plan, at(30_000))).is_allowed());
+
+    run(store.ban(&c, None, at(31_000)));
+    let far = at(365 * 86_400_000);
+    assert_eq!(
+        run(store.check(&c, &plan, far)),
+        Decision::Banned {
+            until: None,
+            reason: BanReason::Operator,
+            started: false
+        }
+    );
+    assert_eq!(run(store.sweep(far)), 0, "a blacklist is never swept");
+    assert!(run(store.unban(&c, far)));
+    assert!(!run(store.unban(&c, far)));
+    assert!(run(store.check(&c, &plan, far)).is_allowed());
+}
+
+fn policy_blocks_then_punishes(store: &dyn Store) {
+    let scope = ScopeId::named("policy");
+    let policy = Policy::new(2, secs(60))
+        .block_limit(1)
+        .block_exceed_duration(None);
+    let plan = Arc::new(Plan::new([], Some((scope, policy))));
+    let c = key(3);
+    assert!(run(store.check(&c, &plan, at(0))).is_allowed());
+    assert!(run(store.check(&c, &plan, at(1_000))).is_allowed());
+    match run(store.check(&c, &plan, at(2_000))) {
+        Decision::Limited {
+            reason: LimitReason::Blocked,
+            retry_after,
+            started: true,
+            ..
+        } => assert_eq!(retry_after, secs(60)),
+        other => panic!("{other:?}"),
+    }
+    // Blocked until 62 s (relative_block = false: refusals do not extend it).
+    assert_eq!(
+        run(store.check(&c, &plan, at(30_000))),
+        Decision::Limited {
+            reason: LimitReason::Blocked,
+            limit: 0,
+            retry_after: secs(32),
+            started: false
+        }
+    );
+    let status = run(store.state(&c, at(30_000))).expect("state");
+    assert!(status.ban_at(at(30_000)).is_none());
+    // The block ended; a new window; the second block exceeds block_limit = 1: blacklisted.
+    assert!(run(store.check(&c, &plan, at(62_000))).is_allowed());
+    assert!(run(store.check(&c, &plan, at(62_001))).is_allowed());
+    assert_eq!(
+        run(store.check(&c, &plan, at(62_002))),
+        Decision::Banned {
+            until: None,
+            reason: BanReason::Punished,
+            started: true
+        }
+    );
+    let later = at(10 * 86_400_000);
+    assert!(matches!(
+        run(store.check(&c, &plan, later)),
+        Decision::Banned { until: None, .. }
+    ));
+    assert!(run(store.unban(&c, later)));
+    assert!(run(store.check(&c, &plan, later)).is_allowed());
+}
+
+fn policy_ban_punishment_ends(store: &dyn Store) {
+    let scope = ScopeId::named("policy-ban");
+    let policy = Policy::new(1, secs(10))
+        .block_limit(0)
+        .block_exceed_duration(Some(secs(100)));
+    let plan = Arc::new(Plan::new([], Some((scope, policy))));
+    let c = key(4);
+    assert!(run(store.check(&c, &plan, at(0))).is_allowed());
+    assert_eq!(
+        run(store.check(&c, &plan, at(1))),
+        Decision::Banned {
+            until: Some(at(100_001)),
+            reason: BanReason::Punished,
+            started: true
+        }
+    );
+    assert!(!run(store.check(&c, &plan, at(100_000))).is_allowed());
+    assert!(run(store.check(&c, &plan, at(100_001))).is_allowed());
+}
+
+fn state_reflects_the_client(store: &dyn Store) {
+    let c = key(5);
+    assert_eq!(run(store.state(&c, at(0))), None);
+    // A plan that only checks bans creates no state.
+    assert!(run(store.check(&c, &Arc::new(Plan::ban_only()), at(0))).is_allowed());
+    assert_eq!(run(store.state(&c, at(0))), None);
+    let plan = global(vec![Rule::new(5, secs(10))]);
+    run(store.check(&c, &plan, at(1_000)));
+    let state = run(store.state(&c, at(2_000))).expect("state");
+    assert_eq!(state.last_seen(), at(1_000));
+    assert_eq!(state.expires_at(), at(11_000));
+    assert_eq!(run(store.state(&c, at(11_000))), None, "expired");
+}
+
+fn sweep_deletes_expired_clients(store: &dyn Store) {
+    let plan = global(vec![Rule::new(5, secs(10))]);
+    for n in 0..100 {
+        run(store.check(&key(n), &plan, at(u64::from(n))));
+    }
+    run(store.ban(&key(1000), Some(at(60_000)), at(0)));
+    assert_eq!(run(store.sweep(at(9_999))), 0);
+    assert_eq!(run(store.sweep(at(10_049))), 50);
+    assert_eq!(run(store.sweep(at(10_099))), 50);
+    assert!(run(store.state(&key(99), at(0))).is_none(), "swept");
+    assert!(run(store.state(&key(1000), at(10_100))).is_some(), "banned");
+    assert_eq!(run(store.sweep(at(60_000))), 1);
+}
+
+fn expired_state_starts_afresh(store: &dyn Store) {
+    let plan = global(vec![Rule::new(1, secs(10))]);
+    let c = key(6);
+    assert!(run(store.check(&c, &plan, at(0))).is_allowed());
+    assert!(!run(store.check(&c, &plan, at(5_000))).is_allowed());
+    // Nothing swept, but the state expired: a new window.
+    assert!(run(store.check(&c, &plan, at(10_000))).is_allowed());
+    let rule = BanRule::new(2, secs(10), secs(5));
+    run(store.report(&c, &rule, at(10_000)));
+    assert_eq!(
+        run(store.report(&c, &rule, at(20_001))),
+        ReportOutcome::Recorded { offences: 1 },
+        "an offence out of the window expired"
+    );
+}
+
+fn concurrent_requests_are_counted_exactly(store: &dyn Store) {
+    let plan = global(vec![Rule::new(50, secs(3600))]);
+    let c = key(42);
+    let allowed: usize = thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let plan = &plan;
+                let c = &c;
+                s.spawn(move || {
+                    (0..50)
+                        .filter(|i| run(store.check(c, plan, at(t * 50 + i))).is_allowed())
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(allowed, 50);
+}
+
+fn custom_keys_are_separate_from_addresses(store: &dyn Store) {
+    let plan = global(vec![Rule::new(1, secs(10))]);
+    let ip = ClientKey::from_ip(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)), 64);
+    let custom = ClientKey::custom("1.2.3.4");
+    assert!(run(store.check(&ip, &plan, at(0))).is_allowed());
+    assert!(run(store.check(&custom, &plan, at(0))).is_allowed());
+    let v6 = ClientKey::from_ip("2001:db8::1".parse().unwrap(), 64);
+    let v6_same_net = ClientKey::from_ip("2001:db8::2".parse().unwrap(), 64);
+    assert!(run(store.check(&v6, &plan, at(0))).is_allowed());
+    assert!(!run(store.check(&v6_same_net, &plan, at(1))).is_allowed());
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(&floodgate::MemoryStore::new());
+                }
+            )*
+        }
+
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(
+                #[test]
+                fn $test() {
+                    let db = super::TempDb::new(stringify!($test));
+                    let store = floodgate::SqliteStore::open(&db.path).expect("open");
+                    super::$test(&store);
+                    // Reopened, the file gives the same state.
+                    drop(store);
+                    let again = floodgate::SqliteStore::open(&db.path).expect("reopen");
+                    drop(again);
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    sliding_log_is_exact,
+    refusal_is_atomic_across_rules_and_scopes,
+    reports_ban_from_the_last_offence_and_are_spent,
+    operators_ban_blacklist_and_unban,
+    policy_blocks_then_punishes,
+    policy_ban_punishment_ends,
+    state_reflects_the_client,
+    sweep_deletes_expired_clients,
+    expired_state_starts_afresh,
+    concurrent_requests_are_counted_exactly,
+    custom_keys_are_separate_from_addresses,
+);
+
+/// A database file in the temp dir, deleted (with its WAL files) on drop.
+#[cfg(feature = "sqlite")]
+struct TempDb {
+    path: std::path::PathBuf,
+}
+
+#[cfg(feature = "sqlite")]
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        let path = std::env::temp_dir().join(format!(
+            "floodgate-conformance-{}-{name}.db",
+            std::process::id()
+        ));
+        let db = TempDb { path };
+        db.remove();
+        db
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}

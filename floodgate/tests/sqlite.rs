@@ -1,0 +1,322 @@
+//! The SQLite store's own contract: bad input at open, locks, persistence, several stores on
+//! one file, corrupt rows.
+#![cfg(feature = "sqlite")]
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use floodgate::{
+    ClientKey, ConfigError, Decision, Durability, Plan, Rule, ScopeId, SqliteStore, Store,
+    StoreError, StoreFuture, Timestamp,
+};
+use rusqlite::Connection;
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn try_run<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(r) = Pin::new(&mut f).poll(&mut cx) {
+            return r;
+        }
+        thread::park();
+    }
+}
+
+fn run<T>(f: StoreFuture<T>) -> T {
+    try_run(f).expect("the store failed")
+}
+
+fn key(n: u32) -> ClientKey {
+    ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)
+}
+
+const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+fn plan(n: u32) -> Arc<Plan> {
+    Arc::new(Plan::new(
+        [(ScopeId::GLOBAL, vec![Rule::new(n, Duration::from_secs(60))])],
+        None,
+    ))
+}
+
+/// A fresh directory in the temp dir, deleted on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("floodgate-sqlite-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open_err(result: Result<SqliteStore, ConfigError>) -> ConfigError {
+    match result {
+        Ok(store) => panic!("opened: {store:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn bad_table_names_are_errors_naming_the_table() {
+    let dir = TempDir::new("names");
+    let db = dir.file("x.db");
+    for bad in [
+        "",
+        "1st",
+        "ip-data",
+        "x\"; DROP TABLE t; --",
+        "sqlite_x",
+        "ä",
+    ] {
+        let err = open_err(SqliteStore::builder(&db).table(bad).open());
+        assert_eq!(err.field(), "table");
+        assert!(err.to_string().contains("table name"), "{err}");
+    }
+    let err = open_err(SqliteStore::builder(&db).table("t".repeat(65)).open());
+    assert!(err.to_string().contains("longer than 64"), "{err}");
+}
+
+#[test]
+fn unusable_paths_are_errors_naming_the_path() {
+    let dir = TempDir::new("paths");
+    let missing = dir.file("no/such/dir/x.db");
+    let err = open_err(SqliteStore::open(&missing));
+    assert_eq!(err.field(), "path");
+    assert!(err.to_string().contains("cannot open or create"), "{err}");
+    assert!(err.to_string().contains("no/such/dir/x.db"), "{err}");
+
+    let err = open_err(SqliteStore::open(&dir.0));
+    assert_eq!(err.field(), "path", "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_an_error() {
+    let dir = TempDir::new("notdb");
+    let db = dir.file("notes.txt");
+    std::fs::write(
+        &db,
+        "these are not the bytes you are looking for\n".repeat(200),
+    )
+    .unwrap();
+    let err = open_err(SqliteStore::open(&db));
+    assert_eq!(err.field(), "path");
+    assert!(
+        err.to_string().contains("is not an SQLite database"),
+        "{err}"
+    );
+    // And the file is untouched.
+    assert!(std::fs::read_to_string(&db)
+        .unwrap()
+        .starts_with("these are"));
+}
+
+#[test]
+fn a_foreign_table_or_database_is_an_error() {
+    let dir = TempDir::new("foreign");
+    // FlaskFloodgate's own table, say.
+    let db = dir.file("flask.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE IP_Data (ip TEXT, data TEXT)")
+        .unwrap();
+    let err = open_err(SqliteStore::builder(&db).table("IP_Data").open());
+    assert_eq!(err.field(), "table");
+    assert!(err.to_string().contains("did not create"), "{err}");
+    // Another table name in the same file is fine, and the foreign table is kept.
+    drop(SqliteStore::builder(&db).table("limits").open().unwrap());
+    let conn = Connection::open(&db).unwrap();
+    conn.execute("INSERT INTO IP_Data VALUES ('1.2.3.4', 'x')", [])
+        .unwrap();
+
+    // An application that uses user_version for itself.
+    let other = dir.file("other.db");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 7; CREATE TABLE t (x)")
+        .unwrap();
+    let err = open_err(SqliteStore::open(&other));
+    assert_eq!(err.field(), "path");
+    assert!(
+        err.to_string().contains("not a floodgate database"),
+        "{err}"
+    );
+
+    // A floodgate database from the future.
+    let newer = dir.file("newer.db");
+    drop(SqliteStore::open(&newer).unwrap());
+    Connection::open(&newer)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = open_err(SqliteStore::open(&newer));
+    assert!(
+        err.to_string().contains("newer than this floodgate"),
+        "{err}"
+    );
+
+    // A registered table whose schema was changed behind floodgate's back.
+    let altered = dir.file("altered.db");
+    drop(SqliteStore::open(&altered).unwrap());
+    Connection::open(&altered)
+        .unwrap()
+        .execute_batch("ALTER TABLE floodgate_clients ADD COLUMN extra TEXT")
+        .unwrap();
+    let err = open_err(SqliteStore::open(&altered));
+    assert_eq!(err.field(), "table");
+    assert!(err.to_string().contains("not floodgate's"), "{err}");
+}
+
+#[test]
+fn a_locked_database_fails_in_bounded_time() {
+    let dir = TempDir::new("locked");
+    let db = dir.file("x.db");
+    let store = SqliteStore::builder(&db)
+        .busy_timeout(Duration::from_millis(200))
+        .open()
+        .unwrap();
+    let holder = Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    // At open.
+    let started = Instant::now();
+    let err = open_err(
+        SqliteStore::builder(&db)
+            .busy_timeout(Duration::from_millis(200))
+            .open(),
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
+
+    // At request time: an error (the middleware fails open or closed), not a hang.
+    let started = Instant::now();
+    let err = try_run(store.check(&key(1), &plan(5), T0)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
+
+    // Once the lock is released, decisions go on.
+    holder.execute_batch("COMMIT").unwrap();
+    assert!(run(store.check(&key(1), &plan(5), T0)).is_allowed());
+}
+
+#[test]
+fn state_survives_reopening() {
+    let dir = TempDir::new("reopen");
+    let db = dir.file("x.db");
+    let store = SqliteStore::builder(&db).table("IP_Data").open().unwrap();
+    run(store.ban(&key(1), None, T0));
+    run(store.ban(&key(2), Some(T0 + Duration::from_secs(60)), T0));
+    for _ in 0..3 {
+        run(store.check(&key(3), &plan(3), T0));
+    }
+    drop(store);
+    let store = SqliteStore::builder(&db).table("IP_Data").open().unwrap();
+    let t = T0 + Duration::from_secs(1);
+    assert!(matches!(
+        run(store.check(&key(1), &plan(3), t)),
+        Decision::Banned { until: None, .. }
+    ));
+    assert!(matches!(
+        run(store.check(&key(2), &plan(3), t)),
+        Decision::Banned { until: Some(u), .. } if u == T0 + Duration::from_secs(60)
+    ));
+    assert!(matches!(
+        run(store.check(&key(3), &plan(3), t)),
+        Decision::Limited { .. }
+    ));
+    // The default table of the same file is a different one.
+    let other = SqliteStore::open(&db).unwrap();
+    assert!(run(other.check(&key(1), &plan(3), t)).is_allowed());
+}
+
+#[test]
+fn two_stores_on_one_file_share_limits_exactly() {
+    let dir = TempDir::new("shared");
+    let db = dir.file("x.db");
+    for durability in [Durability::Normal, Durability::Full] {
+        let a = SqliteStore::builder(&db)
+            .durability(durability)
+            .open()
+            .unwrap();
+        let b = SqliteStore::builder(&db)
+            .durability(durability)
+            .open()
+            .unwrap();
+        let c = key(if durability == Durability::Full {
+            11
+        } else {
+            10
+        });
+        let p = plan(40);
+        let allowed: usize = thread::scope(|s| {
+            let hs: Vec<_> = [&a, &b]
+                .into_iter()
+                .flat_map(|store| [store, store])
+                .map(|store| {
+                    let (c, p) = (&c, &p);
+                    s.spawn(move || {
+                        (0..30)
+                            .filter(|_| run(store.check(c, p, T0)).is_allowed())
+                            .count()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(allowed, 40, "{durability:?}");
+        // A ban through one store is seen by the other at once.
+        run(a.ban(&c, None, T0));
+        assert!(matches!(run(b.check(&c, &p, T0)), Decision::Banned { .. }));
+    }
+}
+
+#[test]
+fn a_corrupt_row_fails_only_its_client() {
+    let dir = TempDir::new("corrupt");
+    let db = dir.file("x.db");
+    let store = SqliteStore::open(&db).unwrap();
+    run(store.check(&key(1), &plan(5), T0));
+    run(store.check(&key(2), &plan(5), T0));
+    Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE floodgate_clients SET state = x'01ffff' WHERE key = '0.0.0.1'",
+            [],
+        )
+        .unwrap();
+    let err = try_run(store.check(&key(1), &plan(5), T0)).unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert!(run(store.check(&key(2), &plan(5), T0)).is_allowed());
+}
