@@ -74,6 +74,7 @@
 //! # Features
 //!
 //! - `macros` (default): the attribute macros.
+//! - `sqlite` (default): [`SqliteStore`], state in an SQLite file (SQLite is bundled).
 //!
 //! # Time
 //!
