@@ -276,6 +276,7 @@ fn rule(expr: &Expr, errors: &mut Errors) -> Option<RuleLit> {
 pub(crate) struct SpecificArgs {
     pub(crate) rules: Vec<RuleLit>,
     pub(crate) standalone: bool,
+    pub(crate) key: Option<Path>,
 }
 
 impl SpecificArgs {
@@ -288,7 +289,7 @@ impl SpecificArgs {
                 return out;
             }
         };
-        check_keys(&entries, &["rate_limit_rules", "standalone"], errors);
+        check_keys(&entries, &["rate_limit_rules", "standalone", "key"], errors);
         let mut has_rules = false;
         for e in &entries {
             match e.key.to_string().as_str() {
@@ -313,6 +314,7 @@ impl SpecificArgs {
                     }
                 }
                 "standalone" => out.standalone = boolean(e, errors).unwrap_or(false),
+                "key" => out.key = key_path(e, errors),
                 _ => {}
             }
         }
@@ -340,6 +342,7 @@ pub(crate) struct PolicyArgs {
     pub(crate) accumulate: Option<bool>,
     pub(crate) accumulate_cap: Option<u32>,
     pub(crate) request_data_check: Option<Path>,
+    pub(crate) key: Option<Path>,
     pub(crate) cooldown_ms: Option<u64>,
     pub(crate) grace_extra: Option<u32>,
     pub(crate) grace_interval_ms: Option<u64>,
@@ -360,6 +363,7 @@ const POLICY_KEYS: &[&str] = &[
     "accumulate_requests",
     "accumulate_cap",
     "request_data_check",
+    "key",
     "cooldown",
     "grace_extra",
     "grace_interval",
@@ -418,6 +422,7 @@ impl PolicyArgs {
                         ),
                     }
                 }
+                "key" => out.key = key_path(e, errors),
                 "request_data_check" => {
                     let Some(expr) = value(e, errors, "path::to::check") else {
                         continue;
@@ -492,6 +497,21 @@ impl PolicyArgs {
                     "`cooldown` is longer than `time_window`: at most one request per window could pass",
                 );
             }
+        }
+    }
+}
+
+/// `key = path::to::fn`: the route's key extractor, `fn(&HttpRequest) -> Option<K>`.
+fn key_path(e: &Entry, errors: &mut Errors) -> Option<Path> {
+    let expr = value(e, errors, "path::to::key_fn")?;
+    match expr {
+        Expr::Path(p) if p.qself.is_none() => Some(p.path.clone()),
+        other => {
+            errors.at(
+                other.span(),
+                "`key` expects the path of a `fn(&HttpRequest) -> Option<K>` (K: a String, &str or ClientKey)",
+            );
+            None
         }
     }
 }

@@ -20,7 +20,8 @@ mod expand;
 /// `max_window_duration` (a duration or `"forever"`), `accumulate_requests`,
 /// `accumulate_cap`, `request_data_check` (a path to `fn(&HttpRequest) -> bool`),
 /// `cooldown`, `grace_extra`, `grace_interval`, `adaptive_factor`, `adaptive_max`,
-/// `adaptive_jitter`. Durations are strings: `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`.
+/// `adaptive_jitter`, `key` (a path to `fn(&HttpRequest) -> Option<K>`: this route's requests
+/// are counted under that key instead of the IP). Durations are strings: `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`.
 ///
 /// ```ignore
 /// #[rate_limited(amount = 20, time_window = "1m", block_limit = 5, block_exceed_duration = "forever")]
@@ -33,7 +34,9 @@ pub fn rate_limited(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Adds rules of this handler's own, counted per client for this handler, on top of the
-/// app's global rules; with `standalone`, only these rules apply.
+/// app's global rules; with `standalone`, only these rules apply. `key = path::to::fn`
+/// (`fn(&HttpRequest) -> Option<K>`) counts this route's requests under that key instead of
+/// the client's IP address.
 ///
 /// ```ignore
 /// #[specific(rate_limit_rules = [(1, "2s"), "100/1h"], standalone)]

@@ -14,6 +14,7 @@ mod rules;
 mod state;
 mod status;
 pub mod store;
+pub mod targeting;
 
 pub use client::ClientKey;
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
@@ -30,6 +31,10 @@ pub use state::{
 pub use status::{BanStatus, ClientStatus, WindowStatus};
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 pub use store::{Store, StoreFailure, StoreFuture};
+pub use targeting::{
+    Country, DenyReason, GeoBlock, GeoDb, HeaderKey, IpList, KeyExtractor, ListError, MissingKey,
+    ProbeAction, ProbeBan, Target,
+};
 
 #[cfg(feature = "macros")]
 pub use floodgate_macros::{bypass, rate_limited, specific};
@@ -38,6 +43,8 @@ pub use floodgate_macros::{bypass, rate_limited, specific};
 pub mod __private {
     pub use crate::policy::PolicyOverrides;
     pub use crate::route::{PolicySpec, RouteSpec};
+    pub use crate::targeting::keys::{into_key, RouteKey};
+    pub use actix_web::HttpRequest;
     pub use std::borrow::Cow;
     pub use std::time::Duration;
 }
