@@ -414,15 +414,6 @@ impl<S> FloodgateMiddleware<S> {
             return plan.clone();
         }
         let extra = self.shared.targeting.target_logs(bits);
-        for (id, rules) in &extra {
-            self.shared.register_scope(
-                *id,
-                ScopeInfo {
-                    label: format!("target {id:?}"),
-                    kind: ScopeKind::Rules(rules.clone()),
-                },
-            );
-        }
         let logs = base.plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
         let policy = base.plan.policy.as_ref().map(|p| (p.scope, p.policy));
         let Some(plan) = RoutePlan::new(&self.shared, Plan::new(logs.chain(extra), policy)) else {

@@ -79,7 +79,11 @@ async fn walk_allow_only_fr(db: GeoDb) {
     assert_eq!(get(&srv, "/ping", FR6).await, 200);
     assert_eq!(get(&srv, "/ping", DE).await, 403);
     assert_eq!(get(&srv, "/ping", US).await, 403);
-    assert_eq!(get(&srv, "/health", US).await, 200, "#[bypass] is not geo-blocked");
+    assert_eq!(
+        get(&srv, "/health", US).await,
+        200,
+        "#[bypass] is not geo-blocked"
+    );
     // Unknown country: served by default ...
     assert_eq!(get(&srv, "/ping", UNKNOWN).await, 200);
     assert_eq!(get(&srv, "/ping", "127.0.0.1").await, 200);
@@ -220,7 +224,10 @@ async fn post_login_from_outside_the_eu_three_per_minute() {
     let curl = [("user-agent", "curl/8.5")];
     assert_eq!(send(&srv, "GET", "/ping", DE, &curl).await, 200);
     assert_eq!(send(&srv, "GET", "/ping", DE, &curl).await, 429);
-    assert_eq!(send(&srv, "GET", "/ping", DE, &[("user-agent", "Firefox")]).await, 200);
+    assert_eq!(
+        send(&srv, "GET", "/ping", DE, &[("user-agent", "Firefox")]).await,
+        200
+    );
 }
 
 #[actix_web::test]
@@ -232,7 +239,9 @@ async fn invalid_targets_are_errors() {
     assert!(Floodgate::new()
         .try_target(Target::new("t").header("bad header").deny())
         .is_err());
-    let fg = Floodgate::new().try_target(Target::new("t").deny()).unwrap();
+    let fg = Floodgate::new()
+        .try_target(Target::new("t").deny())
+        .unwrap();
     assert!(fg.try_target(Target::new("t").deny()).is_err());
     assert!(GeoBlock::deny(["XYZ"]).is_err());
     let err = GeoDb::geofeed("192.0.2.0/24,FR\n198.51.100.0/24,Germany\n").unwrap_err();

@@ -91,9 +91,12 @@ async fn bans_of_the_ip_apply_whatever_the_key() {
     let srv = actix_test::start_with(actix_test::config().workers(2), move || {
         App::new().wrap(fg.clone()).service(ping)
     });
-    gk.ban(IP.parse::<std::net::IpAddr>().unwrap(), Duration::from_secs(30))
-        .await
-        .unwrap();
+    gk.ban(
+        IP.parse::<std::net::IpAddr>().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     assert_eq!(get_with(&srv, "/ping", Some("alice")).await, 403);
     clock.advance(Duration::from_secs(30));
     assert_eq!(get_with(&srv, "/ping", Some("alice")).await, 200);

@@ -71,7 +71,11 @@ async fn allow_and_deny_lists_from_files() {
     ] {
         assert_eq!(get(&srv, "/ping", ip).await, 403, "{ip} is denied");
         // Like a ban, a deny list does not reach #[bypass] routes.
-        assert_eq!(get(&srv, "/health", ip).await, 200, "{ip} on a bypassed route");
+        assert_eq!(
+            get(&srv, "/health", ip).await,
+            200,
+            "{ip} on a bypassed route"
+        );
     }
     let res = srv
         .get("/ping")
@@ -113,7 +117,11 @@ async fn lists_in_code_and_allow_wins_over_deny() {
     let fg = Floodgate::new()
         .ip_header("x-client")
         .allow_list(IpList::new("ops").entries(["10.0.0.7"]).unwrap())
-        .deny_list(IpList::new("corp").entries(["10.0.0.0/8", "fd00::/8"]).unwrap());
+        .deny_list(
+            IpList::new("corp")
+                .entries(["10.0.0.0/8", "fd00::/8"])
+                .unwrap(),
+        );
     let srv = server(fg);
     assert_eq!(get(&srv, "/ping", "10.0.0.7").await, 200);
     assert_eq!(get(&srv, "/ping", "10.0.0.8").await, 403);
@@ -127,7 +135,11 @@ async fn reload_swaps_the_list_while_requests_flow() {
     let v2 = "198.51.100.0/24\n203.0.113.0/24 ; added\n";
     let path = temp_file("drop.txt", v1);
     let list = IpList::new("drop").file(&path).unwrap();
-    let srv = server(Floodgate::new().ip_header("x-client").deny_list(list.clone()));
+    let srv = server(
+        Floodgate::new()
+            .ip_header("x-client")
+            .deny_list(list.clone()),
+    );
     assert_eq!(get(&srv, "/ping", "203.0.113.5").await, 200);
 
     // Clients whose answer is the same in both versions keep it through every swap.
@@ -170,16 +182,27 @@ async fn malformed_lines_are_named_by_file_and_line() {
     assert_eq!(err.path.as_deref(), Some(bad.as_path()));
     assert_eq!(err.line, 3);
     let text = err.to_string();
-    assert!(text.contains("bad.txt:3") && text.contains("not-an-address"), "{text}");
-    let err = IpList::new("bad").file(temp_file("cidr.txt", "10.0.0.0/33\n")).unwrap_err();
+    assert!(
+        text.contains("bad.txt:3") && text.contains("not-an-address"),
+        "{text}"
+    );
+    let err = IpList::new("bad")
+        .file(temp_file("cidr.txt", "10.0.0.0/33\n"))
+        .unwrap_err();
     assert_eq!(err.line, 1);
-    let missing = IpList::new("gone").file("/nonexistent/floodgate/list.txt").unwrap_err();
+    let missing = IpList::new("gone")
+        .file("/nonexistent/floodgate/list.txt")
+        .unwrap_err();
     assert_eq!(missing.line, 0);
 
     // At reload: the old list is kept, the error is returned (and logged).
     let path = temp_file("drop.txt", "198.51.100.0/24\n");
     let list = IpList::new("drop").file(&path).unwrap();
-    let srv = server(Floodgate::new().ip_header("x-client").deny_list(list.clone()));
+    let srv = server(
+        Floodgate::new()
+            .ip_header("x-client")
+            .deny_list(list.clone()),
+    );
     std::fs::write(&path, "203.0.113.0/24\n2001:db8::/33\n2001:db8::/129\n").unwrap();
     let err = list.reload().unwrap_err();
     assert_eq!((err.path.as_deref(), err.line), (Some(path.as_path()), 3));

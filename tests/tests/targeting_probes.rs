@@ -134,13 +134,19 @@ async fn a_404_is_not_a_report_by_default() {
     let fg = floodgate(&clock).probe_ban(ProbeBan::new(["/.env"]));
     let srv = server(fg.clone());
     for i in 0..6 {
-        assert_eq!(get(&srv, &format!("/missing/{i}"), "203.0.113.40").await, 404);
+        assert_eq!(
+            get(&srv, &format!("/missing/{i}"), "203.0.113.40").await,
+            404
+        );
     }
     assert_eq!(get(&srv, "/ping", "203.0.113.40").await, 200);
     // And without any probe configuration either.
     let srv = server(floodgate(&clock));
     for i in 0..6 {
-        assert_eq!(get(&srv, &format!("/missing/{i}"), "203.0.113.41").await, 404);
+        assert_eq!(
+            get(&srv, &format!("/missing/{i}"), "203.0.113.41").await,
+            404
+        );
     }
     assert_eq!(get(&srv, "/ping", "203.0.113.41").await, 200);
 }

@@ -158,9 +158,10 @@ impl GeoDb {
             let country = if code.is_empty() {
                 None
             } else {
-                Some(code.parse::<Country>().map_err(|_| {
-                    err(format!("`{code}` is not a two-letter country code"))
-                })?)
+                Some(
+                    code.parse::<Country>()
+                        .map_err(|_| err(format!("`{code}` is not a two-letter country code")))?,
+                )
             };
             entries.push((net, country));
         }

@@ -28,7 +28,9 @@ pub struct ListError {
 impl fmt::Display for ListError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.path {
-            Some(p) if self.line > 0 => write!(f, "{}:{}: {}", p.display(), self.line, self.message),
+            Some(p) if self.line > 0 => {
+                write!(f, "{}:{}: {}", p.display(), self.line, self.message)
+            }
             Some(p) => write!(f, "{}: {}", p.display(), self.message),
             None => write!(f, "entry {}: {}", self.line, self.message),
         }
@@ -223,7 +225,10 @@ impl IpList {
             }
         });
         if let Err(err) = spawned {
-            log::error!("floodgate: list {}: cannot start the reload thread: {err}", self.inner.name);
+            log::error!(
+                "floodgate: list {}: cannot start the reload thread: {err}",
+                self.inner.name
+            );
         }
         self
     }
@@ -293,7 +298,9 @@ mod tests {
 
     #[test]
     fn entries_report_their_number() {
-        let err = IpList::new("t").entries(["10.0.0.0/8", "nope"]).unwrap_err();
+        let err = IpList::new("t")
+            .entries(["10.0.0.0/8", "nope"])
+            .unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.to_string().contains("`nope`"), "{err}");
         let list = IpList::new("t").entries(["10.0.0.0/8", "# c"]).unwrap();

@@ -27,6 +27,7 @@ use crate::gatekeeper::Shared;
 use crate::middleware::Floodgate;
 use crate::rules::Rule;
 use crate::state::{Decision, Plan, ReportOutcome, ScopeId};
+use crate::status::{ScopeInfo, ScopeKind};
 use crate::store::{Store, StoreFuture};
 
 pub(crate) mod geo;
@@ -382,7 +383,10 @@ where
         let Some(rule) = reporter.shared.ban_rule else {
             return Poll::Ready(Ok(res));
         };
-        log::debug!("floodgate: {} got a 404 for an unrouted path: reported", reporter.key);
+        log::debug!(
+            "floodgate: {} got a 404 for an unrouted path: reported",
+            reporter.key
+        );
         let now = reporter.shared.now();
         let mut report = reporter.shared.store.report(&reporter.key, &rule, now);
         match report.take_ready() {
@@ -413,6 +417,13 @@ fn log_report(r: Result<ReportOutcome, crate::error::StoreError>) {
 impl Floodgate {
     /// Clients on this list skip every limit and ban, like fail2ban's `ignoreip` (repeat for
     /// several lists). Keep its handle to [`reload`](IpList::reload) it.
+    ///
+    /// # Security
+    ///
+    /// Lists match the client's address as floodgate reads it: with
+    /// [`ip_header`](Self::ip_header), a client that can reach the app without your proxy
+    /// can claim an allowed address. Use [`trusted_proxies`](Self::trusted_proxies) or make
+    /// sure only the proxy reaches the app.
     pub fn allow_list(self, list: IpList) -> Self {
         self.edit(|s| Arc::make_mut(&mut s.targeting).allow.push(list))
     }
@@ -450,7 +461,9 @@ impl Floodgate {
     /// ones). Needs [`geo_database`](Self::geo_database).
     pub fn geo_block(self, block: GeoBlock) -> Self {
         if block.countries.is_empty() && block.allow_listed {
-            log::warn!("floodgate: GeoBlock::allow_only with no country refuses every known country");
+            log::warn!(
+                "floodgate: GeoBlock::allow_only with no country refuses every known country"
+            );
         }
         self.edit(|s| Arc::make_mut(&mut s.targeting).geo_block = Some(block))
     }
@@ -503,7 +516,18 @@ impl Floodgate {
                 target.name
             );
         }
-        Ok(self.edit(|s| Arc::make_mut(&mut s.targeting).targets.push(target)))
+        Ok(self.edit(|s| {
+            if let Action::Limit(rules) = &target.action {
+                s.register_scope(
+                    target.scope(),
+                    ScopeInfo {
+                        label: format!("target {}", target.name),
+                        kind: ScopeKind::Rules(rules.clone()),
+                    },
+                );
+            }
+            Arc::make_mut(&mut s.targeting).targets.push(target)
+        }))
     }
 }
 

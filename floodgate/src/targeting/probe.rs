@@ -185,7 +185,12 @@ mod tests {
     #[test]
     fn common_list_matches_scanners_only() {
         let p = ProbeBan::common();
-        for yes in ["/wp-login.php", "/.env", "/.git/config", "/wp-admin/setup.php"] {
+        for yes in [
+            "/wp-login.php",
+            "/.env",
+            "/.git/config",
+            "/wp-admin/setup.php",
+        ] {
             assert!(p.is_probe(yes), "{yes}");
         }
         for no in ["/", "/login", "/api/env", "/git/config"] {

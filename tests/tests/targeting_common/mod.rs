@@ -27,7 +27,9 @@ pub async fn send(
     headers: &[(&str, &str)],
 ) -> u16 {
     let method = actix_web::http::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = srv.request(method, srv.url(path)).insert_header(("x-client", ip));
+    let mut req = srv
+        .request(method, srv.url(path))
+        .insert_header(("x-client", ip));
     for &(k, v) in headers {
         req = req.insert_header((k, v));
     }
