@@ -1,12 +1,20 @@
-//! Request targeting: allow and deny lists, geo-blocking, probe bans, targeted rules and
-//! custom client keys.
+//! Request targeting: allow and deny lists ([`IpList`]), geo-blocking ([`GeoDb`],
+//! [`GeoBlock`]), probe bans ([`ProbeBan`]), targeted rules ([`Target`]) and custom client
+//! keys ([`KeyExtractor`], [`MissingKey`]), all set on the [`Floodgate`] builder.
 //!
-//! How it fits in the middleware: [`Floodgate`]'s call asks [`Targeting::before_routing`]
-//! about the request (lists, countries, targets, probe paths, the app-wide key) before actix
-//! routes it, then, knowing the route, picks the key ([`Targeting::choose_key`]) and decides
-//! with [`decide`]: a probe's ban or report first, then the IP's ban when the request is
-//! counted under another key, then the route's plan extended by the matching targets. A 404
-//! for an unrouted path is reported by [`NotFoundReport`] once the response is known.
+//! In what order a request meets them: an allow-listed client skips everything; then, on
+//! every route but `#[bypass]` ones, a deny list, the app's [`GeoBlock`] or a denying
+//! [`Target`] refuses it with 403; then its key is chosen (the route's `key`, else the
+//! app's, else its IP address) and a missing key gets the [`MissingKey`] outcome; then a
+//! probe bans (or reports) its IP, and the route's limits, extended by the matching
+//! targets' rules, are checked together with the bans of its IP address.
+
+// How it fits in the middleware: `Floodgate`'s call asks `Targeting::before_routing` about
+// the request (lists, countries, targets, probe paths, the app-wide key) before actix routes
+// it, then, knowing the route, picks the key (`Targeting::choose_key`) and decides with
+// `decide`: a probe's ban or report first, then the IP's ban when the request is counted
+// under another key, then the route's plan extended by the matching targets. A 404 for an
+// unrouted path is reported by `NotFoundReport` once the response is known.
 
 use std::fmt;
 use std::future::Future;
