@@ -11,6 +11,8 @@ use proc_macro::TokenStream;
 mod args;
 mod duration;
 mod expand;
+#[cfg(test)]
+mod key_tests;
 
 /// Applies a policy of the floodgate family to this handler: the app's default policy, with
 /// the keys given here replacing its values.

@@ -442,7 +442,9 @@ where
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let shared = &self.shared;
         // Read what the decision needs now: after `call` the request belongs to the route.
-        let ip = (shared.ip_source).client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
+        let ip = shared
+            .ip_source
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
         let ip_key = shared.key_of(ip);
         let excluded = shared.excluded_methods.contains(req.method());
         let mut pre = shared.targeting.before_routing(&req, ip);
