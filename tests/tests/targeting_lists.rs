@@ -212,3 +212,50 @@ async fn malformed_lines_are_named_by_file_and_line() {
     assert!(list.reload().is_err());
     assert_eq!(get(&srv, "/ping", "198.51.100.1").await, 403);
 }
+
+#[actix_web::test]
+async fn reload_if_changed_and_reload_lists_from_the_gatekeeper() {
+    let deny_path = temp_file("deny.txt", "198.51.100.0/24\n");
+    let allow_path = temp_file("allow.txt", "192.0.2.1\n");
+    let deny = IpList::new("drop").file(&deny_path).unwrap();
+    let allow = IpList::new("ops").file(&allow_path).unwrap();
+    let fg = Floodgate::new()
+        .ip_header("x-client")
+        .rate_limit_rules([Rule::new(1, Duration::from_secs(60))])
+        .allow_list(allow)
+        .deny_list(deny.clone());
+    let gk = fg.gatekeeper();
+    let srv = server(fg);
+
+    // Unchanged files are not reloaded.
+    assert!(!deny.reload_if_changed().unwrap());
+    assert_eq!(gk.reload_lists().unwrap(), 0);
+
+    // The same bytes written again are no change either.
+    std::fs::write(&deny_path, "198.51.100.0/24\n").unwrap();
+    assert!(!deny.reload_if_changed().unwrap());
+
+    std::fs::write(&deny_path, "203.0.113.0/24\n").unwrap();
+    std::fs::write(&allow_path, "192.0.2.2\n").unwrap();
+    assert_eq!(gk.reload_lists().unwrap(), 2);
+    assert!(!deny.reload_if_changed().unwrap());
+    assert_eq!(get(&srv, "/ping", "198.51.100.1").await, 200);
+    assert_eq!(get(&srv, "/ping", "203.0.113.1").await, 403);
+    for _ in 0..3 {
+        assert_eq!(get(&srv, "/ping", "192.0.2.2").await, 200);
+    }
+
+    // One bad file: the other list still reloads; the error names the bad one.
+    std::fs::write(&deny_path, "203.0.113.0/24\n198.51.100.0/24\nbogus\n").unwrap();
+    std::fs::write(&allow_path, "192.0.2.3\n").unwrap();
+    let err = gk.reload_lists().unwrap_err();
+    assert_eq!(
+        (err.path.as_deref(), err.line),
+        (Some(deny_path.as_path()), 3)
+    );
+    // Still not denied (its one request a minute is used: 429, not 403).
+    assert_eq!(get(&srv, "/ping", "198.51.100.1").await, 429);
+    assert_eq!(get(&srv, "/ping", "203.0.113.1").await, 403);
+    assert_eq!(get(&srv, "/ping", "192.0.2.3").await, 200);
+    assert_eq!(get(&srv, "/ping", "192.0.2.3").await, 200);
+}

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -60,12 +60,21 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<IpNet>, String> {
     Err(format!("`{shown}` is not an IP address or CIDR range"))
 }
 
-fn read_file(path: &Path, out: &mut Vec<IpNet>) -> Result<(), ListError> {
+/// A file's contents, and their fingerprint (to tell whether it changed).
+fn read_text(path: &Path) -> Result<(String, u64), ListError> {
     let text = std::fs::read_to_string(path).map_err(|e| ListError {
         path: Some(path.to_owned()),
         line: 0,
         message: format!("cannot read the list: {e}"),
     })?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&text, &mut h);
+    Ok((text, std::hash::Hasher::finish(&h)))
+}
+
+/// Reads a list file into `out`; returns its fingerprint.
+fn read_file(path: &Path, out: &mut Vec<IpNet>) -> Result<u64, ListError> {
+    let (text, fingerprint) = read_text(path)?;
     for (i, line) in text.lines().enumerate() {
         match parse_line(line) {
             Ok(Some(net)) => out.push(net),
@@ -79,7 +88,7 @@ fn read_file(path: &Path, out: &mut Vec<IpNet>) -> Result<(), ListError> {
             }
         }
     }
-    Ok(())
+    Ok(fingerprint)
 }
 
 struct Inner {
@@ -87,8 +96,8 @@ struct Inner {
     entries: Vec<IpNet>,
     files: Vec<PathBuf>,
     current: ArcSwap<IpSet>,
-    /// The files' modification times at the last load, for the periodic re-read.
-    stamps: std::sync::Mutex<Vec<Option<SystemTime>>>,
+    /// The files' fingerprints at the last load, to reload only what changed.
+    fingerprints: std::sync::Mutex<Vec<u64>>,
 }
 
 /// A list of IP addresses and CIDR ranges, IPv4 and IPv6, given in code or read from files.
@@ -134,17 +143,27 @@ impl fmt::Debug for IpList {
 impl IpList {
     /// An empty list called `name` (the name shows in logs and refusals).
     pub fn new(name: impl Into<String>) -> Self {
-        IpList::build(name.into(), Vec::new(), Vec::new(), IpSet::build([]))
+        IpList::build(
+            name.into(),
+            Vec::new(),
+            Vec::new(),
+            (IpSet::build([]), Vec::new()),
+        )
     }
 
-    fn build(name: String, entries: Vec<IpNet>, files: Vec<PathBuf>, set: IpSet) -> Self {
+    fn build(
+        name: String,
+        entries: Vec<IpNet>,
+        files: Vec<PathBuf>,
+        (set, fingerprints): (IpSet, Vec<u64>),
+    ) -> Self {
         IpList {
             inner: Arc::new(Inner {
                 name,
                 entries,
                 files,
                 current: ArcSwap::from_pointee(set),
-                stamps: std::sync::Mutex::new(Vec::new()),
+                fingerprints: std::sync::Mutex::new(fingerprints),
             }),
         }
     }
@@ -182,10 +201,13 @@ impl IpList {
     }
 
     fn rebuilt(&self, entries: Vec<IpNet>, files: Vec<PathBuf>) -> Result<Self, ListError> {
-        let set = load(&entries, &files)?;
-        let list = IpList::build(self.inner.name.clone(), entries, files, set);
-        list.remember_stamps();
-        Ok(list)
+        let loaded = load(&entries, &files)?;
+        Ok(IpList::build(
+            self.inner.name.clone(),
+            entries,
+            files,
+            loaded,
+        ))
     }
 
     /// Re-reads the list's files and swaps the new list in atomically, without blocking or
@@ -193,9 +215,11 @@ impl IpList {
     /// is kept, the error is logged, and returned. Returns the number of ranges loaded.
     pub fn reload(&self) -> Result<usize, ListError> {
         match load(&self.inner.entries, &self.inner.files) {
-            Ok(set) => {
+            Ok((set, fingerprints)) => {
                 let n = set.ranges();
-                self.remember_stamps();
+                if let Ok(mut f) = self.inner.fingerprints.lock() {
+                    *f = fingerprints;
+                }
                 self.inner.current.store(Arc::new(set));
                 log::info!("floodgate: list {} reloaded: {n} ranges", self.inner.name);
                 Ok(n)
@@ -210,19 +234,43 @@ impl IpList {
         }
     }
 
-    /// Re-reads the files every `interval` when one of them changed (by modification time),
-    /// on a background thread that ends when the last handle on this list is dropped.
-    /// Errors are logged and the previous list kept, as with [`reload`](Self::reload).
+    /// Reloads the list when one of its files changed since the last load (by content):
+    /// `Ok(true)` when it reloaded, `Ok(false)` when nothing changed. An error keeps the
+    /// current list, as with [`reload`](Self::reload).
+    pub fn reload_if_changed(&self) -> Result<bool, ListError> {
+        let mut now = Vec::with_capacity(self.inner.files.len());
+        for f in &self.inner.files {
+            match read_text(f) {
+                Ok((_, fingerprint)) => now.push(fingerprint),
+                Err(err) => {
+                    log::error!(
+                        "floodgate: list {} not reloaded, keeping the previous one: {err}",
+                        self.inner.name
+                    );
+                    return Err(err);
+                }
+            }
+        }
+        let unchanged = self.inner.fingerprints.lock().is_ok_and(|f| *f == now);
+        if unchanged {
+            return Ok(false);
+        }
+        self.reload().map(|_| true)
+    }
+
+    /// Calls [`reload_if_changed`](Self::reload_if_changed) every `interval`, on a
+    /// background thread that ends when the last handle on this list is dropped. Errors are
+    /// logged and the previous list kept.
     pub fn reload_every(self, interval: Duration) -> Self {
+        if self.inner.files.is_empty() {
+            return self;
+        }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let name = format!("floodgate-list-{}", self.inner.name);
         let spawned = std::thread::Builder::new().name(name).spawn(move || loop {
             std::thread::sleep(interval);
             let Some(inner) = weak.upgrade() else { return };
-            let list = IpList { inner };
-            if list.files_changed() {
-                let _ = list.reload();
-            }
+            let _ = IpList { inner }.reload_if_changed();
         });
         if let Err(err) = spawned {
             log::error!(
@@ -231,26 +279,6 @@ impl IpList {
             );
         }
         self
-    }
-
-    fn stamps(&self) -> Vec<Option<SystemTime>> {
-        self.inner
-            .files
-            .iter()
-            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-            .collect()
-    }
-
-    fn remember_stamps(&self) {
-        let now = self.stamps();
-        if let Ok(mut s) = self.inner.stamps.lock() {
-            *s = now;
-        }
-    }
-
-    fn files_changed(&self) -> bool {
-        let now = self.stamps();
-        self.inner.stamps.lock().map(|s| *s != now).unwrap_or(true)
     }
 
     /// Whether `ip` is in the list (IPv4-mapped IPv6 addresses match their IPv4 entries).
@@ -270,12 +298,16 @@ impl IpList {
     }
 }
 
-fn load(entries: &[IpNet], files: &[PathBuf]) -> Result<IpSet, ListError> {
+fn load(entries: &[IpNet], files: &[PathBuf]) -> Result<(IpSet, Vec<u64>), ListError> {
     let mut nets = entries.to_vec();
+    let mut fingerprints = Vec::with_capacity(files.len());
     for f in files {
-        read_file(f, &mut nets)?;
+        fingerprints.push(read_file(f, &mut nets)?);
     }
-    Ok(IpSet::build(nets.into_iter().map(|n| (n, ()))))
+    Ok((
+        IpSet::build(nets.into_iter().map(|n| (n, ()))),
+        fingerprints,
+    ))
 }
 
 #[cfg(test)]

@@ -421,6 +421,29 @@ fn log_report(r: Result<ReportOutcome, crate::error::StoreError>) {
     }
 }
 
+/// Request targeting: reloading lists from an operator endpoint.
+impl crate::GateKeeper {
+    /// Reloads every allow and deny list of this floodgate whose files changed (see
+    /// [`IpList::reload_if_changed`]); returns how many lists were reloaded. Each list is
+    /// swapped atomically; a list whose file is unusable keeps its previous entries, and the
+    /// first such error is returned after every other list was tried.
+    pub fn reload_lists(&self) -> Result<usize, ListError> {
+        let t = &self.shared.targeting;
+        let mut reloaded = 0;
+        let mut first_error = None;
+        for list in t.allow.iter().chain(&t.deny) {
+            match list.reload_if_changed() {
+                Ok(true) => reloaded += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(reloaded), Err)
+    }
+}
+
 /// Request targeting (see the [`targeting`](crate::targeting) module).
 impl Floodgate {
     /// Clients on this list skip every limit and ban, like fail2ban's `ignoreip` (repeat for
