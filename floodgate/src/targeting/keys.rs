@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 
 use crate::client::ClientKey;
+use crate::error::ConfigError;
 
 /// Computes the key a request's limits are counted under; `None` when the request has none
 /// (see [`MissingKey`]).
@@ -59,17 +60,24 @@ pub struct HeaderKey {
 
 impl HeaderKey {
     /// Keys by header `name`. A header missing, empty, not text or longer than 1 KiB gives no
-    /// key.
-    ///
-    /// # Panics
-    ///
-    /// Never: an invalid header name gives an extractor that never finds a key (and logs it).
+    /// key. An invalid header name is logged as an error and gives an extractor that never
+    /// finds a key; see [`try_new`](Self::try_new) to get the error instead.
     pub fn new(name: &str) -> Self {
-        let name = HeaderName::from_bytes(name.trim().as_bytes()).unwrap_or_else(|_| {
-            log::error!("floodgate: {name:?} is not a header name; HeaderKey finds no key");
-            HeaderName::from_static("x-floodgate-invalid-header-name")
-        });
-        HeaderKey { name }
+        HeaderKey::try_new(name).unwrap_or_else(|err| {
+            log::error!("floodgate: {err}; HeaderKey finds no key");
+            HeaderKey {
+                name: HeaderName::from_static("x-floodgate-invalid-header-name"),
+            }
+        })
+    }
+
+    /// Like [`new`](Self::new), but an invalid header name is an error.
+    pub fn try_new(name: &str) -> Result<Self, ConfigError> {
+        HeaderName::from_bytes(name.trim().as_bytes())
+            .map(|name| HeaderKey { name })
+            .map_err(|_| {
+                ConfigError::invalid("key", format!("{name:?} is not a valid header name"))
+            })
     }
 }
 
@@ -142,4 +150,38 @@ impl fmt::Debug for RouteKey {
 #[doc(hidden)]
 pub fn into_key<K: Into<ClientKey>>(key: Option<K>) -> Option<ClientKey> {
     key.map(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn header_keys_and_closures() {
+        assert!(HeaderKey::try_new("bad header").is_err());
+        let k = HeaderKey::new("X-Api-Key");
+        let req = TestRequest::default()
+            .insert_header(("x-api-key", " abc "))
+            .to_http_request();
+        assert_eq!(k.extract(&req), Some(ClientKey::custom("x-api-key:abc")));
+        for bad in ["", "   "] {
+            let req = TestRequest::default()
+                .insert_header(("x-api-key", bad))
+                .to_http_request();
+            assert_eq!(k.extract(&req), None, "{bad:?}");
+        }
+        let long = "k".repeat(2000);
+        let req = TestRequest::default()
+            .insert_header(("x-api-key", long.as_str()))
+            .to_http_request();
+        assert_eq!(k.extract(&req), None);
+        assert_eq!(HeaderKey::new("bad header").extract(&req), None);
+
+        let by_path = |req: &HttpRequest| Some(format!("path:{}", req.path()));
+        let req = TestRequest::with_uri("/a/b").to_http_request();
+        assert_eq!(by_path.extract(&req), Some(ClientKey::custom("path:/a/b")));
+        let never = |_: &HttpRequest| None::<&'static str>;
+        assert_eq!(never.extract(&req), None);
+    }
 }
