@@ -112,6 +112,10 @@ struct Inner {
 /// never a mix, and none waits. Lookups bisect sorted ranges: a list of 100,000 ranges costs
 /// well under a microsecond per request.
 ///
+/// Lists match the client's full address as floodgate reads it (the peer, or the
+/// configured header or forwarding chain), not its IPv6 /64 key; IPv4-mapped IPv6
+/// addresses match IPv4 entries.
+///
 /// # Examples
 ///
 /// ```no_run

@@ -69,7 +69,15 @@ pub enum ProbeAction {
 /// served by a catch-all (a `Files` service mounted at `/`) is a route, so it never bans.
 ///
 /// The probe itself is then refused with 403 when it bans (or when its report completes a
-/// ban), and otherwise gets the app's own answer (usually 404).
+/// ban), and otherwise gets the app's own answer (usually 404). Bans and reports count
+/// against the client's IP address, whatever key its limits use.
+///
+/// # Security
+///
+/// A probe bans the address floodgate reads for the client: with
+/// [`Floodgate::ip_header`](crate::Floodgate::ip_header) and clients that can reach the app
+/// directly, anyone can get any address banned by probing with a forged header. Put an
+/// operator's own addresses on an [allow list](crate::Floodgate::allow_list).
 ///
 /// # Examples
 ///
