@@ -375,6 +375,7 @@ fn rule(expr: &Expr, errors: &mut Errors) -> Option<RuleLit> {
 pub(crate) struct SpecificArgs {
     pub(crate) rules: Vec<RuleLit>,
     pub(crate) standalone: bool,
+    pub(crate) key: Option<Path>,
 }
 
 impl SpecificArgs {
@@ -392,7 +393,7 @@ impl SpecificArgs {
                 return out;
             }
         };
-        let mut keys = Keys::new(&["rate_limit_rules", "standalone"]);
+        let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key"]);
         for e in &entries {
             if !keys.accept(e, errors) {
                 continue;
@@ -418,6 +419,7 @@ impl SpecificArgs {
                     }
                 }
                 "standalone" => out.standalone = boolean(e, errors).unwrap_or(false),
+                "key" => out.key = key_path(e, errors),
                 _ => {}
             }
         }
@@ -445,6 +447,7 @@ pub(crate) struct PolicyArgs {
     pub(crate) accumulate: Option<bool>,
     pub(crate) accumulate_cap: Option<u32>,
     pub(crate) request_data_check: Option<Path>,
+    pub(crate) key: Option<Path>,
     pub(crate) cooldown_ms: Option<u64>,
     pub(crate) grace_extra: Option<u32>,
     pub(crate) grace_interval_ms: Option<u64>,
@@ -465,6 +468,7 @@ const POLICY_KEYS: &[&str] = &[
     "accumulate_requests",
     "accumulate_cap",
     "request_data_check",
+    "key",
     "cooldown",
     "grace_extra",
     "grace_interval",
@@ -527,6 +531,7 @@ impl PolicyArgs {
                         ),
                     }
                 }
+                "key" => out.key = key_path(e, errors),
                 "request_data_check" => {
                     let Some(expr) = value(e, errors, "path::to::check") else {
                         continue;
@@ -606,6 +611,21 @@ impl PolicyArgs {
                     "`cooldown` is longer than `time_window`: at most one request per window could pass",
                 );
             }
+        }
+    }
+}
+
+/// `key = path::to::fn`: the route's key extractor, `fn(&HttpRequest) -> Option<K>`.
+fn key_path(e: &Entry, errors: &mut Errors) -> Option<Path> {
+    let expr = value(e, errors, "path::to::key_fn")?;
+    match expr {
+        Expr::Path(p) if p.qself.is_none() => Some(p.path.clone()),
+        other => {
+            errors.spanned(
+                other,
+                "`key` expects the path of a `fn(&HttpRequest) -> Option<K>` (K: a String, &str or ClientKey)",
+            );
+            None
         }
     }
 }

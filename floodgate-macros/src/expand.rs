@@ -202,6 +202,15 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> Result<TokenStrea
             ),
         );
     }
+    if let (Some(_), Some(b)) = (
+        spec.specific.as_ref().and_then(|s| s.key.as_ref()),
+        spec.policy.as_ref().and_then(|p| p.key.as_ref()),
+    ) {
+        errors.at(
+            b.span(),
+            "`key` is given in both #[specific] and #[rate_limited]; give it once",
+        );
+    }
     let name = &func.sig.ident;
     let static_name = format_ident!("__floodgate_route_{}", name);
     let wrap = format!("::floodgate::RouteRules::from_static(&{static_name})");
@@ -341,6 +350,24 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             }
         }
     };
+    let key_path = spec
+        .specific
+        .as_ref()
+        .and_then(|s| s.key.as_ref())
+        .or(spec.policy.as_ref().and_then(|p| p.key.as_ref()));
+    let key = match key_path {
+        Some(path) => quote! {
+            ::core::option::Option::Some(::floodgate::__private::RouteKey::Fn({
+                fn __floodgate_key(
+                    req: &::floodgate::__private::HttpRequest,
+                ) -> ::core::option::Option<::floodgate::ClientKey> {
+                    ::floodgate::__private::into_key(#path(req))
+                }
+                __floodgate_key
+            }))
+        },
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         ::floodgate::__private::RouteSpec {
             name: ::floodgate::__private::Cow::Borrowed(::core::concat!(::core::module_path!(), "::", #fn_name)),
@@ -348,6 +375,7 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             rules: ::floodgate::__private::Cow::Borrowed(&[#rules]),
             standalone: #standalone,
             policy: #policy,
+            key: #key,
         }
     }
 }

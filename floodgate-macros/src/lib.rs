@@ -11,6 +11,8 @@ use proc_macro::TokenStream;
 mod args;
 mod duration;
 mod expand;
+#[cfg(test)]
+mod key_tests;
 
 /// Applies a policy of the floodgate family to this handler: the app's default policy, with
 /// the keys given here replacing its values.
@@ -20,7 +22,8 @@ mod expand;
 /// `max_window_duration` (a duration or `"forever"`), `accumulate_requests`,
 /// `accumulate_cap`, `request_data_check` (a path to `fn(&HttpRequest) -> bool`),
 /// `cooldown`, `grace_extra`, `grace_interval`, `adaptive_factor`, `adaptive_max`,
-/// `adaptive_jitter`. Durations are strings: `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`.
+/// `adaptive_jitter`, `key` (a path to `fn(&HttpRequest) -> Option<K>`: this route's requests
+/// are counted under that key instead of the IP). Durations are strings: `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`.
 ///
 /// ```
 /// use actix_web::{get, App};
@@ -38,7 +41,9 @@ pub fn rate_limited(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Adds rules of this handler's own, counted per client for this handler, on top of the
-/// app's global rules; with `standalone`, only these rules apply.
+/// app's global rules; with `standalone`, only these rules apply. `key = path::to::fn`
+/// (`fn(&HttpRequest) -> Option<K>`) counts this route's requests under that key instead of
+/// the client's IP address.
 ///
 /// ```
 /// use actix_web::{get, App};

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) legacy_headers: bool,
     pub(crate) refusal_hook: Option<RefusalHook>,
     pub(crate) store_failure: StoreFailure,
+    /// Lists, geo, probes, targets and custom keys (see `targeting`).
+    pub(crate) targeting: Arc<crate::targeting::Targeting>,
     /// What each scope id stands for, filled as plans are built; read by `status`.
     pub(crate) scopes: Mutex<HashMap<ScopeId, ScopeInfo>>,
     /// Last time (ms) a store failure was logged, so failures are logged once per interval.
@@ -62,6 +64,7 @@ impl Shared {
             legacy_headers: false,
             refusal_hook: None,
             store_failure: StoreFailure::Open,
+            targeting: Arc::default(),
             scopes: Mutex::new(HashMap::new()),
             last_failure_log: AtomicU64::new(0),
         }
@@ -83,6 +86,7 @@ impl Shared {
             legacy_headers: self.legacy_headers,
             refusal_hook: self.refusal_hook.clone(),
             store_failure: self.store_failure,
+            targeting: self.targeting.clone(),
             scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
             last_failure_log: AtomicU64::new(0),
         }
@@ -102,7 +106,12 @@ impl Shared {
         peer: Option<IpAddr>,
         headers: &actix_web::http::header::HeaderMap,
     ) -> ClientKey {
-        match self.ip_source.client_ip(peer, headers) {
+        self.key_of(self.ip_source.client_ip(peer, headers))
+    }
+
+    /// The client key of a request whose address (per the configured source) is `ip`.
+    pub(crate) fn key_of(&self, ip: Option<IpAddr>) -> ClientKey {
+        match ip {
             Some(ip) => self.key_of_ip(ip),
             None => {
                 self.log_once(
@@ -160,6 +169,7 @@ impl fmt::Debug for Shared {
             .field("excluded_methods", &self.excluded_methods)
             .field("default_policy", &self.default_policy)
             .field("store_failure", &self.store_failure)
+            .field("targeting", &self.targeting)
             .finish_non_exhaustive()
     }
 }

@@ -96,6 +96,7 @@ mod state;
 mod state_codec;
 mod status;
 pub mod store;
+pub mod targeting;
 
 pub use client::ClientKey;
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
@@ -114,6 +115,10 @@ pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteStore, SqliteStoreBuilder};
 pub use store::{Store, StoreFailure, StoreFuture};
+pub use targeting::{
+    Country, DenyReason, GeoBlock, GeoDb, HeaderKey, IpList, KeyExtractor, ListError, MissingKey,
+    ProbeAction, ProbeBan, Target,
+};
 
 #[cfg(feature = "macros")]
 pub use floodgate_macros::{bypass, rate_limited, specific};
@@ -122,6 +127,8 @@ pub use floodgate_macros::{bypass, rate_limited, specific};
 pub mod __private {
     pub use crate::policy::PolicyOverrides;
     pub use crate::route::{PolicySpec, RouteSpec};
+    pub use crate::targeting::keys::{into_key, RouteKey};
+    pub use actix_web::HttpRequest;
     pub use std::borrow::Cow;
     pub use std::time::Duration;
 }

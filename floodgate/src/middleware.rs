@@ -28,6 +28,7 @@ use crate::rules::{BanRule, Rule};
 use crate::state::{Decision, Plan, Quota, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
 use crate::store::{Store, StoreFailure, StoreFuture};
+use crate::targeting::{self, DenyReason, KeyChoice, NotFound, NotFoundReport};
 
 /// Rate limiting and banning for an actix-web `App` (or scope): wrap it with this.
 ///
@@ -67,7 +68,7 @@ use crate::store::{Store, StoreFailure, StoreFuture};
 /// the listed proxies.
 #[derive(Clone)]
 pub struct Floodgate {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Default for Floodgate {
@@ -90,7 +91,7 @@ impl Floodgate {
         }
     }
 
-    fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+    pub(crate) fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
         if Arc::get_mut(&mut self.shared).is_none() {
             self.shared = Arc::new(self.shared.fork());
         }
@@ -349,6 +350,7 @@ where
             ban_only: RoutePlan::new(&shared, Plan::ban_only()),
             global,
             routes: RefCell::new(HashMap::new()),
+            targeted: RefCell::new(HashMap::new()),
             shared,
             ctx,
             data: Rc::new(data),
@@ -365,6 +367,8 @@ pub struct FloodgateMiddleware<S> {
     global: Option<Rc<RoutePlan>>,
     ban_only: Option<Rc<RoutePlan>>,
     routes: RefCell<HashMap<usize, RoutePlans>>,
+    /// Route plans extended by matching targets, by (base plan, target bits).
+    targeted: RefCell<HashMap<(usize, u64), Rc<RoutePlan>>>,
 }
 
 impl<S> fmt::Debug for FloodgateMiddleware<S> {
@@ -402,6 +406,26 @@ impl<S> FloodgateMiddleware<S> {
             plans.full.clone()
         }
     }
+
+    /// `base` with the rules of the targets in `bits` added (targeting).
+    fn targeted(&self, base: Rc<RoutePlan>, bits: u64) -> Rc<RoutePlan> {
+        let cache_key = (Rc::as_ptr(&base) as usize, bits);
+        if let Some(plan) = self.targeted.borrow().get(&cache_key) {
+            return plan.clone();
+        }
+        let extra = self.shared.targeting.target_logs(bits);
+        let logs = base.plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
+        let policy = base.plan.policy.as_ref().map(|p| (p.scope, p.policy));
+        let Some(plan) = RoutePlan::new(&self.shared, Plan::new(logs.chain(extra), policy)) else {
+            return base;
+        };
+        let mut cache = self.targeted.borrow_mut();
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(cache_key, plan.clone());
+        plan
+    }
 }
 
 impl<S, B> Service<ServiceRequest> for FloodgateMiddleware<S>
@@ -411,26 +435,55 @@ where
 {
     type Response = ServiceResponse<B>;
     type Error = Error;
-    type Future = FloodgateFuture<S::Future>;
+    type Future = FloodgateFuture<NotFoundReport<S::Future, B>>;
 
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let shared = &self.shared;
         // Read what the decision needs now: after `call` the request belongs to the route.
-        let key = shared.client_key(req.peer_addr().map(|a| a.ip()), req.headers());
+        let ip = shared
+            .ip_source
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
+        let ip_key = shared.key_of(ip);
         let excluded = shared.excluded_methods.contains(req.method());
+        let mut pre = shared.targeting.before_routing(&req, ip);
         req.add_data_container(self.data.clone());
 
         self.ctx.in_call.set(true);
         let fut = self.service.call(req);
         self.ctx.in_call.set(false);
+        let mut mark = self.ctx.mark.take();
 
-        let Some(route) = self.plan(self.ctx.mark.take(), excluded) else {
+        // Targeting: allow and deny lists, countries, keys, targets, probes.
+        let fut = NotFoundReport::new(fut, NotFound::new(shared, &pre, &ip_key));
+        if pre.skip || mark.as_ref().is_some_and(|m| m.spec.bypass) {
+            return FloodgateFuture::pass(fut, None);
+        }
+        if let Some(reason) = &pre.deny {
+            return FloodgateFuture::refused(denied(shared, &ip_key, reason));
+        }
+        let route_key = mark.as_mut().and_then(|m| m.key.take());
+        let (key, unlimited) = match shared.targeting.choose_key(&mut pre, route_key) {
+            KeyChoice::Ip => (ip_key.clone(), false),
+            KeyChoice::Custom(key) => (key, false),
+            KeyChoice::Skip => (ip_key.clone(), true),
+            KeyChoice::Refuse(status) => {
+                return FloodgateFuture::refused(key_missing(shared, &ip_key, status))
+            }
+        };
+        let Some(mut route) = self.plan(mark, excluded || unlimited) else {
             return FloodgateFuture::pass(fut, None);
         };
+        if pre.targets != 0 && !excluded && !unlimited {
+            route = self.targeted(route, pre.targets);
+        }
         let now = shared.now();
-        let mut pending = shared.store.check(&key, &route.plan, now);
+        let probe = pre
+            .probe
+            .then(|| shared.targeting.probe_step(shared, &ip_key, now))
+            .flatten();
+        let mut pending = targeting::decide(&shared.store, &ip_key, &key, &route.plan, now, probe);
         match pending.take_ready() {
             Some(result) => match settle(shared, &route, &key, result, now) {
                 Ok(headers) => FloodgateFuture::pass(fut, headers),
@@ -591,6 +644,36 @@ fn settle(
             ))
         }
     }
+}
+
+/// A client refused by a deny list, a country rule or a denying target (403, permanent).
+fn denied(shared: &Shared, client: &ClientKey, reason: &DenyReason) -> Error {
+    log::debug!("floodgate: {client} denied ({reason:?})");
+    refusal_error(
+        shared,
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            client,
+            retry_after: None,
+            kind: RefusalKind::Denied { reason },
+        },
+        None,
+    )
+}
+
+/// A request without the key its route is counted under ([`MissingKey::Refuse`](crate::MissingKey::Refuse)).
+fn key_missing(shared: &Shared, client: &ClientKey, status: StatusCode) -> Error {
+    log::debug!("floodgate: {client} sent no key; refused with {status}");
+    refusal_error(
+        shared,
+        Refusal {
+            status,
+            client,
+            retry_after: None,
+            kind: RefusalKind::MissingKey,
+        },
+        None,
+    )
 }
 
 fn refusal_error(shared: &Shared, refusal: Refusal<'_>, headers: Option<Headers>) -> Error {

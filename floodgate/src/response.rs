@@ -54,6 +54,14 @@ pub enum RefusalKind<'a> {
     },
     /// The store failed and the app is fail-closed (503).
     StoreUnavailable,
+    /// A deny list, a country rule or a target refused the client (403, no `Retry-After`).
+    Denied {
+        /// Which.
+        reason: &'a crate::targeting::DenyReason,
+    },
+    /// The request has no key where one is required
+    /// ([`MissingKey::Refuse`](crate::MissingKey::Refuse)).
+    MissingKey,
 }
 
 /// Whole seconds, rounded up, never below 1.
@@ -103,6 +111,10 @@ impl Refusal<'_> {
             RefusalKind::Banned { .. } => String::from("This client is banned."),
             RefusalKind::StoreUnavailable => {
                 String::from("The rate limiter is unavailable; try again later.")
+            }
+            RefusalKind::Denied { reason } => crate::targeting::deny_detail(reason),
+            RefusalKind::MissingKey => {
+                String::from("This request needs a client key (such as an API key).")
             }
         };
         let detail = match retry {

@@ -32,6 +32,8 @@ pub struct RouteSpec {
     pub rules: Cow<'static, [Rule]>,
     pub standalone: bool,
     pub policy: Option<PolicySpec>,
+    /// The route's key extractor (`key = path::to::fn`), evaluated during routing.
+    pub key: Option<crate::targeting::keys::RouteKey>,
 }
 
 /// A route's policy: keys given in an attribute (over the app's default policy), or a whole
@@ -99,6 +101,7 @@ impl RouteRules {
                 rules: Cow::Borrowed(&[]),
                 standalone: false,
                 policy: None,
+                key: None,
             }),
         }
     }
@@ -136,6 +139,14 @@ impl RouteRules {
         self.edit(|s| s.policy = Some(PolicySpec::Full(policy)))
     }
 
+    /// Counts this route's requests under the key `extractor` gives instead of the IP
+    /// address (see [`KeyExtractor`](crate::KeyExtractor)); it runs during routing, so it
+    /// can read the route's path parameters.
+    pub fn key(self, extractor: impl crate::KeyExtractor) -> Self {
+        let key = crate::targeting::keys::RouteKey::Dyn(Arc::new(extractor));
+        self.edit(|s| s.key = Some(key))
+    }
+
     /// This route follows the app's default policy.
     pub fn default_policy(self) -> Self {
         self.edit(|s| s.policy = Some(PolicySpec::Overrides(PolicyOverrides::NONE)))
@@ -148,6 +159,8 @@ pub(crate) struct Mark {
     pub(crate) spec: Arc<RouteSpec>,
     /// The policy's `request_data_check` returned true for this request.
     pub(crate) exempt: bool,
+    /// What the route's key extractor found, when it has one.
+    pub(crate) key: Option<Option<crate::ClientKey>>,
 }
 
 /// Per-worker state shared by `Floodgate` and the `RouteRules` of that worker's routes.
@@ -225,9 +238,11 @@ where
                             false
                         })
                 });
+                let key = self.spec.key.as_ref().map(|k| k.extract(req.request()));
                 ctx.mark.set(Some(Mark {
                     spec: self.spec.clone(),
                     exempt,
+                    key,
                 }));
             }
             Some(_) => warn_once(&self.spec.name, "was routed after the Floodgate middleware returned: a middleware between Floodgate and the routes defers routing. call .wrap(floodgate) before that middleware's .wrap(), so that Floodgate sits inside it, next to the routes"),
