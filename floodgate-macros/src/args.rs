@@ -1017,7 +1017,7 @@ mod tests {
     #[test]
     fn specific_keys_are_checked() {
         let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], stand_alone));
-        assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone"]);
+        assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone, key"]);
         let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], standalone, standalone));
         assert_eq!(errors, ["`standalone` is given twice; keep one"]);
     }
