@@ -28,7 +28,10 @@ pub use state::{
     BanReason, ClientState, Decision, LimitInfo, LimitReason, Plan, Quota, ReportOutcome, ScopeId,
 };
 pub use status::{BanStatus, ClientStatus, WindowStatus};
+pub use store::failover::FailoverStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use store::redis::{RedisStore, RedisStoreBuilder};
 pub use store::{Store, StoreFailure, StoreFuture};
 
 #[cfg(feature = "macros")]

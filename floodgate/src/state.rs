@@ -54,25 +54,25 @@ pub(crate) struct LogPlan {
     pub(crate) scope: ScopeId,
     pub(crate) rules: Vec<Rule>,
     /// Entries to keep: the largest count among the rules.
-    cap: usize,
-    longest_ms: u64,
+    pub(crate) cap: usize,
+    pub(crate) longest_ms: u64,
     /// Index of the first rule's entry in `Plan::limits`.
-    first_limit: usize,
+    pub(crate) first_limit: usize,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct PolicyPlan {
     pub(crate) scope: ScopeId,
     pub(crate) policy: Policy,
-    limit: usize,
+    pub(crate) limit: usize,
 }
 
 /// What to check for one request: the ban, the sliding-log scopes and the policy that apply
 /// to its route. Built once per route and shared.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    ban_check: bool,
-    count: bool,
+    pub(crate) ban_check: bool,
+    pub(crate) count: bool,
     pub(crate) logs: Vec<LogPlan>,
     pub(crate) policy: Option<PolicyPlan>,
     limits: Vec<LimitInfo>,
@@ -767,10 +767,16 @@ mod tests {
             assert!(s.check(&plan, at(ms)).is_allowed());
         }
         // The 4th within 10 s is refused until the first leaves the window.
-        assert_eq!(retry(s.check(&plan, at(9_999))), Some(Duration::from_millis(1)));
+        assert_eq!(
+            retry(s.check(&plan, at(9_999))),
+            Some(Duration::from_millis(1))
+        );
         // At exactly 10 s the first request is out of (now - 10 s, now].
         assert!(s.check(&plan, at(10_000)).is_allowed());
-        assert_eq!(retry(s.check(&plan, at(10_500))), Some(Duration::from_millis(500)));
+        assert_eq!(
+            retry(s.check(&plan, at(10_500))),
+            Some(Duration::from_millis(500))
+        );
         assert!(s.check(&plan, at(11_000)).is_allowed());
     }
 
@@ -778,7 +784,10 @@ mod tests {
     fn refused_requests_consume_nothing_in_any_rule_or_scope() {
         let route = ScopeId::named("rules r");
         let plan = Plan::new(
-            [(ScopeId::GLOBAL, rules(&[(5, 60)])), (route, rules(&[(1, 2)]))],
+            [
+                (ScopeId::GLOBAL, rules(&[(5, 60)])),
+                (route, rules(&[(1, 2)])),
+            ],
             None,
         );
         let global_only = global(&[(5, 60)]);
@@ -828,7 +837,10 @@ mod tests {
         let mut s = ClientState::new();
         let none = Plan::new([(ScopeId::GLOBAL, vec![Rule::new(0, secs(5))])], None);
         assert_eq!(retry(s.check(&none, at(0))), Some(secs(5)));
-        let free = Plan::new([(ScopeId::GLOBAL, vec![Rule::new(1, Duration::ZERO)])], None);
+        let free = Plan::new(
+            [(ScopeId::GLOBAL, vec![Rule::new(1, Duration::ZERO)])],
+            None,
+        );
         for ms in 0..5 {
             assert!(s.check(&free, at(ms)).is_allowed());
         }
@@ -844,7 +856,10 @@ mod tests {
         s.ban(Some(at(5_000)), at(0));
         assert!(matches!(
             s.check(&plan, at(4_999)),
-            Decision::Banned { reason: BanReason::Operator, .. }
+            Decision::Banned {
+                reason: BanReason::Operator,
+                ..
+            }
         ));
         assert!(s.check(&plan, at(5_000)).is_allowed());
     }
@@ -854,8 +869,14 @@ mod tests {
         let rule = BanRule::new(3, secs(10), secs(600));
         let plan = global(&[(100, 1)]);
         let mut s = ClientState::new();
-        assert_eq!(s.report(&rule, at(0)), ReportOutcome::Recorded { offences: 1 });
-        assert_eq!(s.report(&rule, at(4_000)), ReportOutcome::Recorded { offences: 2 });
+        assert_eq!(
+            s.report(&rule, at(0)),
+            ReportOutcome::Recorded { offences: 1 }
+        );
+        assert_eq!(
+            s.report(&rule, at(4_000)),
+            ReportOutcome::Recorded { offences: 2 }
+        );
         assert_eq!(
             s.report(&rule, at(9_000)),
             ReportOutcome::Banned { until: at(609_000) }
@@ -866,7 +887,10 @@ mod tests {
         ));
         assert!(s.check(&plan, at(609_000)).is_allowed());
         // The offences were spent: one more does not ban again.
-        assert_eq!(s.report(&rule, at(609_500)), ReportOutcome::Recorded { offences: 1 });
+        assert_eq!(
+            s.report(&rule, at(609_500)),
+            ReportOutcome::Recorded { offences: 1 }
+        );
         assert!(s.check(&plan, at(610_000)).is_allowed());
     }
 
@@ -876,7 +900,10 @@ mod tests {
         let mut s = ClientState::new();
         for i in 0..10 {
             let out = s.report(&rule, at(i * 5_001));
-            assert!(matches!(out, ReportOutcome::Recorded { offences } if offences <= 2), "{out:?}");
+            assert!(
+                matches!(out, ReportOutcome::Recorded { offences } if offences <= 2),
+                "{out:?}"
+            );
         }
         assert!(s.ban_at(at(60_000)).is_none());
     }
@@ -898,10 +925,7 @@ mod tests {
 
     #[test]
     fn expiry_and_prune_follow_the_longest_window() {
-        let plan = Plan::new(
-            [(ScopeId::GLOBAL, rules(&[(5, 1), (50, 60)]))],
-            None,
-        );
+        let plan = Plan::new([(ScopeId::GLOBAL, rules(&[(5, 1), (50, 60)]))], None);
         let mut s = ClientState::new();
         s.check(&plan, at(0));
         assert_eq!(s.expires_at(), at(60_000));
@@ -969,7 +993,11 @@ mod tests {
         assert_eq!(code(s.check(&ban, at(110_001))), (403, Some(110_002)));
         assert_eq!(code(s.check(&ban, at(110_002))), (200, None));
 
-        let black = policy_plan(Policy::new(1, secs(10)).block_limit(0).punishment(Punishment::Blacklist));
+        let black = policy_plan(
+            Policy::new(1, secs(10))
+                .block_limit(0)
+                .punishment(Punishment::Blacklist),
+        );
         let mut s = ClientState::new();
         assert_eq!(code(s.check(&black, at(0))), (200, None));
         assert_eq!(code(s.check(&black, at(1))), (403, None));
@@ -992,13 +1020,17 @@ mod tests {
             s.check(&plan, at(1)); // block 1
             s.check(&plan, at(10_001));
             assert_eq!(code(s.check(&plan, at(10_002))).0, 403); // block 2: punished
-            // After the punishment: one allowed request, then a block.
+                                                                 // After the punishment: one allowed request, then a block.
             assert_eq!(code(s.check(&plan, at(200_000))), (200, None));
             let d = code(s.check(&plan, at(200_001)));
             if reset {
                 assert_eq!(d, (429, Some(10_000)), "reset: the count restarted at 0");
             } else {
-                assert_eq!(d, (403, Some(300_001)), "no reset: the next block punishes again");
+                assert_eq!(
+                    d,
+                    (403, Some(300_001)),
+                    "no reset: the next block punishes again"
+                );
             }
         }
     }
@@ -1041,7 +1073,10 @@ mod tests {
 
     #[test]
     fn grace_lets_a_rare_client_exceed_slightly_once() {
-        let grace = Grace { extra: 2, interval: secs(3_600) };
+        let grace = Grace {
+            extra: 2,
+            interval: secs(3_600),
+        };
         let plan = policy_plan(Policy::new(3, secs(10)).grace(grace));
         let mut s = ClientState::new();
         // First window: 3 + 2 grace allowed, the 6th blocks.
@@ -1068,7 +1103,11 @@ mod tests {
                 .block_limit(0)
                 .block_exceed_reset(true)
                 .punishment(Punishment::Ban(secs(10)))
-                .adaptive(Adaptive { factor: 3.0, max: secs(200), jitter: Duration::ZERO }),
+                .adaptive(Adaptive {
+                    factor: 3.0,
+                    max: secs(200),
+                    jitter: Duration::ZERO,
+                }),
         );
         let mut s = ClientState::new();
         let mut t = 0;
@@ -1088,9 +1127,16 @@ mod tests {
 
     #[test]
     fn adaptive_jitter_stays_within_its_bound() {
-        let a = Adaptive { factor: 2.0, max: secs(1_000), jitter: secs(5) };
+        let a = Adaptive {
+            factor: 2.0,
+            max: secs(1_000),
+            jitter: secs(5),
+        };
         let plan = policy_plan(
-            Policy::new(1, secs(1)).block_limit(0).punishment(Punishment::Ban(secs(10))).adaptive(a),
+            Policy::new(1, secs(1))
+                .block_limit(0)
+                .punishment(Punishment::Ban(secs(10)))
+                .adaptive(a),
         );
         for _ in 0..50 {
             let mut s = ClientState::new();
@@ -1105,9 +1151,7 @@ mod tests {
 
     #[test]
     fn idle_policy_records_are_forgotten_after_max_window_duration() {
-        let plan = policy_plan(
-            Policy::new(1, secs(10)).max_window_duration(Some(secs(100))),
-        );
+        let plan = policy_plan(Policy::new(1, secs(10)).max_window_duration(Some(secs(100))));
         let mut s = ClientState::new();
         s.check(&plan, at(0));
         s.check(&plan, at(1)); // a block

@@ -39,7 +39,11 @@ fn server(clock: &FakeClock) -> actix_test::TestServer {
     })
 }
 
-async fn get(srv: &actix_test::TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+async fn get(
+    srv: &actix_test::TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>) {
     let mut req = srv.get(path).insert_header(("x-client", "198.51.100.7"));
     for &(k, v) in headers {
         req = req.insert_header((k, v));
@@ -62,7 +66,10 @@ async fn request_data_check_serves_matching_requests_uncounted() {
     }
     // None of those were counted: the quota of 2 is intact.
     assert_eq!(get(&srv, "/data-check", &[]).await, (200, None));
-    assert_eq!(get(&srv, "/data-check", &[("key", "wrong")]).await, (200, None));
+    assert_eq!(
+        get(&srv, "/data-check", &[("key", "wrong")]).await,
+        (200, None)
+    );
     assert_eq!(get(&srv, "/data-check", &[]).await.0, 429);
     // SPEC 5: a request the check approves is served, even while the client is blocked.
     assert_eq!(get(&srv, "/data-check", &key).await, (200, None));

@@ -94,7 +94,12 @@ async fn block_duration_outlasts_the_window() {
     .await;
 }
 
-#[rate_limited(amount = 1, time_window = "10s", block_limit = 2, block_exceed_duration = "1m")]
+#[rate_limited(
+    amount = 1,
+    time_window = "10s",
+    block_limit = 2,
+    block_exceed_duration = "1m"
+)]
 #[get("/block-limit")]
 async fn block_limit() -> &'static str {
     "ok"
@@ -123,7 +128,12 @@ async fn block_limit_then_ban_then_recovery() {
     .await;
 }
 
-#[rate_limited(amount = 1, time_window = "10s", block_limit = 0, block_exceed_duration = "forever")]
+#[rate_limited(
+    amount = 1,
+    time_window = "10s",
+    block_limit = 0,
+    block_exceed_duration = "forever"
+)]
 #[get("/blacklist")]
 async fn blacklist() -> &'static str {
     "ok"
@@ -139,7 +149,11 @@ async fn forever_blacklists_until_an_operator_unbans() {
         &app,
         &clock,
         "/blacklist",
-        &[(0, 200, None), (1, 403, None), (86_400_000 * 365, 403, None)],
+        &[
+            (0, 200, None),
+            (1, 403, None),
+            (86_400_000 * 365, 403, None),
+        ],
     )
     .await;
     let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
@@ -151,25 +165,53 @@ async fn forever_blacklists_until_an_operator_unbans() {
 // The four combinations of relative_block x block_exceed_reset, each walked through
 // requests, blocks, a punishment and recovery.
 
-#[rate_limited(amount = 1, time_window = "10s", block_limit = 1, block_exceed_duration = "100s", relative_block = false, block_exceed_reset = true)]
+#[rate_limited(
+    amount = 1,
+    time_window = "10s",
+    block_limit = 1,
+    block_exceed_duration = "100s",
+    relative_block = false,
+    block_exceed_reset = true
+)]
 #[get("/fixed-reset")]
 async fn fixed_reset() -> &'static str {
     "ok"
 }
 
-#[rate_limited(amount = 1, time_window = "10s", block_limit = 1, block_exceed_duration = "100s", relative_block = false, block_exceed_reset = false)]
+#[rate_limited(
+    amount = 1,
+    time_window = "10s",
+    block_limit = 1,
+    block_exceed_duration = "100s",
+    relative_block = false,
+    block_exceed_reset = false
+)]
 #[get("/fixed-keep")]
 async fn fixed_keep() -> &'static str {
     "ok"
 }
 
-#[rate_limited(amount = 1, time_window = "10s", block_limit = 1, block_exceed_duration = "100s", relative_block = true, block_exceed_reset = true)]
+#[rate_limited(
+    amount = 1,
+    time_window = "10s",
+    block_limit = 1,
+    block_exceed_duration = "100s",
+    relative_block = true,
+    block_exceed_reset = true
+)]
 #[get("/relative-reset")]
 async fn relative_reset() -> &'static str {
     "ok"
 }
 
-#[rate_limited(amount = 1, time_window = "10s", block_limit = 1, block_exceed_duration = "100s", relative_block = true, block_exceed_reset = false)]
+#[rate_limited(
+    amount = 1,
+    time_window = "10s",
+    block_limit = 1,
+    block_exceed_duration = "100s",
+    relative_block = true,
+    block_exceed_reset = false
+)]
 #[get("/relative-keep")]
 async fn relative_keep() -> &'static str {
     "ok"
@@ -219,7 +261,11 @@ async fn relative_block_true_and_block_exceed_reset_true() {
     let clock = FakeClock::new();
     let app = test::init_service(App::new().wrap(floodgate(&clock)).service(relative_reset)).await;
     let mut steps = to_punishment(true);
-    steps.extend([(50_000, 200, None), (1, 429, Some(10)), (3_000, 429, Some(10))]);
+    steps.extend([
+        (50_000, 200, None),
+        (1, 429, Some(10)),
+        (3_000, 429, Some(10)),
+    ]);
     walk(&app, &clock, "/relative-reset", &steps).await;
 }
 
@@ -232,7 +278,12 @@ async fn relative_block_true_and_block_exceed_reset_false() {
     walk(&app, &clock, "/relative-keep", &steps).await;
 }
 
-#[rate_limited(amount = 2, time_window = "10s", accumulate_requests = true, block_duration = "1s")]
+#[rate_limited(
+    amount = 2,
+    time_window = "10s",
+    accumulate_requests = true,
+    block_duration = "1s"
+)]
 #[get("/accumulate")]
 async fn accumulate() -> &'static str {
     "ok"
@@ -272,7 +323,12 @@ async fn accumulate_requests_carries_unused_quota_with_a_cap() {
     .await;
 }
 
-#[rate_limited(amount = 1, time_window = "1s", max_window_duration = "1m", block_limit = 9)]
+#[rate_limited(
+    amount = 1,
+    time_window = "1s",
+    max_window_duration = "1m",
+    block_limit = 9
+)]
 #[get("/max-window")]
 async fn max_window() -> &'static str {
     "ok"
@@ -284,7 +340,13 @@ async fn max_window_duration_deletes_idle_records_from_store_and_status() {
     let fg = floodgate(&clock);
     let gk = fg.gatekeeper();
     let app = test::init_service(App::new().wrap(fg).service(max_window)).await;
-    walk(&app, &clock, "/max-window", &[(0, 200, None), (1, 429, Some(1))]).await;
+    walk(
+        &app,
+        &clock,
+        "/max-window",
+        &[(0, 200, None), (1, 429, Some(1))],
+    )
+    .await;
     let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
     let status = gk.status(ip).await.unwrap();
     assert_eq!(status.windows.len(), 1);
@@ -314,12 +376,23 @@ async fn max_window_duration_forever_keeps_records() {
     walk(&app, &clock, "/kept", &[(0, 200, None), (1, 429, Some(10))]).await;
     clock.advance(Duration::from_secs(86_400 * 3_650));
     assert_eq!(gk.sweep().await.unwrap(), 0);
-    let status = gk.status("203.0.113.9".parse::<std::net::IpAddr>().unwrap()).await.unwrap();
+    let status = gk
+        .status("203.0.113.9".parse::<std::net::IpAddr>().unwrap())
+        .await
+        .unwrap();
     assert_eq!(status.windows[0].block_count, 1);
     assert!(!status.windows[0].active);
 }
 
-#[rate_limited(amount = 1, time_window = "1s", block_limit = 0, block_exceed_duration = "10s", adaptive_factor = 2, adaptive_max = "35s", block_exceed_reset = true)]
+#[rate_limited(
+    amount = 1,
+    time_window = "1s",
+    block_limit = 0,
+    block_exceed_duration = "10s",
+    adaptive_factor = 2,
+    adaptive_max = "35s",
+    block_exceed_reset = true
+)]
 #[get("/adaptive")]
 async fn adaptive() -> &'static str {
     "ok"
@@ -393,7 +466,13 @@ async fn bare_rate_limited_follows_the_app_default_policy_and_keys_override_it()
             .service(default_policy_amount),
     )
     .await;
-    walk(&app, &clock, "/default", &[(0, 200, None), (0, 429, Some(5))]).await;
+    walk(
+        &app,
+        &clock,
+        "/default",
+        &[(0, 200, None), (0, 429, Some(5))],
+    )
+    .await;
     walk(
         &app,
         &clock,

@@ -18,7 +18,10 @@ use crate::error::StoreError;
 use crate::rules::BanRule;
 use crate::state::{ClientState, Decision, Plan, ReportOutcome};
 
+pub mod failover;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// The answer of a [`Store`]: either already there, or a future to await.
 #[must_use = "a store future does nothing unless awaited"]
