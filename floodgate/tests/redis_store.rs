@@ -105,11 +105,19 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// Calls of every command but INFO so far (from `INFO commandstats`).
-    fn commands(&self) -> u64 {
+    /// Round trips so far: calls of every command (from `INFO commandstats`) but INFO itself
+    /// and those that floodgate's script runs inside Redis (GET, SET, DEL), which
+    /// commandstats also counts.
+    fn round_trips(&self) -> u64 {
+        const INNER: [&str; 4] = [
+            "cmdstat_info:",
+            "cmdstat_get:",
+            "cmdstat_set:",
+            "cmdstat_del:",
+        ];
         self.cli(&["INFO", "commandstats"])
             .lines()
-            .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+            .filter(|l| l.starts_with("cmdstat_") && !INNER.iter().any(|p| l.starts_with(p)))
             .filter_map(|l| {
                 l.split("calls=")
                     .nth(1)?
@@ -758,5 +766,430 @@ async fn the_ban_cache_changes_no_decision() {
             false,
         )
         .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis specifics: key layout, expiry, round trips, NOSCRIPT.
+
+#[actix_rt::test]
+async fn keys_are_prefixed_and_expire_with_the_state() {
+    let server = RedisServer::start();
+    let s = redis_store(&server, secs(1)).await;
+    let c = client(50);
+    assert_eq!(s.key_of(&c), "test:ip:203.0.113.50");
+    assert_eq!(s.key_of(&ClientKey::custom("alice")), "test:key:alice");
+    check(&s, &c, &global(&[(3, 10)]), 0).await;
+    let pttl: i64 = server
+        .cli(&["PTTL", "test:ip:203.0.113.50"])
+        .parse()
+        .unwrap();
+    assert!(
+        (9_000..=10_000).contains(&pttl),
+        "the key lives as long as the 10 s window: {pttl}"
+    );
+    // Permanent bans and "forever" records never expire.
+    s.ban(&c, None, at(1)).await.unwrap();
+    assert_eq!(server.cli(&["PTTL", "test:ip:203.0.113.50"]), "-1");
+    // The unban leaves only the log, whose window decides the key's life again.
+    assert!(s.unban(&c, at(2)).await.unwrap());
+    let pttl: i64 = server
+        .cli(&["PTTL", "test:ip:203.0.113.50"])
+        .parse()
+        .unwrap();
+    assert!((9_000..=9_998).contains(&pttl), "{pttl}");
+    // A state that holds nothing more is deleted at once.
+    let d = ClientKey::custom("alice");
+    s.ban(&d, Some(at(5_000)), at(0)).await.unwrap();
+    assert_eq!(server.cli(&["EXISTS", "test:key:alice"]), "1");
+    assert!(s.unban(&d, at(1)).await.unwrap());
+    assert_eq!(server.cli(&["EXISTS", "test:key:alice"]), "0");
+    // Nothing else was written: one key per client, all under the prefix.
+    assert_eq!(server.cli(&["KEYS", "*"]), "test:ip:203.0.113.50");
+}
+
+#[actix_rt::test]
+async fn one_round_trip_per_decision_and_none_for_a_cached_ban() {
+    let server = RedisServer::start();
+    let a = redis_store(&server, secs(1)).await;
+    let b = redis_store(&server, secs(1)).await;
+    let plan = global(&[(1_000, 60)]);
+    let c = client(51);
+    let before = server.round_trips();
+    for ms in 0..100 {
+        assert!(check(&a, &c, &plan, ms).await.is_allowed());
+    }
+    assert_eq!(
+        server.round_trips() - before,
+        100,
+        "one round trip per decision"
+    );
+    let stats = server.cli(&["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_evalsha:calls=100,"),
+        "all of them EVALSHA: {stats}"
+    );
+
+    a.ban(&c, Some(at(60_000)), at(100)).await.unwrap();
+    let before = server.round_trips();
+    for ms in 101..201 {
+        assert!(matches!(
+            check(&a, &c, &plan, ms).await,
+            Decision::Banned { .. }
+        ));
+    }
+    assert_eq!(
+        server.round_trips() - before,
+        0,
+        "the banning instance knows the ban"
+    );
+    for ms in 101..201 {
+        assert!(matches!(
+            check(&b, &c, &plan, ms).await,
+            Decision::Banned { .. }
+        ));
+    }
+    assert_eq!(
+        server.round_trips() - before,
+        1,
+        "another instance asks once, then caches"
+    );
+    // After the cache time, one round trip refreshes it.
+    assert!(matches!(
+        check(&b, &c, &plan, 1_201).await,
+        Decision::Banned { .. }
+    ));
+    assert_eq!(server.round_trips() - before, 2);
+}
+
+#[actix_rt::test]
+async fn a_redis_that_lost_the_script_gets_it_again() {
+    let server = RedisServer::start();
+    let s = redis_store(&server, Duration::ZERO).await;
+    let plan = global(&[(2, 60)]);
+    let c = client(52);
+    assert!(check(&s, &c, &plan, 0).await.is_allowed());
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
+    assert!(check(&s, &c, &plan, 1).await.is_allowed());
+    assert!(
+        !check(&s, &c, &plan, 2).await.is_allowed(),
+        "the state survived the flush"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Fleet: two actix servers, one Redis.
+
+mod fleet {
+    use super::*;
+    use actix_web::{get, App, HttpRequest};
+    use floodgate::{bypass, Floodgate, GateKeeper, StoreFailure};
+    use futures_util::future::join_all;
+
+    #[get("/ping")]
+    async fn ping() -> &'static str {
+        "pong"
+    }
+
+    #[bypass]
+    #[get("/report")]
+    async fn report(req: HttpRequest, gk: GateKeeper) -> &'static str {
+        gk.report(&req).await;
+        "reported"
+    }
+
+    pub(super) fn app(
+        store: impl Store,
+        clock: &FakeClock,
+        failure: StoreFailure,
+    ) -> (actix_test::TestServer, Floodgate) {
+        let fg = Floodgate::new()
+            .store(store)
+            .clock(clock.clone())
+            .ip_header("x-client")
+            .store_failure(failure)
+            .ban_rule(BanRule::new(2, secs(60), secs(600)))
+            .rate_limit_rules([Rule::new(10, secs(3_600))]);
+        let inner = fg.clone();
+        let srv = actix_test::start_with(actix_test::config().workers(2), move || {
+            App::new().wrap(inner.clone()).service(ping).service(report)
+        });
+        (srv, fg)
+    }
+
+    pub(super) async fn get(srv: &actix_test::TestServer, path: &str, ip: &str) -> u16 {
+        let res = srv
+            .get(path)
+            .insert_header(("x-client", ip))
+            .send()
+            .await
+            .expect("response");
+        res.status().as_u16()
+    }
+
+    #[actix_rt::test]
+    async fn two_servers_share_one_limit_exactly() {
+        let redis = RedisServer::start();
+        let clock = FakeClock::new();
+        let (a, _) = app(
+            redis_store(&redis, secs(1)).await,
+            &clock,
+            StoreFailure::Open,
+        );
+        let (b, _) = app(
+            redis_store(&redis, secs(1)).await,
+            &clock,
+            StoreFailure::Open,
+        );
+        let ip = "198.51.100.20";
+        let statuses = join_all((0..20).map(|i| {
+            let srv = if i % 2 == 0 { &a } else { &b };
+            get(srv, "/ping", ip)
+        }))
+        .await;
+        let ok = statuses.iter().filter(|&&s| s == 200).count();
+        let limited = statuses.iter().filter(|&&s| s == 429).count();
+        assert_eq!((ok, limited), (10, 10), "{statuses:?}");
+        assert_eq!(get(&a, "/ping", ip).await, 429);
+        assert_eq!(get(&b, "/ping", ip).await, 429);
+        // Another client has its own quota on both.
+        assert_eq!(get(&b, "/ping", "198.51.100.21").await, 200);
+    }
+
+    #[actix_rt::test]
+    async fn a_ban_reported_on_one_server_holds_on_the_other_at_once() {
+        let redis = RedisServer::start();
+        let clock = FakeClock::new();
+        let (a, fg_a) = app(
+            redis_store(&redis, secs(1)).await,
+            &clock,
+            StoreFailure::Open,
+        );
+        let (b, _) = app(
+            redis_store(&redis, secs(1)).await,
+            &clock,
+            StoreFailure::Open,
+        );
+        let ip = "198.51.100.30";
+        assert_eq!(get(&b, "/ping", ip).await, 200);
+        assert_eq!(get(&a, "/report", ip).await, 200);
+        assert_eq!(get(&a, "/report", ip).await, 200);
+        // The second offence banned the client: both servers refuse it now.
+        assert_eq!(get(&b, "/ping", ip).await, 403);
+        assert_eq!(get(&a, "/ping", ip).await, 403);
+        // An operator unban on A frees the client on A at once ...
+        let addr: IpAddr = ip.parse().unwrap();
+        assert!(fg_a.gatekeeper().unban(addr).await.unwrap());
+        assert_eq!(get(&a, "/ping", ip).await, 200);
+        // ... and on B when B's cached ban ends (ban_cache = 1 s), not later.
+        assert_eq!(
+            get(&b, "/ping", ip).await,
+            403,
+            "B still holds its cached ban"
+        );
+        clock.advance(Duration::from_millis(999));
+        assert_eq!(get(&b, "/ping", ip).await, 403);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(get(&b, "/ping", ip).await, 200);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults: Redis killed during a load run; bad URLs and passwords.
+
+mod faults {
+    use super::fleet::{app, get};
+    use super::*;
+    use floodgate::StoreFailure;
+    use futures_util::future::join_all;
+
+    /// Sends `n` concurrent requests of `ip`; returns the count of each status.
+    async fn load(srv: &actix_test::TestServer, ip: &str, n: usize) -> Vec<(u16, usize)> {
+        let statuses = join_all((0..n).map(|_| get(srv, "/ping", ip))).await;
+        let mut counts: Vec<(u16, usize)> = Vec::new();
+        for s in statuses {
+            match counts.iter_mut().find(|(k, _)| *k == s) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s, 1)),
+            }
+        }
+        counts.sort();
+        counts
+    }
+
+    /// Moves floodgate's clock past the retry delay and sends requests until `done` holds
+    /// (the primary answers again); a bounded poll, since reconnecting takes real time.
+    async fn until_recovered(
+        srv: &actix_test::TestServer,
+        clock: &FakeClock,
+        ip: &str,
+        done: impl Fn() -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "the primary was never taken back"
+            );
+            clock.advance(secs(10));
+            let status = get(srv, "/ping", ip).await;
+            assert_ne!(status, 500);
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn failover(redis: RedisStore) -> FailoverStore<RedisStore> {
+        FailoverStore::new(redis).retry(secs(1), secs(8))
+    }
+
+    #[actix_rt::test]
+    async fn killed_redis_fails_over_to_the_backup_and_is_taken_back() {
+        let mut redis = RedisServer::start();
+        let clock = FakeClock::new();
+        let store = failover(redis_store(&redis, secs(1)).await).backup(MemoryStore::new());
+        let (srv, _) = app(store.clone(), &clock, StoreFailure::Closed);
+        let ip = "198.51.100.40";
+        assert_eq!(load(&srv, ip, 4).await, [(200, 4)]);
+        redis.stop();
+        // The backup knows nothing of the 4 requests counted in Redis: it allows 10 more.
+        assert_eq!(load(&srv, ip, 20).await, [(200, 10), (429, 10)]);
+        assert!(store.primary_down());
+        redis.run();
+        until_recovered(&srv, &clock, ip, || !store.primary_down()).await;
+        // Decisions are back on Redis (which restarted empty, without persistence).
+        let _ = get(&srv, "/ping", "198.51.100.41").await;
+        assert_eq!(redis.cli(&["EXISTS", "test:ip:198.51.100.41"]), "1");
+    }
+
+    #[actix_rt::test]
+    async fn killed_redis_fails_open_without_a_backup() {
+        let mut redis = RedisServer::start();
+        let clock = FakeClock::new();
+        let store = failover(redis_store(&redis, secs(1)).await);
+        let (srv, _) = app(store.clone(), &clock, StoreFailure::Open);
+        let ip = "198.51.100.42";
+        assert_eq!(load(&srv, ip, 12).await, [(200, 10), (429, 2)]);
+        redis.stop();
+        assert_eq!(load(&srv, ip, 20).await, [(200, 20)], "served unlimited");
+        redis.run();
+        until_recovered(&srv, &clock, ip, || !store.primary_down()).await;
+        let _ = get(&srv, "/ping", "198.51.100.43").await;
+        assert_eq!(redis.cli(&["EXISTS", "test:ip:198.51.100.43"]), "1");
+    }
+
+    #[actix_rt::test]
+    async fn killed_redis_fails_closed_with_503() {
+        let mut redis = RedisServer::start();
+        let clock = FakeClock::new();
+        // A bare RedisStore: every request tries Redis, and each failure is a 503.
+        let (srv, _) = app(
+            redis_store(&redis, secs(1)).await,
+            &clock,
+            StoreFailure::Closed,
+        );
+        let ip = "198.51.100.44";
+        assert_eq!(load(&srv, ip, 3).await, [(200, 3)]);
+        redis.stop();
+        assert_eq!(load(&srv, ip, 20).await, [(503, 20)]);
+        redis.run();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match get(&srv, "/ping", ip).await {
+                503 => assert!(Instant::now() < deadline, "Redis never came back"),
+                status => {
+                    assert_eq!(status, 200, "a fresh Redis counts from zero");
+                    break;
+                }
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn unreachable_redis_is_a_clear_error_at_start() {
+        let port = free_port();
+        let err = RedisStore::builder(format!("redis://127.0.0.1:{port}/"))
+            .connect()
+            .await
+            .expect_err("nothing listens there");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
+            "{msg}"
+        );
+
+        let err = RedisStore::builder("http://127.0.0.1/")
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("invalid Redis URL"), "{err}");
+        let err = RedisStore::builder("redis://127.0.0.1/")
+            .prefix("a b")
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid Redis key prefix"),
+            "{err}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_wrong_password_is_a_clear_error_that_hides_the_password() {
+        let redis = RedisServer::start_with(&["--requirepass", "right-secret"]);
+        let err = RedisStore::builder(format!("redis://:wrong-secret@127.0.0.1:{}/", redis.port))
+            .connect()
+            .await
+            .expect_err("refused credentials");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "cannot connect to Redis at 127.0.0.1:{}",
+                redis.port
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.to_lowercase().contains("authentication failed"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("wrong-secret") && !msg.contains("right-secret"),
+            "{msg}"
+        );
+        let ok = RedisStore::builder(format!("redis://:right-secret@127.0.0.1:{}/", redis.port))
+            .connect()
+            .await;
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_lazy_store_starts_on_the_backup_while_redis_is_down() {
+        let mut redis = RedisServer::start();
+        redis.stop();
+        let lazy = RedisStore::builder(redis.url())
+            .prefix("test")
+            .timeout(Duration::from_millis(300))
+            .connect_lazy()
+            .expect("a well-formed URL");
+        let store = failover(lazy).backup(MemoryStore::new());
+        let plan = global(&[(1, 60)]);
+        let c = client(60);
+        assert!(check(&store, &c, &plan, 0).await.is_allowed());
+        assert!(store.primary_down(), "decided on the backup");
+        assert!(
+            !check(&store, &c, &plan, 1).await.is_allowed(),
+            "the backup counts"
+        );
+        redis.run();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ms = 1_000;
+        while store.primary_down() {
+            assert!(Instant::now() < deadline, "Redis never taken back");
+            ms += 10_000;
+            let _ = check(&store, &client(61), &plan, ms).await;
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(redis.cli(&["EXISTS", "test:ip:203.0.113.61"]), "1");
     }
 }
