@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{get, test, App, HttpRequest, ResponseError as _};
+use actix_web::{get, test, App, HttpRequest};
 use floodgate::{rate_limited, FakeClock, Floodgate, Policy, Punishment, RouteRules};
 
 /// (advance the clock by ms, expected status, expected Retry-After)
