@@ -177,16 +177,16 @@ impl<P: Store, B: Store> FailoverStore<P, B> {
                     h.down = true;
                     h.backoff_ms = self.min_ms;
                     h.retry_at = now.saturating_add(self.min_ms);
-                    log::warn!(
-                        "floodgate: the primary store failed: {err}; {} until it answers (first \
-                         retry in {} ms)",
-                        if self.backup.is_some() {
-                            "decisions continue on the backup store"
-                        } else {
-                            "requests follow the store-failure policy"
-                        },
-                        self.min_ms
-                    );
+                    if self.backup.is_some() {
+                        log::warn!(
+                            "floodgate: the primary store failed: {err}; decisions continue on \
+                             the backup store until it answers (first retry in {} ms)",
+                            self.min_ms
+                        );
+                    } else {
+                        // The middleware logs the failures it is handed, at warn, once a minute.
+                        log::debug!("floodgate: the primary store failed: {err}");
+                    }
                 } else if probe {
                     h.backoff_ms = h
                         .backoff_ms
@@ -306,7 +306,7 @@ mod tests {
         fn check(&self, c: &ClientKey, p: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
-                return StoreFuture::ready(Err(StoreError::new("down")));
+                return StoreFuture::ready(Err(StoreError::new("flaky primary down")));
             }
             self.inner.check(c, p, now)
         }
@@ -327,12 +327,33 @@ mod tests {
         }
     }
 
+    /// Counts warnings about the flaky primary, whatever test logs them.
+    struct WarnCounter;
+    static FLAKY_WARNINGS: AtomicUsize = AtomicUsize::new(0);
+    static COUNTER: WarnCounter = WarnCounter;
+
+    impl log::Log for WarnCounter {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if record.level() == log::Level::Warn
+                && record.args().to_string().contains("flaky primary down")
+            {
+                FLAKY_WARNINGS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn flush(&self) {}
+    }
+
     fn ready<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
         f.take_ready().expect("memory stores answer at once")
     }
 
     #[test]
     fn backup_takes_over_and_the_primary_is_retried_with_backoff() {
+        let _ = log::set_logger(&COUNTER);
+        log::set_max_level(log::LevelFilter::Debug);
         let primary = Arc::new(Flaky::default());
         let store = FailoverStore::new(primary.clone())
             .backup(MemoryStore::new())
@@ -368,6 +389,11 @@ mod tests {
             .is_allowed());
         assert!(!store.primary_down());
         assert_eq!(primary.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            FLAKY_WARNINGS.load(Ordering::SeqCst),
+            1,
+            "one warning for the outage, none per request or per failed retry"
+        );
     }
 
     #[test]

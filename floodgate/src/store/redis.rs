@@ -18,11 +18,12 @@
 //! - **Time comes from floodgate's [`Clock`](crate::Clock)**, passed to the script as an
 //!   argument, never from Redis's `TIME`: every server of the fleet and every test with a
 //!   [`FakeClock`](crate::FakeClock) decides on the same time.
-//! - **Ban cache.** Bans and blacklists this process learnt of (refused requests, reports,
-//!   operator bans) are kept in process for [`ban_cache`](RedisStoreBuilder::ban_cache)
-//!   (1 s by default), so a banned client flooding the app costs no round trip per request.
-//!   An unban clears this process's cache at once; other servers learn of it when their
-//!   cached entry ends.
+//! - **Ban cache.** Bans and blacklists this process learnt of (a request refused with 403,
+//!   an operator ban made here) are kept in process for
+//!   [`ban_cache`](RedisStoreBuilder::ban_cache) (1 s by default, by floodgate's clock), so a
+//!   banned client flooding the app costs no round trip per request. An unban clears this
+//!   process's cache at once (and answers asked for before it cannot cache the old ban
+//!   again); other servers learn of it when their cached entry ends, within `ban_cache`.
 //! - **Failures** are [`StoreError`]s, bounded by [`timeout`](RedisStoreBuilder::timeout):
 //!   the middleware then follows its [`StoreFailure`](crate::StoreFailure) policy, or a
 //!   [`FailoverStore`](crate::store::failover::FailoverStore) takes over with a backup. The
@@ -30,6 +31,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,6 +192,8 @@ impl RedisStoreBuilder {
                 Arc::new(BanCache {
                     ttl_ms,
                     capacity: self.ban_cache_capacity,
+                    len: AtomicUsize::new(0),
+                    unbans: AtomicU64::new(0),
                     map: Mutex::new(HashMap::new()),
                 })
             }),
@@ -508,6 +512,12 @@ fn decode_state(blob: &str) -> Option<ClientState> {
 struct BanCache {
     ttl_ms: u64,
     capacity: usize,
+    /// Entries in `map`, read without the lock: with no ban cached (the usual case), the
+    /// request path takes no lock at all.
+    len: AtomicUsize,
+    /// Bumped by every unban: a decision asked for before an unban must not cache a ban
+    /// after it.
+    unbans: AtomicU64,
     map: Mutex<HashMap<ClientKey, CachedBan>>,
 }
 
@@ -526,6 +536,9 @@ impl BanCache {
     }
 
     fn get(&self, client: &ClientKey, now: u64) -> Option<Decision> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut map = self.lock();
         let hit = map.get(client)?;
         if now < hit.fresh_until && now < hit.until {
@@ -536,24 +549,26 @@ impl BanCache {
             });
         }
         map.remove(client);
+        self.len.store(map.len(), Ordering::Relaxed);
         None
     }
 
-    /// Remembers a ban; `keep_longer` keeps a longer one already cached (as a report does).
-    fn put(&self, client: &ClientKey, until: u64, reason: BanReason, now: u64, keep_longer: bool) {
+    fn epoch(&self) -> u64 {
+        self.unbans.load(Ordering::SeqCst)
+    }
+
+    /// Remembers a ban learnt from an answer asked for at `epoch`.
+    fn put(&self, client: &ClientKey, until: u64, reason: BanReason, now: u64, epoch: u64) {
         if until <= now {
             return;
         }
         let mut map = self.lock();
-        if keep_longer {
-            if let Some(old) = map.get(client) {
-                if old.until >= until && now < old.fresh_until {
-                    return;
-                }
-            }
+        if self.epoch() != epoch {
+            return;
         }
         if map.len() >= self.capacity && !map.contains_key(client) {
             map.retain(|_, b| now < b.fresh_until && now < b.until);
+            self.len.store(map.len(), Ordering::Relaxed);
             if map.len() >= self.capacity {
                 return;
             }
@@ -566,10 +581,14 @@ impl BanCache {
                 fresh_until: now.saturating_add(self.ttl_ms),
             },
         );
+        self.len.store(map.len(), Ordering::Relaxed);
     }
 
     fn remove(&self, client: &ClientKey) {
-        self.lock().remove(client);
+        let mut map = self.lock();
+        self.unbans.fetch_add(1, Ordering::SeqCst);
+        map.remove(client);
+        self.len.store(map.len(), Ordering::Relaxed);
     }
 }
 
@@ -580,6 +599,7 @@ impl Store for RedisStore {
                 return StoreFuture::ready(Ok(banned));
             }
         }
+        let epoch = self.cache.as_ref().map_or(0, |c| c.epoch());
         let call = self.run(client, "check", now, encode_plan(plan));
         let cache = self.cache.clone();
         let client = client.clone();
@@ -588,7 +608,7 @@ impl Store for RedisStore {
             let decision = decision_of(&reply)?;
             if let (Some(cache), Decision::Banned { until, reason, .. }) = (&cache, decision) {
                 let until = until.map_or(u64::MAX, Timestamp::as_millis);
-                cache.put(&client, until, reason, now.as_millis(), false);
+                cache.put(&client, until, reason, now.as_millis(), epoch);
             }
             Ok(decision)
         })
@@ -604,23 +624,17 @@ impl Store for RedisStore {
         push_time(&mut args, rule.window_ms());
         push_time(&mut args, rule.duration_ms());
         let call = self.run(client, "report", now, args);
-        let cache = self.cache.clone();
-        let client = client.clone();
         StoreFuture::pending(async move {
             let reply = call.await?;
+            // Not cached: a longer ban of another kind may be in force; the next check
+            // learns the one that is.
             match reply.as_slice() {
                 [0, n] => Ok(ReportOutcome::Recorded {
                     offences: u32::try_from(*n).unwrap_or(0),
                 }),
-                [1, until] => {
-                    let until = rust_time(*until);
-                    if let Some(cache) = &cache {
-                        cache.put(&client, until, BanReason::Reported, now.as_millis(), true);
-                    }
-                    Ok(ReportOutcome::Banned {
-                        until: Timestamp::from_millis(until),
-                    })
-                }
+                [1, until] => Ok(ReportOutcome::Banned {
+                    until: Timestamp::from_millis(rust_time(*until)),
+                }),
                 _ => Err(malformed("report", &reply)),
             }
         })
@@ -632,13 +646,14 @@ impl Store for RedisStore {
         let cache = self.cache.clone();
         let client = client.clone();
         StoreFuture::pending(async move {
-            if let Some(cache) = &cache {
-                // An operator ban replaces any other, shorter or longer.
-                cache.remove(&client);
-            }
+            // An operator ban replaces any other, shorter or longer.
+            let epoch = cache.as_ref().map(|c| {
+                c.remove(&client);
+                c.epoch()
+            });
             call.await?;
-            if let Some(cache) = &cache {
-                cache.put(&client, until, BanReason::Operator, now.as_millis(), false);
+            if let (Some(cache), Some(epoch)) = (&cache, epoch) {
+                cache.put(&client, until, BanReason::Operator, now.as_millis(), epoch);
             }
             Ok(())
         })
