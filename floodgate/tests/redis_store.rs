@@ -49,24 +49,38 @@ impl RedisServer {
     }
 
     fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("floodgate-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = RedisServer {
-            port,
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        server.run();
-        server
+        for _ in 0..5 {
+            let port = free_port();
+            let dir =
+                std::env::temp_dir().join(format!("floodgate-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let mut server = RedisServer {
+                port,
+                dir,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            };
+            if server.try_run() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port");
     }
 
-    /// Starts the process (again) on the same port and waits until it accepts connections.
+    /// Starts the process again on the same port, and waits until it accepts connections.
     fn run(&mut self) {
+        assert!(
+            self.try_run(),
+            "redis-server did not come back on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the process; false when it exits at once (another process took the port).
+    /// Waits until the server on the port is this one (its `dir` is ours).
+    fn try_run(&mut self) -> bool {
         assert!(self.child.is_none());
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -76,10 +90,24 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not come up");
+        loop {
+            if child.try_wait().expect("redis-server status").is_some() {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
+                let dir = self.cli(&["CONFIG", "GET", "dir"]);
+                if dir.contains(&*self.dir.to_string_lossy()) || dir.contains("NOAUTH") {
+                    return true;
+                }
+                child = self.child.take().unwrap();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -806,6 +834,14 @@ async fn keys_are_prefixed_and_expire_with_the_state() {
     assert_eq!(server.cli(&["EXISTS", "test:key:alice"]), "0");
     // Nothing else was written: one key per client, all under the prefix.
     assert_eq!(server.cli(&["KEYS", "*"]), "test:ip:203.0.113.50");
+    // Another prefix is another app: it shares nothing.
+    let other = RedisStore::builder(server.url())
+        .prefix("other")
+        .connect()
+        .await
+        .unwrap();
+    assert!(other.state(&c, at(3)).await.unwrap().is_none());
+    assert!(s.state(&c, at(3)).await.unwrap().is_some());
 }
 
 #[actix_rt::test]
@@ -1102,6 +1138,79 @@ mod faults {
                 }
             }
             actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// 300 requests of 30 clients, 16 in flight; redis-server is killed once 100 are
+    /// answered. Returns how many of each status came before and after the kill.
+    async fn load_with_a_kill(
+        srv: &actix_test::TestServer,
+        redis: &mut RedisServer,
+    ) -> (Vec<u16>, Vec<u16>) {
+        use futures_util::stream::{self, StreamExt};
+        use std::cell::RefCell;
+        let answered = RefCell::new((Vec::new(), Vec::new(), false));
+        let requests = stream::iter(0..300)
+            .map(
+                |i| async move { get(srv, "/ping", &format!("198.51.100.{}", 100 + i % 30)).await },
+            )
+            .buffer_unordered(16)
+            .for_each(|status| {
+                let mut a = answered.borrow_mut();
+                if a.2 {
+                    a.1.push(status);
+                } else {
+                    a.0.push(status);
+                }
+                async {}
+            });
+        let killer = async {
+            while answered.borrow().0.len() < 100 {
+                actix_rt::time::sleep(Duration::from_millis(1)).await;
+            }
+            redis.stop();
+            answered.borrow_mut().2 = true;
+        };
+        futures_util::future::join(requests, killer).await;
+        let (before, after, _) = answered.into_inner();
+        (before, after)
+    }
+
+    #[actix_rt::test]
+    async fn redis_killed_mid_load_never_yields_a_500() {
+        for mode in ["backup", "open", "closed"] {
+            let mut redis = RedisServer::start();
+            let clock = FakeClock::new();
+            let primary = redis_store(&redis, secs(1)).await;
+            let (srv, _) = match mode {
+                "backup" => app(
+                    failover(primary).backup(MemoryStore::new()),
+                    &clock,
+                    StoreFailure::Closed,
+                ),
+                "open" => app(failover(primary), &clock, StoreFailure::Open),
+                _ => app(failover(primary), &clock, StoreFailure::Closed),
+            };
+            let (before, after) = load_with_a_kill(&srv, &mut redis).await;
+            assert_eq!(before.len() + after.len(), 300);
+            assert!(
+                !after.is_empty(),
+                "{mode}: the kill came before the end of the run"
+            );
+            // 10 requests per client before 429; never a 500 in any mode.
+            let allowed = |s: &u16| match mode {
+                "closed" => [200, 429, 503].contains(s),
+                _ => [200, 429].contains(s),
+            };
+            assert!(
+                before.iter().chain(&after).all(allowed),
+                "{mode}: {before:?} {after:?}"
+            );
+            if mode == "closed" {
+                assert!(after.contains(&503), "{mode}: refused while Redis is down");
+            } else {
+                assert!(after.contains(&200), "{mode}: served while Redis is down");
+            }
         }
     }
 
