@@ -610,10 +610,17 @@ async fn state_and_expiry(s: impl Store) {
 /// Replays one seeded random run of checks, reports, bans and unbans on two stores and
 /// compares every answer; with `same_state`, every client's state too. Both stores are
 /// swept before each step, as Redis drops expired keys by itself (the contract of
-/// `ClientState::expires_at` is that this changes no decision).
-async fn differential(a: impl Store, b: impl Store, seed: u64, same_state: bool) {
+/// `ClientState::expires_at` is that this changes no decision). Returns the kinds of
+/// decisions seen.
+async fn differential(
+    a: impl Store,
+    b: impl Store,
+    seed: u64,
+    same_state: bool,
+) -> Vec<&'static str> {
     let route = ScopeId::named("route r");
     let pol = ScopeId::named("policy q");
+    let pol2 = ScopeId::named("policy q2");
     let plans = [
         global(&[(3, 10), (5, 60)]),
         Arc::new(Plan::new(
@@ -635,7 +642,7 @@ async fn differential(a: impl Store, b: impl Store, seed: u64, same_state: bool)
         Arc::new(Plan::new(
             [],
             Some((
-                pol,
+                pol2,
                 Policy::new(2, secs(5))
                     .block_limit(2)
                     .relative_block(true)
@@ -667,14 +674,15 @@ async fn differential(a: impl Store, b: impl Store, seed: u64, same_state: bool)
         Arc::new(Plan::ban_only()),
     ];
     let ban_rule = BanRule::new(3, secs(10), secs(20));
-    let clients: Vec<ClientKey> = (100..104).map(client).collect();
+    let clients: Vec<ClientKey> = (100..103).map(client).collect();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut now = 0u64;
+    let mut seen = Vec::new();
     for step in 0..1_500 {
         now += match rng.u8(0..100) {
-            0..=59 => rng.u64(0..400),
-            60..=94 => rng.u64(400..4_000),
-            _ => rng.u64(4_000..60_000),
+            0..=69 => rng.u64(0..100),
+            70..=96 => rng.u64(100..3_000),
+            _ => rng.u64(3_000..60_000),
         };
         let c = &clients[rng.usize(0..clients.len())];
         let t = at(now);
@@ -684,12 +692,43 @@ async fn differential(a: impl Store, b: impl Store, seed: u64, same_state: bool)
         let label = format!("seed {seed} step {step} at {now} on {c:?}, op {what}");
         match what {
             0..=79 => {
-                let plan = &plans[rng.usize(0..plans.len())];
-                assert_eq!(
-                    a.check(c, plan, t).await.unwrap(),
-                    b.check(c, plan, t).await.unwrap(),
-                    "{label}"
-                );
+                // The blacklisting plan is rare, or clients would spend the run blacklisted.
+                let plan = &plans[match rng.u8(0..100) {
+                    0..=19 => 0,
+                    20..=34 => 1,
+                    35..=69 => 2,
+                    70..=89 => 3,
+                    90..=92 => 4,
+                    _ => 5,
+                }];
+                let d = a.check(c, plan, t).await.unwrap();
+                assert_eq!(d, b.check(c, plan, t).await.unwrap(), "{label}");
+                seen.push(match d {
+                    Decision::Allowed { .. } => "allowed",
+                    Decision::Limited {
+                        reason: LimitReason::Rule,
+                        ..
+                    } => "rule",
+                    Decision::Limited {
+                        reason: LimitReason::Blocked,
+                        ..
+                    } => "blocked",
+                    Decision::Limited { .. } => "cooldown",
+                    Decision::Banned {
+                        reason: BanReason::Punished,
+                        until: None,
+                        ..
+                    } => "blacklisted",
+                    Decision::Banned {
+                        reason: BanReason::Punished,
+                        ..
+                    } => "punished",
+                    Decision::Banned {
+                        reason: BanReason::Reported,
+                        ..
+                    } => "reported",
+                    Decision::Banned { .. } => "operator",
+                });
             }
             80..=91 => {
                 assert_eq!(
@@ -724,6 +763,7 @@ async fn differential(a: impl Store, b: impl Store, seed: u64, same_state: bool)
             }
         }
     }
+    seen
 }
 
 macro_rules! conformance {
@@ -742,6 +782,18 @@ macro_rules! conformance {
                 async fn $scenario() {
                     let server = super::RedisServer::start();
                     super::$scenario(super::redis_store(&server, std::time::Duration::from_secs(1)).await).await;
+                }
+            )*
+        }
+        mod on_failover_redis_with_a_backup {
+            $(
+                #[actix_rt::test]
+                async fn $scenario() {
+                    let server = super::RedisServer::start();
+                    let redis = super::redis_store(&server, std::time::Duration::from_secs(1)).await;
+                    let store = floodgate::FailoverStore::new(redis).backup(floodgate::MemoryStore::new());
+                    super::$scenario(store.clone()).await;
+                    assert!(!store.primary_down(), "every decision was Redis's");
                 }
             )*
         }
@@ -767,34 +819,44 @@ conformance!(
     state_and_expiry,
 );
 
+/// Every kind of decision came up in the runs, so the comparison covered them all.
+fn assert_covered(seen: &[&str]) {
+    for kind in [
+        "allowed",
+        "rule",
+        "blocked",
+        "cooldown",
+        "blacklisted",
+        "punished",
+        "reported",
+        "operator",
+    ] {
+        assert!(seen.contains(&kind), "no {kind} decision in the runs");
+    }
+}
+
 #[actix_rt::test]
 async fn redis_decides_and_stores_exactly_what_memory_does() {
     let server = RedisServer::start();
+    let mut seen = Vec::new();
     for seed in [1, 2, 3] {
         server.cli(&["FLUSHALL"]);
-        differential(
-            MemoryStore::new(),
-            redis_store(&server, Duration::ZERO).await,
-            seed,
-            true,
-        )
-        .await;
+        let store = redis_store(&server, Duration::ZERO).await;
+        seen.extend(differential(MemoryStore::new(), store, seed, true).await);
     }
+    assert_covered(&seen);
 }
 
 #[actix_rt::test]
 async fn the_ban_cache_changes_no_decision() {
     let server = RedisServer::start();
+    let mut seen = Vec::new();
     for seed in [4, 5] {
         server.cli(&["FLUSHALL"]);
-        differential(
-            MemoryStore::new(),
-            redis_store(&server, secs(1)).await,
-            seed,
-            false,
-        )
-        .await;
+        let store = redis_store(&server, secs(1)).await;
+        seen.extend(differential(MemoryStore::new(), store, seed, false).await);
     }
+    assert_covered(&seen);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -260,9 +260,21 @@ local function set_ban(st, untl, reason)
   st.ban_reason = reason
 end
 
+-- f64::powi as Rust computes it (compiler-rt's __powidf2: square and multiply), so that
+-- every factor gives the same milliseconds as the memory store, not only whole ones.
+local function powi(a, b)
+  local r = 1.0
+  while true do
+    if b % 2 == 1 then r = r * a end
+    b = math.floor(b / 2)
+    if b == 0 then return r end
+    a = a * a
+  end
+end
+
 -- Adaptive::length (the factor arrives already normalised to >= 1).
 local function adaptive_length(pp, n)
-  local ms = pp.ban_base * (pp.factor ^ math.min(n, 1024))
+  local ms = pp.ban_base * powi(pp.factor, math.min(n, 1024))
   ms = math.max(math.min(ms, pp.adaptive_max), 0)
   return math.floor(ms)
 end

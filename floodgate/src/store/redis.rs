@@ -54,7 +54,8 @@ const SCRIPT: &str = include_str!("redis.lua");
 /// Times at or above this are "never" in the script (2^53, the last exact double).
 const LUA_NEVER: u64 = 1 << 53;
 
-/// Client state in Redis, shared by every server of a fleet.
+/// Client state in Redis, shared by every server of a fleet. Clones share the connection
+/// and the ban cache.
 ///
 /// # Examples
 ///
@@ -726,6 +727,36 @@ mod tests {
         );
         assert!(decode_state("2 whatever").is_none());
         assert!(decode_state("1 5").is_none());
+    }
+
+    #[test]
+    fn the_ban_cache_is_bounded_and_drops_stale_entries_first() {
+        let cache = BanCache {
+            ttl_ms: 1_000,
+            capacity: 2,
+            len: AtomicUsize::new(0),
+            unbans: AtomicU64::new(0),
+            map: Mutex::new(HashMap::new()),
+        };
+        let key = |n: &str| ClientKey::custom(n);
+        cache.put(&key("a"), 5_000, BanReason::Operator, 0, 0);
+        cache.put(&key("b"), 5_000, BanReason::Operator, 500, 0);
+        cache.put(&key("c"), 5_000, BanReason::Operator, 600, 0);
+        assert!(cache.get(&key("c"), 600).is_none(), "full: not cached");
+        // At 1 000 ms, a's entry is stale and makes room.
+        cache.put(&key("c"), 5_000, BanReason::Operator, 1_000, 0);
+        assert!(cache.get(&key("c"), 1_000).is_some());
+        assert!(cache.get(&key("a"), 1_000).is_none());
+        assert!(cache.get(&key("b"), 1_499).is_some());
+        assert!(
+            cache.get(&key("b"), 1_500).is_none(),
+            "fresh for ban_cache only"
+        );
+        // An answer asked for before an unban is not cached after it.
+        let epoch = cache.epoch();
+        cache.remove(&key("d"));
+        cache.put(&key("d"), 5_000, BanReason::Reported, 1_600, epoch);
+        assert!(cache.get(&key("d"), 1_600).is_none());
     }
 
     #[test]
