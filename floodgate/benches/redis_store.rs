@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p floodgate --features redis --bench redis_store` starts its own
 //! `redis-server` on a free loopback port (or uses `REDIS_URL` when set) and prints a table.
-//! `N` sets the number of decisions per measurement (default 20 000).
+//! `N` sets the number of decisions per measurement (default 20 000), `RULES` the rules
+//! (default `20/1s,100/10s`).
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -119,16 +120,16 @@ fn main() {
     let server = start_redis();
     let port = server.1;
     let url = std::env::var("REDIS_URL").unwrap_or(format!("redis://127.0.0.1:{port}/"));
-    let plan = Arc::new(Plan::new(
-        [(
-            ScopeId::GLOBAL,
-            vec![
-                Rule::new(20, Duration::from_secs(1)),
-                Rule::new(100, Duration::from_secs(10)),
-            ],
-        )],
-        None,
-    ));
+    let rules_text = std::env::var("RULES").unwrap_or_else(|_| "20/1s,100/10s".into());
+    let rules: Vec<Rule> = rules_text
+        .split(',')
+        .map(|r| {
+            r.trim()
+                .parse()
+                .expect("RULES: rules such as 20/1s,100/10s")
+        })
+        .collect();
+    let plan = Arc::new(Plan::new([(ScopeId::GLOBAL, rules)], None));
     actix_rt::System::new().block_on(async move {
         let memory = MemoryStore::new();
         let redis = RedisStore::builder(&url)
@@ -137,7 +138,7 @@ fn main() {
             .await
             .expect("connect");
         let t0 = 1_700_000_000_000;
-        println!("{n} decisions, rules 20/1s + 100/10s, 10 000 clients, one process");
+        println!("{n} decisions, rules {rules_text}, 10 000 clients, one process");
         println!("{:<34} {:>14}", "store", "decisions/s");
         let m = run(&memory, &plan, n, 1, t0).await;
         println!("{:<34} {:>14.0}", "memory", m);
