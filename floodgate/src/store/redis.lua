@@ -12,6 +12,10 @@
 -- that a double cannot hold: they stay strings.
 
 local NEVER = 9007199254740992
+-- Locals for the library functions used on every call (cheaper than global lookups).
+local tonumber, tostring, ipairs = tonumber, tostring, ipairs
+local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
+local floor, mmax, mmin = math.floor, math.max, math.min
 
 local function num(s)
   local n = tonumber(s)
@@ -21,8 +25,9 @@ local function num(s)
 end
 
 local function enc(n)
+  if n < 1e14 then return tostring(n) end
   if n >= NEVER then return '-1' end
-  return string.format('%.0f', n)
+  return format('%.0f', n)
 end
 
 local function sat(a, b)
@@ -36,19 +41,9 @@ local function ssub(a, b)
   return 0
 end
 
-local function tokens(s)
-  local t = {}
-  for tok in string.gmatch(s or '', '%S+') do t[#t + 1] = tok end
-  return t
-end
-
--- A reader over a token list.
-local function reader(t)
-  local i = 0
-  return function()
-    i = i + 1
-    return t[i]
-  end
+-- The successive space-separated tokens of `s` (nil past the end).
+local function reader(s)
+  return gmatch(s or '', '%S+')
 end
 
 local PF = {
@@ -69,7 +64,7 @@ end
 local function decode(blob)
   local st = { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
   if not blob then return st end
-  local nx = reader(tokens(blob))
+  local nx = reader(blob)
   if nx() ~= '1' then return st end
   st.last_seen = num(nx())
   st.ban_until = num(nx())
@@ -107,7 +102,7 @@ local function encode(st)
       for _, f in ipairs(PF) do out[#out + 1] = enc(s[f]) end
     end
   end
-  return table.concat(out, ' ')
+  return concat(out, ' ')
 end
 
 -- Plan: "ban_check count n_logs log.. has_policy policy"
@@ -121,8 +116,8 @@ local function opt(s)
   return num(s)
 end
 
-local function decode_plan(t)
-  local nx = reader(t)
+local function decode_plan(s)
+  local nx = reader(s)
   local plan = { ban_check = nx() == '1', count = nx() == '1', logs = {} }
   for k = 1, tonumber(nx()) or 0 do
     local lp = { scope = nx(), cap = num(nx()), longest = num(nx()), first = num(nx()), rules = {} }
@@ -197,7 +192,7 @@ end
 
 -- Log::refusal
 local function refusal(log, rule, now)
-  if rule.count == 0 then return math.max(rule.window, 1) end
+  if rule.count == 0 then return mmax(rule.window, 1) end
   local len = #log.times
   if len < rule.count then return nil end
   local leaves = sat(log.times[len - rule.count + 1], rule.window)
@@ -216,7 +211,7 @@ end
 
 -- Log::push
 local function push(log, now, cap, longest)
-  while #log.times >= math.max(cap, 1) do table.remove(log.times, 1) end
+  while #log.times >= mmax(cap, 1) do tremove(log.times, 1) end
   log.times[#log.times + 1] = now
   log.expires = sat(now, longest)
 end
@@ -228,11 +223,11 @@ local function roll(p, pp, now)
   end
   if p.punished_until ~= 0 and p.punished_until < NEVER and now >= p.punished_until then
     p.punished_until = 0
-    if pp.reset then p.block_count = 0 else p.block_count = math.min(p.block_count, pp.block_limit) end
+    if pp.reset then p.block_count = 0 else p.block_count = mmin(p.block_count, pp.block_limit) end
   end
   if p.window_start ~= 0 and now >= sat(p.window_start, pp.window) then
     local unused = ssub(pp.amount + p.carry, p.count)
-    if pp.acc_cap ~= nil then p.carry = math.min(unused, pp.acc_cap) else p.carry = 0 end
+    if pp.acc_cap ~= nil then p.carry = mmin(unused, pp.acc_cap) else p.carry = 0 end
     p.window_start = 0
     p.count = 0
   end
@@ -250,7 +245,7 @@ local function touch(p, pp, now)
   p.last_seen = now
   local idle_end = NEVER
   if pp.max_window ~= nil then idle_end = sat(now, pp.max_window) end
-  p.expires = math.max(idle_end, p.blocked_until, p.punished_until)
+  p.expires = mmax(idle_end, p.blocked_until, p.punished_until)
 end
 
 -- ClientState::set_ban: keeps a longer ban already in force.
@@ -266,7 +261,7 @@ local function powi(a, b)
   local r = 1.0
   while true do
     if b % 2 == 1 then r = r * a end
-    b = math.floor(b / 2)
+    b = floor(b / 2)
     if b == 0 then return r end
     a = a * a
   end
@@ -274,9 +269,9 @@ end
 
 -- Adaptive::length (the factor arrives already normalised to >= 1).
 local function adaptive_length(pp, n)
-  local ms = pp.ban_base * powi(pp.factor, math.min(n, 1024))
-  ms = math.max(math.min(ms, pp.adaptive_max), 0)
-  return math.floor(ms)
+  local ms = pp.ban_base * powi(pp.factor, mmin(n, 1024))
+  ms = mmax(mmin(ms, pp.adaptive_max), 0)
+  return floor(ms)
 end
 
 -- ClientState::block
@@ -338,7 +333,7 @@ local function check(st, plan, now)
     for k, rule in ipairs(lp.rules) do
       local wait
       if log == nil then
-        if rule.count == 0 then wait = math.max(rule.window, 1) end
+        if rule.count == 0 then wait = mmax(rule.window, 1) end
       else
         wait = refusal(log, rule, now)
       end
@@ -396,10 +391,12 @@ local function check(st, plan, now)
 end
 
 -- ClientState::report; args "count window duration". {0, offences} or {1, until}.
-local function report(st, t, now)
-  local count, window, duration = math.max(num(t[1]), 1), num(t[2]), num(t[3])
+local function report(st, args, now)
+  local nx = reader(args)
+  local count = mmax(num(nx()), 1)
+  local window, duration = num(nx()), num(nx())
   st.last_seen = now
-  while #st.offences >= count do table.remove(st.offences, 1) end
+  while #st.offences >= count do tremove(st.offences, 1) end
   st.offences[#st.offences + 1] = now
   st.off_exp = sat(now, window)
   local floor = ssub(now, window)
@@ -438,8 +435,8 @@ end
 -- ClientState::expires_at
 local function expires_at(st)
   local expires = st.off_exp
-  if st.ban_reason ~= 0 then expires = math.max(expires, st.ban_until) end
-  for _, s in ipairs(st.scopes) do expires = math.max(expires, s.expires) end
+  if st.ban_reason ~= 0 then expires = mmax(expires, st.ban_until) end
+  for _, s in ipairs(st.scopes) do expires = mmax(expires, s.expires) end
   return expires
 end
 
@@ -454,12 +451,12 @@ local function save(key, st, now)
   elseif expires >= NEVER then
     redis.call('SET', key, encode(st))
   else
-    redis.call('SET', key, encode(st), 'PX', string.format('%.0f', expires - now))
+    redis.call('SET', key, encode(st), 'PX', format('%.0f', expires - now))
   end
 end
 
 local key, op, now = KEYS[1], ARGV[1], num(ARGV[2])
-local args = tokens(ARGV[3])
+local args = ARGV[3]
 local blob = redis.call('GET', key)
 if blob == false then blob = nil end
 local st = decode(blob)
@@ -481,8 +478,8 @@ elseif op == 'report' then
   save(key, st, now)
   return outcome
 elseif op == 'ban' then
-  st.last_seen = math.max(st.last_seen, now)
-  st.ban_until = num(args[1])
+  st.last_seen = mmax(st.last_seen, now)
+  st.ban_until = num(reader(args)())
   st.ban_reason = 2
   save(key, st, now)
   return { 0 }
