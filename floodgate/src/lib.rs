@@ -111,9 +111,12 @@ pub use state::{
     BanReason, ClientState, Decision, LimitInfo, LimitReason, Plan, Quota, ReportOutcome, ScopeId,
 };
 pub use status::{BanStatus, ClientStatus, WindowStatus};
+pub use store::failover::FailoverStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteStore, SqliteStoreBuilder};
+#[cfg(feature = "redis")]
+pub use store::redis::{RedisStore, RedisStoreBuilder};
 pub use store::{Store, StoreFailure, StoreFuture};
 pub use targeting::{
     Country, DenyReason, GeoBlock, GeoDb, HeaderKey, IpList, KeyExtractor, ListError, MissingKey,

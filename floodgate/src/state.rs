@@ -54,25 +54,25 @@ pub(crate) struct LogPlan {
     pub(crate) scope: ScopeId,
     pub(crate) rules: Vec<Rule>,
     /// Entries to keep: the largest count among the rules.
-    cap: usize,
-    longest_ms: u64,
+    pub(crate) cap: usize,
+    pub(crate) longest_ms: u64,
     /// Index of the first rule's entry in `Plan::limits`.
-    first_limit: usize,
+    pub(crate) first_limit: usize,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct PolicyPlan {
     pub(crate) scope: ScopeId,
     pub(crate) policy: Policy,
-    limit: usize,
+    pub(crate) limit: usize,
 }
 
 /// What to check for one request: the ban, the sliding-log scopes and the policy that apply
 /// to its route. Built once per route and shared.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    ban_check: bool,
-    count: bool,
+    pub(crate) ban_check: bool,
+    pub(crate) count: bool,
     pub(crate) logs: Vec<LogPlan>,
     pub(crate) policy: Option<PolicyPlan>,
     limits: Vec<LimitInfo>,

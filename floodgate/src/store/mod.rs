@@ -18,9 +18,12 @@ use crate::error::StoreError;
 use crate::rules::BanRule;
 use crate::state::{ClientState, Decision, Plan, ReportOutcome};
 
+pub mod failover;
 pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// The answer of a [`Store`]: either already there, or a future to await.
 #[must_use = "a store future does nothing unless awaited"]

@@ -1,0 +1,492 @@
+-- floodgate's decision core (src/state.rs) ported to Redis Lua, so that every decision is
+-- one round trip and atomic per client. Keep it line for line with state.rs: the
+-- conformance tests run the same scenarios against MemoryStore and RedisStore.
+--
+-- KEYS[1]  the client's key; its value is the encoded ClientState (see `decode`).
+-- ARGV[1]  operation: check | report | ban | unban
+-- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
+-- ARGV[3]  operation arguments, space separated (see each operation)
+--
+-- Numbers are whole milliseconds; -1 stands for "never" (u64::MAX in Rust), held here as
+-- NEVER = 2^53, above any real time and still exact in a double. Scope ids are u64 values
+-- that a double cannot hold: they stay strings.
+
+local NEVER = 9007199254740992
+-- Locals for the library functions used on every call (cheaper than global lookups).
+local tonumber, tostring, ipairs = tonumber, tostring, ipairs
+local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
+local floor, mmax, mmin = math.floor, math.max, math.min
+
+local function num(s)
+  local n = tonumber(s)
+  if n == nil then return 0 end
+  if n < 0 or n >= NEVER then return NEVER end
+  return n
+end
+
+local function enc(n)
+  if n < 1e14 then return tostring(n) end
+  if n >= NEVER then return '-1' end
+  return format('%.0f', n)
+end
+
+local function sat(a, b)
+  local s = a + b
+  if s > NEVER then return NEVER end
+  return s
+end
+
+local function ssub(a, b)
+  if a > b then return a - b end
+  return 0
+end
+
+-- The successive space-separated tokens of `s` (nil past the end).
+local function reader(s)
+  return gmatch(s or '', '%S+')
+end
+
+local PF = {
+  'window_start', 'count', 'carry', 'blocked_until', 'block_count', 'punished_until',
+  'punishments', 'last_request', 'last_seen', 'last_block_at', 'grace_used_at',
+  'grace_window', 'expires',
+}
+
+local function new_policy(id)
+  local p = { id = id, kind = 'P' }
+  for _, f in ipairs(PF) do p[f] = 0 end
+  return p
+end
+
+-- ClientState: "1 last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope.."
+-- scope: "L id expires n t.." | "P id <the 13 PF fields>"; ban_reason 0 = no ban,
+-- 1 reported, 2 operator, 3 punished.
+local function decode(blob)
+  local st = { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
+  if not blob then return st end
+  local nx = reader(blob)
+  if nx() ~= '1' then return st end
+  st.last_seen = num(nx())
+  st.ban_until = num(nx())
+  st.ban_reason = tonumber(nx()) or 0
+  st.off_exp = num(nx())
+  for k = 1, tonumber(nx()) or 0 do st.offences[k] = num(nx()) end
+  for k = 1, tonumber(nx()) or 0 do
+    local kind, id = nx(), nx()
+    if kind == 'L' then
+      local log = { id = id, kind = 'L', expires = num(nx()), times = {} }
+      for j = 1, tonumber(nx()) or 0 do log.times[j] = num(nx()) end
+      st.scopes[k] = log
+    else
+      local p = { id = id, kind = 'P' }
+      for _, f in ipairs(PF) do p[f] = num(nx()) end
+      st.scopes[k] = p
+    end
+  end
+  return st
+end
+
+local function encode(st)
+  local out = { '1', enc(st.last_seen), enc(st.ban_until), tostring(st.ban_reason), enc(st.off_exp),
+    tostring(#st.offences) }
+  for _, t in ipairs(st.offences) do out[#out + 1] = enc(t) end
+  out[#out + 1] = tostring(#st.scopes)
+  for _, s in ipairs(st.scopes) do
+    out[#out + 1] = s.kind
+    out[#out + 1] = s.id
+    if s.kind == 'L' then
+      out[#out + 1] = enc(s.expires)
+      out[#out + 1] = tostring(#s.times)
+      for _, t in ipairs(s.times) do out[#out + 1] = enc(t) end
+    else
+      for _, f in ipairs(PF) do out[#out + 1] = enc(s[f]) end
+    end
+  end
+  return concat(out, ' ')
+end
+
+-- Plan: "ban_check count n_logs log.. has_policy policy"
+-- log: "scope cap longest first_limit n_rules (count window)*" (first_limit 0-based)
+-- policy: "scope limit amount window block_ms block_limit relative reset punish acc_cap
+--          max_window cooldown grace_extra grace_interval factor adaptive_max jitter"
+-- where punish is 'b' (blacklist) or the ban's base length, and acc_cap, max_window,
+-- grace_extra and factor are 'n' when unset; jitter is the random extra already drawn.
+local function opt(s)
+  if s == 'n' then return nil end
+  return num(s)
+end
+
+local function decode_plan(s)
+  local nx = reader(s)
+  local plan = { ban_check = nx() == '1', count = nx() == '1', logs = {} }
+  for k = 1, tonumber(nx()) or 0 do
+    local lp = { scope = nx(), cap = num(nx()), longest = num(nx()), first = num(nx()), rules = {} }
+    for j = 1, tonumber(nx()) or 0 do
+      lp.rules[j] = { count = num(nx()), window = num(nx()) }
+    end
+    plan.logs[k] = lp
+  end
+  if nx() == '1' then
+    local pp = { scope = nx(), limit = num(nx()), amount = num(nx()), window = num(nx()),
+      block_ms = num(nx()), block_limit = num(nx()), relative = nx() == '1', reset = nx() == '1' }
+    local punish = nx()
+    if punish ~= 'b' then pp.ban_base = num(punish) end
+    pp.acc_cap = opt(nx())
+    pp.max_window = opt(nx())
+    pp.cooldown = num(nx())
+    pp.grace_extra = opt(nx())
+    pp.grace_interval = num(nx())
+    local factor = nx()
+    if factor ~= 'n' then pp.factor = tonumber(factor) end
+    pp.adaptive_max = num(nx())
+    pp.jitter = num(nx())
+    plan.policy = pp
+  end
+  return plan
+end
+
+local function scope_index(st, id)
+  for i, s in ipairs(st.scopes) do
+    if s.id == id then return i end
+  end
+  return nil
+end
+
+local function log_mut(st, id)
+  local i = scope_index(st, id)
+  if i == nil then
+    i = #st.scopes + 1
+    st.scopes[i] = { id = id, kind = 'L', expires = 0, times = {} }
+  elseif st.scopes[i].kind ~= 'L' then
+    st.scopes[i] = { id = id, kind = 'L', expires = 0, times = {} }
+  end
+  return st.scopes[i]
+end
+
+local function find_log(st, id)
+  local i = scope_index(st, id)
+  if i ~= nil and st.scopes[i].kind == 'L' then return st.scopes[i] end
+  return nil
+end
+
+local function policy_mut(st, id)
+  local i = scope_index(st, id)
+  if i == nil then
+    i = #st.scopes + 1
+    st.scopes[i] = new_policy(id)
+  elseif st.scopes[i].kind ~= 'P' then
+    st.scopes[i] = new_policy(id)
+  end
+  return st.scopes[i]
+end
+
+-- Log::in_window: entries in (now - window, now].
+local function in_window(log, now, window)
+  local floor = ssub(now, window)
+  local first = 0
+  for _, t in ipairs(log.times) do
+    if t <= floor then first = first + 1 else break end
+  end
+  return #log.times - first
+end
+
+-- Log::refusal
+local function refusal(log, rule, now)
+  if rule.count == 0 then return mmax(rule.window, 1) end
+  local len = #log.times
+  if len < rule.count then return nil end
+  local leaves = sat(log.times[len - rule.count + 1], rule.window)
+  if leaves > now then return leaves - now end
+  return nil
+end
+
+-- Log::quota
+local function log_quota(log, rule, now)
+  local n = in_window(log, now, rule.window)
+  local remaining = ssub(rule.count, n)
+  local reset = 0
+  if n > 0 then reset = ssub(sat(log.times[#log.times - n + 1], rule.window), now) end
+  return remaining, reset
+end
+
+-- Log::push
+local function push(log, now, cap, longest)
+  while #log.times >= mmax(cap, 1) do tremove(log.times, 1) end
+  log.times[#log.times + 1] = now
+  log.expires = sat(now, longest)
+end
+
+-- PolicyState::roll
+local function roll(p, pp, now)
+  if p.last_seen ~= 0 and p.expires <= now then
+    for _, f in ipairs(PF) do p[f] = 0 end
+  end
+  if p.punished_until ~= 0 and p.punished_until < NEVER and now >= p.punished_until then
+    p.punished_until = 0
+    if pp.reset then p.block_count = 0 else p.block_count = mmin(p.block_count, pp.block_limit) end
+  end
+  if p.window_start ~= 0 and now >= sat(p.window_start, pp.window) then
+    local unused = ssub(pp.amount + p.carry, p.count)
+    if pp.acc_cap ~= nil then p.carry = mmin(unused, pp.acc_cap) else p.carry = 0 end
+    p.window_start = 0
+    p.count = 0
+  end
+end
+
+-- PolicyState::grace_eligible
+local function grace_eligible(p, pp, now)
+  if pp.grace_extra == nil then return false end
+  local function long_ago(t) return t == 0 or ssub(now, t) >= pp.grace_interval end
+  return long_ago(p.last_block_at) and long_ago(p.grace_used_at)
+end
+
+-- PolicyState::touch
+local function touch(p, pp, now)
+  p.last_seen = now
+  local idle_end = NEVER
+  if pp.max_window ~= nil then idle_end = sat(now, pp.max_window) end
+  p.expires = mmax(idle_end, p.blocked_until, p.punished_until)
+end
+
+-- ClientState::set_ban: keeps a longer ban already in force.
+local function set_ban(st, untl, reason)
+  if st.ban_reason ~= 0 and st.ban_until >= untl then return end
+  st.ban_until = untl
+  st.ban_reason = reason
+end
+
+-- f64::powi as Rust computes it (compiler-rt's __powidf2: square and multiply), so that
+-- every factor gives the same milliseconds as the memory store, not only whole ones.
+local function powi(a, b)
+  local r = 1.0
+  while true do
+    if b % 2 == 1 then r = r * a end
+    b = floor(b / 2)
+    if b == 0 then return r end
+    a = a * a
+  end
+end
+
+-- Adaptive::length (the factor arrives already normalised to >= 1).
+local function adaptive_length(pp, n)
+  local ms = pp.ban_base * powi(pp.factor, mmin(n, 1024))
+  ms = mmax(mmin(ms, pp.adaptive_max), 0)
+  return floor(ms)
+end
+
+-- ClientState::block
+local function block(st, pp, now)
+  local p = policy_mut(st, pp.scope)
+  p.blocked_until = sat(now, pp.block_ms)
+  p.block_count = p.block_count + 1
+  p.last_block_at = now
+  local punish = p.block_count > pp.block_limit
+  local untl = 0
+  if punish then
+    if pp.ban_base == nil then
+      untl = NEVER
+    else
+      local length = pp.ban_base
+      if pp.factor ~= nil then length = sat(adaptive_length(pp, p.punishments), pp.jitter) end
+      untl = sat(now, length)
+    end
+    p.punishments = p.punishments + 1
+    p.punished_until = untl
+  end
+  touch(p, pp, now)
+  if punish then
+    set_ban(st, untl, 3)
+    return { 2, enc(untl), 3, 1 }
+  end
+  return { 1, 1, pp.limit, enc(pp.block_ms), 1 }
+end
+
+-- Decisions: {0, has_quota, limit, remaining, reset} allowed; {1, reason, limit, retry, started}
+-- limited (reason 0 rule, 1 blocked, 2 cooldown); {2, until, reason, started} banned.
+local function check(st, plan, now)
+  st.last_seen = now
+  if plan.ban_check and st.ban_reason ~= 0 then
+    if st.ban_until > now then return { 2, enc(st.ban_until), st.ban_reason, 0 } end
+    st.ban_until = 0
+    st.ban_reason = 0
+  end
+  if not plan.count then return { 0, 0 } end
+
+  local pp = plan.policy
+  if pp then
+    local p = policy_mut(st, pp.scope)
+    roll(p, pp, now)
+    local reason, wait
+    if p.blocked_until > now then
+      if pp.relative then p.blocked_until = sat(now, pp.block_ms) end
+      reason, wait = 1, p.blocked_until - now
+    elseif pp.cooldown > 0 and p.last_request ~= 0 and now < sat(p.last_request, pp.cooldown) then
+      reason, wait = 2, p.last_request + pp.cooldown - now
+    end
+    touch(p, pp, now)
+    if reason then return { 1, reason, pp.limit, enc(wait), 0 } end
+  end
+
+  local refused_limit, refused_wait = nil, nil
+  for _, lp in ipairs(plan.logs) do
+    local log = find_log(st, lp.scope)
+    for k, rule in ipairs(lp.rules) do
+      local wait
+      if log == nil then
+        if rule.count == 0 then wait = mmax(rule.window, 1) end
+      else
+        wait = refusal(log, rule, now)
+      end
+      if wait ~= nil and (refused_wait == nil or wait > refused_wait) then
+        refused_limit, refused_wait = lp.first + k - 1, wait
+      end
+    end
+  end
+  if refused_wait ~= nil then return { 1, 0, refused_limit, enc(refused_wait), 0 } end
+
+  local grace_taken = false
+  if pp then
+    local p = policy_mut(st, pp.scope)
+    local eligible = grace_eligible(p, pp, now)
+    local allowance = pp.amount + p.carry
+    if p.count >= allowance and pp.grace_extra ~= nil then
+      local in_grace = p.window_start ~= 0 and p.grace_window == p.window_start
+      if in_grace or eligible then
+        allowance = allowance + pp.grace_extra
+        grace_taken = not in_grace
+      end
+    end
+    if p.count >= allowance then return block(st, pp, now) end
+  end
+
+  local best = nil
+  local function consider(limit, remaining, reset)
+    if best == nil or remaining < best[2] or (remaining == best[2] and reset > best[3]) then
+      best = { limit, remaining, reset }
+    end
+  end
+  for _, lp in ipairs(plan.logs) do
+    local log = log_mut(st, lp.scope)
+    push(log, now, lp.cap, lp.longest)
+    for k, rule in ipairs(lp.rules) do
+      local remaining, reset = log_quota(log, rule, now)
+      consider(lp.first + k - 1, remaining, reset)
+    end
+  end
+  if pp then
+    local p = policy_mut(st, pp.scope)
+    if p.window_start == 0 then p.window_start = now end
+    p.count = p.count + 1
+    p.last_request = now
+    if grace_taken then
+      p.grace_window = p.window_start
+      p.grace_used_at = now
+    end
+    touch(p, pp, now)
+    consider(pp.limit, ssub(pp.amount + p.carry, p.count),
+      ssub(sat(p.window_start, pp.window), now))
+  end
+  if best == nil then return { 0, 0 } end
+  return { 0, 1, best[1], best[2], enc(best[3]) }
+end
+
+-- ClientState::report; args "count window duration". {0, offences} or {1, until}.
+local function report(st, args, now)
+  local nx = reader(args)
+  local count = mmax(num(nx()), 1)
+  local window, duration = num(nx()), num(nx())
+  st.last_seen = now
+  while #st.offences >= count do tremove(st.offences, 1) end
+  st.offences[#st.offences + 1] = now
+  st.off_exp = sat(now, window)
+  local floor = ssub(now, window)
+  local n = 0
+  for _, o in ipairs(st.offences) do
+    if o > floor then n = n + 1 end
+  end
+  if n >= count then
+    local untl = sat(now, duration)
+    set_ban(st, untl, 1)
+    st.offences = {}
+    st.off_exp = 0
+    return { 1, enc(untl) }
+  end
+  return { 0, n }
+end
+
+-- ClientState::unban; {1} when a ban was in force.
+local function unban(st, now)
+  local was = st.ban_reason ~= 0 and st.ban_until > now
+  st.ban_until = 0
+  st.ban_reason = 0
+  st.offences = {}
+  st.off_exp = 0
+  for _, s in ipairs(st.scopes) do
+    if s.kind == 'P' then
+      s.blocked_until = 0
+      s.block_count = 0
+      s.punished_until = 0
+    end
+  end
+  if was then return { 1 } end
+  return { 0 }
+end
+
+-- ClientState::expires_at
+local function expires_at(st)
+  local expires = st.off_exp
+  if st.ban_reason ~= 0 then expires = mmax(expires, st.ban_until) end
+  for _, s in ipairs(st.scopes) do expires = mmax(expires, s.expires) end
+  return expires
+end
+
+-- The key's life follows ClientState::expires_at, measured from floodgate's `now` (SET PX,
+-- not PEXPIREAT: the injected clock need not be Redis's). Like the memory store, expired
+-- parts stay in place until the whole state expires (so both stores hold the same state,
+-- scope order included); a state that holds nothing is deleted.
+local function save(key, st, now)
+  local expires = expires_at(st)
+  if expires <= now then
+    redis.call('DEL', key)
+  elseif expires >= NEVER then
+    redis.call('SET', key, encode(st))
+  else
+    redis.call('SET', key, encode(st), 'PX', format('%.0f', expires - now))
+  end
+end
+
+local key, op, now = KEYS[1], ARGV[1], num(ARGV[2])
+local args = ARGV[3]
+local blob = redis.call('GET', key)
+if blob == false then blob = nil end
+local st = decode(blob)
+-- A state that expired by floodgate's clock is gone, as if swept, even when Redis's own
+-- clock has not dropped the key yet.
+if blob ~= nil and expires_at(st) <= now then
+  blob = nil
+  st = decode(nil)
+end
+
+if op == 'check' then
+  local plan = decode_plan(args)
+  local counts = plan.count and (#plan.logs > 0 or plan.policy ~= nil)
+  local decision = check(st, plan, now)
+  if blob ~= nil or counts then save(key, st, now) end
+  return decision
+elseif op == 'report' then
+  local outcome = report(st, args, now)
+  save(key, st, now)
+  return outcome
+elseif op == 'ban' then
+  st.last_seen = mmax(st.last_seen, now)
+  st.ban_until = num(reader(args)())
+  st.ban_reason = 2
+  save(key, st, now)
+  return { 0 }
+elseif op == 'unban' then
+  if blob == nil then return { 0 } end
+  local was = unban(st, now)
+  save(key, st, now)
+  return was
+end
+return redis.error_reply('floodgate: unknown operation ' .. tostring(op))

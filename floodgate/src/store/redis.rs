@@ -1,0 +1,787 @@
+//! The Redis store: one state for a fleet of app servers (feature `redis`).
+//!
+//! # Design
+//!
+//! - **One round trip per decision, atomic per client.** The decision core of
+//!   [`ClientState`] is ported to a Lua script (`redis.lua`, kept line for line with
+//!   `state.rs`) that reads the client's key, decides, writes the key back and sets its
+//!   expiry, all inside Redis. The script is loaded once at connect and called by its hash
+//!   (`EVALSHA`); a Redis that lost it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`) gets it
+//!   again on the next call.
+//! - **Key layout.** One string per client: `{prefix}:ip:{address}` for IP clients
+//!   (`shop:ip:203.0.113.7`, `shop:ip:2001:db8:1:2::/64`) and `{prefix}:key:{key}` for custom
+//!   keys. The value is the client's whole [`ClientState`] in a compact space-separated text
+//!   encoding (times in milliseconds, `-1` for never).
+//! - **Keys expire on their own**: after each write the script sets the key's TTL to the
+//!   time left until [`ClientState::expires_at`], measured from floodgate's clock. Permanent
+//!   bans and records kept "forever" have no TTL; state that holds nothing is deleted.
+//! - **Time comes from floodgate's [`Clock`](crate::Clock)**, passed to the script as an
+//!   argument, never from Redis's `TIME`: every server of the fleet and every test with a
+//!   [`FakeClock`](crate::FakeClock) decides on the same time.
+//! - **Ban cache.** Bans and blacklists this process learnt of (a request refused with 403,
+//!   an operator ban made here) are kept in process for
+//!   [`ban_cache`](RedisStoreBuilder::ban_cache) (1 s by default, by floodgate's clock), so a
+//!   banned client flooding the app costs no round trip per request. An unban clears this
+//!   process's cache at once (and answers asked for before it cannot cache the old ban
+//!   again); other servers learn of it when their cached entry ends, within `ban_cache`.
+//! - **Failures** are [`StoreError`]s, bounded by [`timeout`](RedisStoreBuilder::timeout):
+//!   the middleware then follows its [`StoreFailure`](crate::StoreFailure) policy, or a
+//!   [`FailoverStore`](crate::store::failover::FailoverStore) takes over with a backup. The
+//!   connection is a [`ConnectionManager`], which reconnects by itself when Redis is back.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{RedisError, Script};
+
+use super::{Store, StoreFuture};
+use crate::client::ClientKey;
+use crate::clock::{duration_millis, Timestamp};
+use crate::error::StoreError;
+use crate::rules::BanRule;
+use crate::state::{
+    BanReason, ClientState, Decision, LimitReason, Log, Plan, PolicyState, Quota, ReportOutcome,
+    Scope, ScopeId,
+};
+
+/// The decision core in Lua (see the module docs).
+const SCRIPT: &str = include_str!("redis.lua");
+
+/// Times at or above this are "never" in the script (2^53, the last exact double).
+const LUA_NEVER: u64 = 1 << 53;
+
+/// Client state in Redis, shared by every server of a fleet. Clones share the connection
+/// and the ban cache.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), floodgate::StoreError> {
+/// use std::time::Duration;
+/// use floodgate::{Floodgate, RedisStore, Rule};
+///
+/// let redis = RedisStore::builder("redis://127.0.0.1:6379/")
+///     .prefix("shop")
+///     .ban_cache(Duration::from_secs(1))
+///     .connect()
+///     .await?;
+/// let floodgate = Floodgate::new()
+///     .store(redis)
+///     .rate_limit_rules([Rule::new(20, Duration::from_secs(1))]);
+/// # Ok(()) }
+/// ```
+///
+/// # Security
+///
+/// Anyone who can write to the Redis database can ban or unban any client: give floodgate its
+/// own Redis user or database, and a [`prefix`](RedisStoreBuilder::prefix) of its own when
+/// several apps share one Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    script: Arc<Script>,
+    prefix: Arc<str>,
+    timeout: Duration,
+    cache: Option<Arc<BanCache>>,
+    addr: Arc<str>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("addr", &self.addr)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("ban_cache", &self.cache.as_ref().map(|c| c.ttl_ms))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`RedisStore`]; [`connect`](RedisStoreBuilder::connect) builds it.
+#[derive(Clone, Debug)]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    ban_cache: Duration,
+    ban_cache_capacity: usize,
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key (default `"floodgate"`), so that several apps share one Redis.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The longest a decision waits for Redis before it fails (default 500 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The longest [`connect`](RedisStoreBuilder::connect) waits for Redis (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a ban or blacklist seen by this process is answered from memory without asking
+    /// Redis (default 1 s; zero disables the cache). An unban on another server reaches this
+    /// one within this time.
+    pub fn ban_cache(mut self, ttl: Duration) -> Self {
+        self.ban_cache = ttl;
+        self
+    }
+
+    /// The most bans cached in process (default 100 000).
+    pub fn ban_cache_capacity(mut self, n: usize) -> Self {
+        self.ban_cache_capacity = n.max(1);
+        self
+    }
+
+    /// Builds the store without connecting: it connects on its first decision and again after
+    /// each failure, loading the script when Redis lacks it. Use it to start while Redis is
+    /// down, under a [`FailoverStore`](crate::FailoverStore) whose backup decides until Redis
+    /// answers. Must be called within a Tokio runtime (such as actix's).
+    ///
+    /// # Errors
+    ///
+    /// A malformed URL or prefix.
+    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
+        let (client, addr) = self.client()?;
+        let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config())
+            .map_err(|e| StoreError::with_source(format!("cannot set up Redis at {addr}"), e))?;
+        Ok(self.store(conn, Script::new(SCRIPT), addr))
+    }
+
+    fn client(&self) -> Result<(::redis::Client, Arc<str>), StoreError> {
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            return Err(StoreError::new(format!(
+                "invalid Redis key prefix {:?}: it must be non-empty and without spaces",
+                self.prefix
+            )));
+        }
+        let client = ::redis::Client::open(self.url.as_str())
+            .map_err(|e| StoreError::with_source("invalid Redis URL", e))?;
+        let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
+        Ok((client, addr))
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+    }
+
+    fn store(self, conn: ConnectionManager, script: Script, addr: Arc<str>) -> RedisStore {
+        let ttl_ms = duration_millis(self.ban_cache);
+        RedisStore {
+            conn,
+            script: Arc::new(script),
+            prefix: self.prefix.into(),
+            timeout: self.timeout,
+            cache: (ttl_ms > 0).then(|| {
+                Arc::new(BanCache {
+                    ttl_ms,
+                    capacity: self.ban_cache_capacity,
+                    len: AtomicUsize::new(0),
+                    unbans: AtomicU64::new(0),
+                    map: Mutex::new(HashMap::new()),
+                })
+            }),
+            addr,
+        }
+    }
+
+    /// Connects, checks the credentials and loads the script.
+    ///
+    /// # Errors
+    ///
+    /// A malformed URL, an unreachable server, refused credentials or a server without
+    /// scripting: the message names the address (never the password).
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        let (client, addr) = self.client()?;
+        let connecting = ConnectionManager::new_with_config(client, self.manager_config());
+        let mut conn = bounded(self.connect_timeout, connecting)
+            .await
+            .map_err(|e| e.context(&format!("cannot connect to Redis at {addr}")))?;
+        let script = Script::new(SCRIPT);
+        bounded(self.connect_timeout, script.load_async(&mut conn))
+            .await
+            .map_err(|e| {
+                e.context(&format!(
+                    "cannot load floodgate's script into Redis at {addr}"
+                ))
+            })?;
+        Ok(self.store(conn, script, addr))
+    }
+}
+
+/// A Redis error or a timeout, turned into a [`StoreError`] later with context.
+enum Failure {
+    Redis(RedisError),
+    Timeout(Duration),
+}
+
+impl Failure {
+    fn context(self, what: &str) -> StoreError {
+        match self {
+            Failure::Redis(e) => StoreError::with_source(what.to_owned(), e),
+            Failure::Timeout(t) => StoreError::new(format!("{what}: no answer within {t:?}")),
+        }
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::Redis(e)),
+        Err(_) => Err(Failure::Timeout(timeout)),
+    }
+}
+
+impl RedisStore {
+    /// Settings for a store at `url` (`redis://[user:password@]host:port/[db]`).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: "floodgate".to_owned(),
+            timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(5),
+            ban_cache: Duration::from_secs(1),
+            ban_cache_capacity: 100_000,
+        }
+    }
+
+    /// The Redis key holding `client`'s state.
+    pub fn key_of(&self, client: &ClientKey) -> String {
+        match client.ip() {
+            Some(_) => format!("{}:ip:{client}", self.prefix),
+            None => format!("{}:key:{client}", self.prefix),
+        }
+    }
+
+    /// Runs one operation of the script: one round trip.
+    fn run(&self, client: &ClientKey, op: &'static str, now: Timestamp, args: String) -> Pending {
+        let mut conn = self.conn.clone();
+        let script = self.script.clone();
+        let key = self.key_of(client);
+        let timeout = self.timeout;
+        let addr = self.addr.clone();
+        let now = lua_time(now.as_millis());
+        Box::pin(async move {
+            let mut invocation = script.prepare_invoke();
+            invocation.key(key).arg(op).arg(now).arg(args);
+            bounded(timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
+                .await
+                .map_err(|e| e.context(&format!("Redis at {addr}: {op}")))
+        })
+    }
+}
+
+type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<i64>, StoreError>> + Send>>;
+
+fn lua_time(ms: u64) -> String {
+    if ms >= LUA_NEVER {
+        "-1".to_owned()
+    } else {
+        ms.to_string()
+    }
+}
+
+fn rust_time(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+fn push_time(out: &mut String, ms: u64) {
+    if ms >= LUA_NEVER {
+        out.push_str(" -1");
+    } else {
+        let _ = write!(out, " {ms}");
+    }
+}
+
+/// The plan in the script's argument format (see `decode_plan` in `redis.lua`).
+fn encode_plan(plan: &Plan) -> String {
+    let mut out = String::with_capacity(64);
+    out.push_str(if plan.ban_check { "1" } else { "0" });
+    out.push_str(if plan.count { " 1" } else { " 0" });
+    let _ = write!(out, " {}", plan.logs.len());
+    for lp in &plan.logs {
+        let _ = write!(out, " {} {}", lp.scope.0, lp.cap);
+        push_time(&mut out, lp.longest_ms);
+        let _ = write!(out, " {} {}", lp.first_limit, lp.rules.len());
+        for rule in &lp.rules {
+            let _ = write!(out, " {}", rule.count());
+            push_time(&mut out, rule.window_ms());
+        }
+    }
+    match &plan.policy {
+        None => out.push_str(" 0"),
+        Some(pp) => {
+            let p = &pp.policy;
+            let _ = write!(out, " 1 {} {} {}", pp.scope.0, pp.limit, p.amount);
+            push_time(&mut out, p.time_window_ms);
+            push_time(&mut out, p.block_ms());
+            let _ = write!(
+                out,
+                " {} {} {}",
+                p.block_limit,
+                u8::from(p.relative_block),
+                u8::from(p.block_exceed_reset)
+            );
+            match p.punishment {
+                crate::policy::Punishment::Blacklist => out.push_str(" b"),
+                crate::policy::Punishment::Ban(base) => push_time(&mut out, duration_millis(base)),
+            }
+            match p.accumulate_cap {
+                Some(cap) => {
+                    let _ = write!(out, " {cap}");
+                }
+                None => out.push_str(" n"),
+            }
+            match p.max_window_ms {
+                Some(ms) => push_time(&mut out, ms),
+                None => out.push_str(" n"),
+            }
+            push_time(&mut out, p.cooldown_ms);
+            match p.grace {
+                Some(g) => {
+                    let _ = write!(out, " {}", g.extra);
+                    push_time(&mut out, duration_millis(g.interval));
+                }
+                None => out.push_str(" n 0"),
+            }
+            match p.adaptive {
+                Some(a) => {
+                    // Adaptive::length treats a factor that is not finite and above 1 as 1.
+                    let factor = if a.factor.is_finite() && a.factor > 1.0 {
+                        a.factor
+                    } else {
+                        1.0
+                    };
+                    let _ = write!(out, " {factor:?}");
+                    push_time(&mut out, duration_millis(a.max));
+                    // The random extra is drawn here, as the memory store draws it in the core.
+                    let jitter = duration_millis(a.jitter);
+                    let extra = if jitter == 0 {
+                        0
+                    } else {
+                        fastrand::u64(0..=jitter)
+                    };
+                    push_time(&mut out, extra);
+                }
+                None => out.push_str(" n 0 0"),
+            }
+        }
+    }
+    out
+}
+
+fn ban_reason(code: i64) -> BanReason {
+    match code {
+        1 => BanReason::Reported,
+        3 => BanReason::Punished,
+        _ => BanReason::Operator,
+    }
+}
+
+fn until_of(ms: u64) -> Option<Timestamp> {
+    (ms != u64::MAX).then_some(Timestamp::from_millis(ms))
+}
+
+fn malformed(what: &str, reply: &[i64]) -> StoreError {
+    StoreError::new(format!("malformed {what} reply from Redis: {reply:?}"))
+}
+
+fn decision_of(reply: &[i64]) -> Result<Decision, StoreError> {
+    let at = |i: usize| {
+        reply
+            .get(i)
+            .copied()
+            .ok_or_else(|| malformed("check", reply))
+    };
+    let to_usize = |v: i64| usize::try_from(v).map_err(|_| malformed("check", reply));
+    Ok(match at(0)? {
+        0 => Decision::Allowed {
+            quota: if at(1)? == 0 {
+                None
+            } else {
+                Some(Quota {
+                    limit: to_usize(at(2)?)?,
+                    remaining: u32::try_from(at(3)?).unwrap_or(0),
+                    reset: Duration::from_millis(rust_time(at(4)?)),
+                })
+            },
+        },
+        1 => Decision::Limited {
+            reason: match at(1)? {
+                0 => LimitReason::Rule,
+                1 => LimitReason::Blocked,
+                _ => LimitReason::Cooldown,
+            },
+            limit: to_usize(at(2)?)?,
+            retry_after: Duration::from_millis(rust_time(at(3)?)),
+            started: at(4)? != 0,
+        },
+        2 => Decision::Banned {
+            until: until_of(rust_time(at(1)?)),
+            reason: ban_reason(at(2)?),
+            started: at(3)? != 0,
+        },
+        _ => return Err(malformed("check", reply)),
+    })
+}
+
+/// Reads a client state in the script's encoding (see `decode` in `redis.lua`).
+fn decode_state(blob: &str) -> Option<ClientState> {
+    let mut t = blob.split_ascii_whitespace();
+    if t.next()? != "1" {
+        return None;
+    }
+    let time = |s: &str| -> Option<u64> {
+        let v: i64 = s.parse().ok()?;
+        Some(rust_time(v))
+    };
+    let mut st = ClientState {
+        last_seen: time(t.next()?)?,
+        ..ClientState::default()
+    };
+    let ban_until = time(t.next()?)?;
+    let reason: i64 = t.next()?.parse().ok()?;
+    if reason != 0 {
+        st.ban = Some((ban_until, ban_reason(reason)));
+    }
+    st.offences_expire = time(t.next()?)?;
+    let n: usize = t.next()?.parse().ok()?;
+    st.offences = (0..n)
+        .map(|_| time(t.next()?))
+        .collect::<Option<VecDeque<u64>>>()?;
+    let scopes: usize = t.next()?.parse().ok()?;
+    for _ in 0..scopes {
+        let kind = t.next()?;
+        let id = ScopeId(t.next()?.parse().ok()?);
+        let scope = if kind == "L" {
+            let expires = time(t.next()?)?;
+            let n: usize = t.next()?.parse().ok()?;
+            let times = (0..n)
+                .map(|_| time(t.next()?))
+                .collect::<Option<VecDeque<u64>>>()?;
+            Scope::Log(Log { times, expires })
+        } else {
+            let mut f = [0u64; 13];
+            for v in &mut f {
+                *v = time(t.next()?)?;
+            }
+            let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            Scope::Policy(Box::new(PolicyState {
+                window_start: f[0],
+                count: small(f[1]),
+                carry: small(f[2]),
+                blocked_until: f[3],
+                block_count: small(f[4]),
+                punished_until: f[5],
+                punishments: small(f[6]),
+                last_request: f[7],
+                last_seen: f[8],
+                last_block_at: f[9],
+                grace_used_at: f[10],
+                grace_window: f[11],
+                expires: f[12],
+            }))
+        };
+        st.scopes.push((id, scope));
+    }
+    Some(st)
+}
+
+/// Bans seen by this process, answered without a round trip while fresh.
+#[derive(Debug)]
+struct BanCache {
+    ttl_ms: u64,
+    capacity: usize,
+    /// Entries in `map`, read without the lock: with no ban cached (the usual case), the
+    /// request path takes no lock at all.
+    len: AtomicUsize,
+    /// Bumped by every unban: a decision asked for before an unban must not cache a ban
+    /// after it.
+    unbans: AtomicU64,
+    map: Mutex<HashMap<ClientKey, CachedBan>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CachedBan {
+    /// End of the ban (ms); `u64::MAX` for a blacklist.
+    until: u64,
+    reason: BanReason,
+    /// End of this entry's freshness (ms).
+    fresh_until: u64,
+}
+
+impl BanCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, CachedBan>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, client: &ClientKey, now: u64) -> Option<Decision> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut map = self.lock();
+        let hit = map.get(client)?;
+        if now < hit.fresh_until && now < hit.until {
+            return Some(Decision::Banned {
+                until: until_of(hit.until),
+                reason: hit.reason,
+                started: false,
+            });
+        }
+        map.remove(client);
+        self.len.store(map.len(), Ordering::Relaxed);
+        None
+    }
+
+    fn epoch(&self) -> u64 {
+        self.unbans.load(Ordering::SeqCst)
+    }
+
+    /// Remembers a ban learnt from an answer asked for at `epoch`.
+    fn put(&self, client: &ClientKey, until: u64, reason: BanReason, now: u64, epoch: u64) {
+        if until <= now {
+            return;
+        }
+        let mut map = self.lock();
+        if self.epoch() != epoch {
+            return;
+        }
+        if map.len() >= self.capacity && !map.contains_key(client) {
+            map.retain(|_, b| now < b.fresh_until && now < b.until);
+            self.len.store(map.len(), Ordering::Relaxed);
+            if map.len() >= self.capacity {
+                return;
+            }
+        }
+        map.insert(
+            client.clone(),
+            CachedBan {
+                until,
+                reason,
+                fresh_until: now.saturating_add(self.ttl_ms),
+            },
+        );
+        self.len.store(map.len(), Ordering::Relaxed);
+    }
+
+    fn remove(&self, client: &ClientKey) {
+        let mut map = self.lock();
+        self.unbans.fetch_add(1, Ordering::SeqCst);
+        map.remove(client);
+        self.len.store(map.len(), Ordering::Relaxed);
+    }
+}
+
+impl Store for RedisStore {
+    fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
+        if let (true, Some(cache)) = (plan.ban_check, &self.cache) {
+            if let Some(banned) = cache.get(client, now.as_millis()) {
+                return StoreFuture::ready(Ok(banned));
+            }
+        }
+        let epoch = self.cache.as_ref().map_or(0, |c| c.epoch());
+        let call = self.run(client, "check", now, encode_plan(plan));
+        let cache = self.cache.clone();
+        let client = client.clone();
+        StoreFuture::pending(async move {
+            let reply = call.await?;
+            let decision = decision_of(&reply)?;
+            if let (Some(cache), Decision::Banned { until, reason, .. }) = (&cache, decision) {
+                let until = until.map_or(u64::MAX, Timestamp::as_millis);
+                cache.put(&client, until, reason, now.as_millis(), epoch);
+            }
+            Ok(decision)
+        })
+    }
+
+    fn report(
+        &self,
+        client: &ClientKey,
+        rule: &BanRule,
+        now: Timestamp,
+    ) -> StoreFuture<ReportOutcome> {
+        let mut args = rule.count().to_string();
+        push_time(&mut args, rule.window_ms());
+        push_time(&mut args, rule.duration_ms());
+        let call = self.run(client, "report", now, args);
+        StoreFuture::pending(async move {
+            let reply = call.await?;
+            // Not cached: a longer ban of another kind may be in force; the next check
+            // learns the one that is.
+            match reply.as_slice() {
+                [0, n] => Ok(ReportOutcome::Recorded {
+                    offences: u32::try_from(*n).unwrap_or(0),
+                }),
+                [1, until] => Ok(ReportOutcome::Banned {
+                    until: Timestamp::from_millis(rust_time(*until)),
+                }),
+                _ => Err(malformed("report", &reply)),
+            }
+        })
+    }
+
+    fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
+        let until = until.map_or(u64::MAX, Timestamp::as_millis);
+        let call = self.run(client, "ban", now, lua_time(until));
+        let cache = self.cache.clone();
+        let client = client.clone();
+        StoreFuture::pending(async move {
+            // An operator ban replaces any other, shorter or longer.
+            let epoch = cache.as_ref().map(|c| {
+                c.remove(&client);
+                c.epoch()
+            });
+            call.await?;
+            if let (Some(cache), Some(epoch)) = (&cache, epoch) {
+                cache.put(&client, until, BanReason::Operator, now.as_millis(), epoch);
+            }
+            Ok(())
+        })
+    }
+
+    fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
+        if let Some(cache) = &self.cache {
+            cache.remove(client);
+        }
+        let call = self.run(client, "unban", now, String::new());
+        let cache = self.cache.clone();
+        let client = client.clone();
+        StoreFuture::pending(async move {
+            let reply = call.await;
+            // A check that raced with the unban may have cached the old ban again.
+            if let Some(cache) = &cache {
+                cache.remove(&client);
+            }
+            match reply?.as_slice() {
+                [was] => Ok(*was != 0),
+                other => Err(malformed("unban", other)),
+            }
+        })
+    }
+
+    fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
+        let mut conn = self.conn.clone();
+        let key = self.key_of(client);
+        let timeout = self.timeout;
+        let addr = self.addr.clone();
+        StoreFuture::pending(async move {
+            let mut get = ::redis::cmd("GET");
+            get.arg(&key);
+            let blob = bounded(timeout, get.query_async::<Option<String>>(&mut conn))
+                .await
+                .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;
+            let Some(blob) = blob else { return Ok(None) };
+            let mut state = decode_state(&blob)
+                .ok_or_else(|| StoreError::new(format!("malformed client state in {key}")))?;
+            state.prune(now);
+            Ok((state.expires_at() > now).then_some(state))
+        })
+    }
+
+    /// Redis expires keys by itself: nothing to sweep, always 0.
+    fn sweep(&self, _now: Timestamp) -> StoreFuture<usize> {
+        StoreFuture::ready(Ok(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Adaptive, Grace, Policy, Punishment};
+    use crate::rules::Rule;
+
+    #[test]
+    fn state_encoding_round_trips_through_the_rust_decoder() {
+        let blob = "1 1700000000000 -1 2 0 2 5 6 2 L 42 1700000060000 2 1 2 P 7 1 2 3 4 5 6 7 8 9 10 11 12 -1";
+        let st = decode_state(blob).unwrap();
+        assert_eq!(st.ban, Some((u64::MAX, BanReason::Operator)));
+        assert_eq!(st.offences, [5, 6]);
+        assert_eq!(st.scopes.len(), 2);
+        let Scope::Policy(p) = &st.scopes[1].1 else {
+            panic!("policy")
+        };
+        assert_eq!(
+            (p.window_start, p.grace_window, p.expires),
+            (1, 12, u64::MAX)
+        );
+        assert!(decode_state("2 whatever").is_none());
+        assert!(decode_state("1 5").is_none());
+    }
+
+    #[test]
+    fn the_ban_cache_is_bounded_and_drops_stale_entries_first() {
+        let cache = BanCache {
+            ttl_ms: 1_000,
+            capacity: 2,
+            len: AtomicUsize::new(0),
+            unbans: AtomicU64::new(0),
+            map: Mutex::new(HashMap::new()),
+        };
+        let key = |n: &str| ClientKey::custom(n);
+        cache.put(&key("a"), 5_000, BanReason::Operator, 0, 0);
+        cache.put(&key("b"), 5_000, BanReason::Operator, 500, 0);
+        cache.put(&key("c"), 5_000, BanReason::Operator, 600, 0);
+        assert!(cache.get(&key("c"), 600).is_none(), "full: not cached");
+        // At 1 000 ms, a's entry is stale and makes room.
+        cache.put(&key("c"), 5_000, BanReason::Operator, 1_000, 0);
+        assert!(cache.get(&key("c"), 1_000).is_some());
+        assert!(cache.get(&key("a"), 1_000).is_none());
+        assert!(cache.get(&key("b"), 1_499).is_some());
+        assert!(
+            cache.get(&key("b"), 1_500).is_none(),
+            "fresh for ban_cache only"
+        );
+        // An answer asked for before an unban is not cached after it.
+        let epoch = cache.epoch();
+        cache.remove(&key("d"));
+        cache.put(&key("d"), 5_000, BanReason::Reported, 1_600, epoch);
+        assert!(cache.get(&key("d"), 1_600).is_none());
+    }
+
+    #[test]
+    fn plans_encode_every_setting_the_script_reads() {
+        let plan = Plan::new(
+            [(ScopeId(9), vec![Rule::new(3, Duration::from_secs(10))])],
+            Some((
+                ScopeId(11),
+                Policy::new(2, Duration::from_secs(60))
+                    .punishment(Punishment::Blacklist)
+                    .grace(Grace {
+                        extra: 1,
+                        interval: Duration::from_secs(5),
+                    })
+                    .adaptive(Adaptive {
+                        factor: 0.5,
+                        max: Duration::from_secs(9),
+                        jitter: Duration::ZERO,
+                    })
+                    .max_window_duration(None),
+            )),
+        );
+        assert_eq!(
+            encode_plan(&plan),
+            "1 1 1 9 3 10000 0 1 3 10000 1 11 1 2 60000 60000 5 0 1 b n n 0 1 5000 1.0 9000 0"
+        );
+    }
+}
