@@ -113,10 +113,10 @@ pub use state::{
 pub use status::{BanStatus, ClientStatus, WindowStatus};
 pub use store::failover::FailoverStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
-#[cfg(feature = "sqlite")]
-pub use store::sqlite::{Durability, SqliteStore, SqliteStoreBuilder};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::{Durability, SqliteStore, SqliteStoreBuilder};
 pub use store::{Store, StoreFailure, StoreFuture};
 pub use targeting::{
     Country, DenyReason, GeoBlock, GeoDb, HeaderKey, IpList, KeyExtractor, ListError, MissingKey,

@@ -20,10 +20,10 @@ use crate::state::{ClientState, Decision, Plan, ReportOutcome};
 
 pub mod failover;
 pub mod memory;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// The answer of a [`Store`]: either already there, or a future to await.
 #[must_use = "a store future does nothing unless awaited"]
