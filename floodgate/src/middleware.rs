@@ -237,6 +237,7 @@ impl Floodgate {
 struct RoutePlan {
     plan: Arc<Plan>,
     policy_header: Option<HeaderValue>,
+    ratelimit: response::RateLimitCache,
 }
 
 /// Plans for one annotated route.
@@ -259,6 +260,7 @@ impl RoutePlan {
         Some(Rc::new(RoutePlan {
             plan: Arc::new(plan),
             policy_header,
+            ratelimit: response::RateLimitCache::default(),
         }))
     }
 }
@@ -521,7 +523,14 @@ impl Headers {
             }
         }
         if let Some(q) = self.quota {
-            response::insert_quota(headers, self.route.plan.limits(), q, self.legacy, self.ietf);
+            response::insert_quota(
+                headers,
+                self.route.plan.limits(),
+                q,
+                &self.route.ratelimit,
+                self.legacy,
+                self.ietf,
+            );
         }
     }
 }

@@ -80,51 +80,75 @@ impl Refusal<'_> {
     pub fn default_response(&self) -> HttpResponse {
         let title = self.status.canonical_reason().unwrap_or("Refused");
         let retry = self.retry_after.map(retry_after_secs);
-        let mut body = String::with_capacity(192);
-        let _ = write!(
-            body,
-            "{{\"type\":\"about:blank\",\"title\":\"{title}\",\"status\":{}",
-            self.status.as_u16()
-        );
-        let detail = match self.kind {
+        let mut ints = itoa::Buffer::new();
+        let mut body = String::with_capacity(224);
+        body.push_str("{\"type\":\"about:blank\",\"title\":\"");
+        body.push_str(title);
+        body.push_str("\",\"status\":");
+        body.push_str(ints.format(self.status.as_u16()));
+        // The detail is built in pieces: (prefix, limit name, suffix).
+        let (before, name, after): (&str, &str, &str) = match self.kind {
             RefusalKind::Limited { reason, limit } => {
                 body.push_str(",\"limit\":");
                 push_json_string(&mut body, &limit.name);
                 match reason {
-                    LimitReason::Cooldown => {
-                        format!(
-                            "Too soon after the previous request (limit {}).",
-                            limit.name
-                        )
-                    }
+                    LimitReason::Cooldown => (
+                        "Too soon after the previous request (limit ",
+                        &limit.name,
+                        ").",
+                    ),
                     LimitReason::Blocked => {
-                        format!("Blocked for exceeding the rate limit {}.", limit.name)
+                        ("Blocked for exceeding the rate limit ", &limit.name, ".")
                     }
-                    _ => format!("Rate limit {} exceeded.", limit.name),
+                    _ => ("Rate limit ", &limit.name, " exceeded."),
                 }
             }
-            RefusalKind::Banned { until: None, .. } => String::from("This client is blacklisted."),
+            RefusalKind::Banned { until: None, .. } => ("This client is blacklisted.", "", ""),
             RefusalKind::Banned {
                 reason: BanReason::Punished,
                 ..
-            } => String::from("This client is banned for repeatedly exceeding the rate limit."),
-            RefusalKind::Banned { .. } => String::from("This client is banned."),
-            RefusalKind::StoreUnavailable => {
-                String::from("The rate limiter is unavailable; try again later.")
+            } => (
+                "This client is banned for repeatedly exceeding the rate limit.",
+                "",
+                "",
+            ),
+            RefusalKind::Banned { .. } => ("This client is banned.", "", ""),
+            RefusalKind::StoreUnavailable => (
+                "The rate limiter is unavailable; try again later.",
+                "",
+                "",
+            ),
+            RefusalKind::Denied { reason } => {
+                let detail = crate::targeting::deny_detail(reason);
+                return self.finish(body, &detail, retry);
             }
-            RefusalKind::Denied { reason } => crate::targeting::deny_detail(reason),
-            RefusalKind::MissingKey => {
-                String::from("This request needs a client key (such as an API key).")
-            }
+            RefusalKind::MissingKey => (
+                "This request needs a client key (such as an API key).",
+                "",
+                "",
+            ),
         };
-        let detail = match retry {
-            Some(secs) => format!("{detail} Retry in {secs} s."),
-            None => detail,
-        };
+        let mut detail = String::with_capacity(before.len() + name.len() + after.len());
+        detail.push_str(before);
+        detail.push_str(name);
+        detail.push_str(after);
+        self.finish(body, &detail, retry)
+    }
+
+    fn finish(&self, mut body: String, detail: &str, retry: Option<u64>) -> HttpResponse {
+        let mut ints = itoa::Buffer::new();
         body.push_str(",\"detail\":");
-        push_json_string(&mut body, &detail);
+        let mut text = String::with_capacity(detail.len() + 24);
+        text.push_str(detail);
         if let Some(secs) = retry {
-            let _ = write!(body, ",\"retry_after\":{secs}");
+            text.push_str(" Retry in ");
+            text.push_str(ints.format(secs));
+            text.push_str(" s.");
+        }
+        push_json_string(&mut body, &text);
+        if let Some(secs) = retry {
+            body.push_str(",\"retry_after\":");
+            body.push_str(ints.format(secs));
         }
         body.push('}');
         HttpResponse::build(self.status)
@@ -135,6 +159,11 @@ impl Refusal<'_> {
 
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -180,30 +209,76 @@ pub(crate) fn policy_header(limits: &[LimitInfo]) -> Option<HeaderValue> {
     HeaderValue::try_from(v).ok()
 }
 
+/// The `RateLimit` field value `"name";r=R;t=T`, written without `core::fmt`.
+pub(crate) fn ratelimit_value(limit: &LimitInfo, remaining: u32, reset_secs: u64) -> Option<HeaderValue> {
+    let mut name = String::with_capacity(limit.name.len() + 2);
+    push_sf_string(&mut name, &limit.name);
+    let mut ints = itoa::Buffer::new();
+    let mut v = Vec::with_capacity(name.len() + 24);
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(b";r=");
+    v.extend_from_slice(ints.format(remaining).as_bytes());
+    v.extend_from_slice(b";t=");
+    v.extend_from_slice(ints.format(reset_secs).as_bytes());
+    HeaderValue::from_maybe_shared(actix_web::web::Bytes::from(v)).ok()
+}
+
+/// Built `RateLimit` values of one route, per worker. The same (limit, remaining, reset)
+/// triples recur across clients, so a small direct-mapped cache turns formatting and header
+/// validation into a lookup and a reference-count increment.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitCache {
+    slots: std::cell::RefCell<Vec<Option<(u64, HeaderValue)>>>,
+}
+
+const CACHE_SLOTS: usize = 64;
+
+impl RateLimitCache {
+    pub(crate) fn value(&self, limits: &[LimitInfo], quota: Quota) -> Option<HeaderValue> {
+        let limit = limits.get(quota.limit)?;
+        let reset = secs_ceil(quota.reset);
+        // Pack the triple into one word when it fits; otherwise build without caching.
+        if quota.limit >= 1 << 16 || quota.remaining >= 1 << 24 || reset >= 1 << 24 {
+            return ratelimit_value(limit, quota.remaining, reset);
+        }
+        let key = (quota.limit as u64) << 48 | u64::from(quota.remaining) << 24 | reset;
+        let slot = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % CACHE_SLOTS;
+        let mut slots = self.slots.borrow_mut();
+        if slots.is_empty() {
+            slots.resize(CACHE_SLOTS, None);
+        }
+        if let Some((k, v)) = &slots[slot] {
+            if *k == key {
+                return Some(v.clone());
+            }
+        }
+        let v = ratelimit_value(limit, quota.remaining, reset)?;
+        slots[slot] = Some((key, v.clone()));
+        Some(v)
+    }
+}
+
 /// Adds `RateLimit` (and the legacy fields when asked) for `quota`.
 pub(crate) fn insert_quota(
     headers: &mut HeaderMap,
     limits: &[LimitInfo],
     quota: Quota,
+    cache: &RateLimitCache,
     legacy: bool,
     ietf: bool,
 ) {
     let Some(limit) = limits.get(quota.limit) else {
         return;
     };
-    let reset = secs_ceil(quota.reset);
     if ietf {
-        let mut v = String::with_capacity(limit.name.len() + 24);
-        push_sf_string(&mut v, &limit.name);
-        let _ = write!(v, ";r={};t={reset}", quota.remaining);
-        if let Ok(v) = HeaderValue::try_from(v) {
+        if let Some(v) = cache.value(limits, quota) {
             headers.insert(RATELIMIT, v);
         }
     }
     if legacy {
         headers.insert(X_LIMIT, HeaderValue::from(limit.quota));
         headers.insert(X_REMAINING, HeaderValue::from(quota.remaining));
-        headers.insert(X_RESET, HeaderValue::from(reset));
+        headers.insert(X_RESET, HeaderValue::from(secs_ceil(quota.reset)));
     }
 }
 

@@ -282,6 +282,10 @@ impl Log {
         while self.times.len() >= cap.max(1) {
             self.times.pop_front();
         }
+        if self.times.capacity() == 0 {
+            // Exactly the entries the rules need: a growing VecDeque would reserve 4 or more.
+            self.times.reserve_exact(cap.clamp(1, 1024));
+        }
         self.times.push_back(now);
         self.expires = now.saturating_add(longest);
     }
@@ -416,6 +420,8 @@ impl ClientState {
                 i
             }
             None => {
+                // Most clients have one or two scopes: no spare capacity (a Vec grows to 4).
+                self.scopes.reserve_exact(1);
                 self.scopes.push((id, Scope::Log(Log::default())));
                 self.scopes.len() - 1
             }
@@ -441,6 +447,7 @@ impl ClientState {
                 i
             }
             None => {
+                self.scopes.reserve_exact(1);
                 self.scopes.push((id, Scope::Policy(Box::default())));
                 self.scopes.len() - 1
             }

@@ -1,6 +1,8 @@
 //! The in-memory store: sharded, bounded, swept.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,16 +29,22 @@ pub const DEFAULT_MAX_CLIENTS: usize = 200_000;
 ///   [`sweep_interval`](MemoryStoreBuilder::sweep_interval), on its own request path (no
 ///   background thread).
 ///
-/// Keys are hashed with a per-process random key (SipHash), so clients cannot pick
-/// addresses that collide.
+/// Keys are hashed with a randomly seeded hash (foldhash, seeded per store), so clients
+/// cannot choose addresses that collide in advance.
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded]>,
     hasher: RandomState,
     shard_bits: u32,
     per_shard: usize,
     sweep_ms: u64,
 }
+
+/// One shard on its own cache line, so that threads working on neighbouring shards do not
+/// invalidate each other's lines (false sharing).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
 
 #[derive(Debug)]
 struct Shard {
@@ -46,7 +54,6 @@ struct Shard {
 
 #[derive(Debug)]
 struct Entry {
-    hash: u64,
     key: ClientKey,
     state: ClientState,
 }
@@ -86,13 +93,13 @@ impl MemoryStoreBuilder {
         MemoryStore {
             shards: (0..shards)
                 .map(|_| {
-                    Mutex::new(Shard {
+                    Padded(Mutex::new(Shard {
                         table: HashTable::new(),
                         next_sweep: 0,
-                    })
+                    }))
                 })
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             shard_bits,
             per_shard,
             sweep_ms: duration_millis(self.sweep_interval).max(1),
@@ -124,7 +131,7 @@ impl MemoryStore {
 
     /// The number of clients tracked now.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).table.len()).sum()
+        self.shards.iter().map(|s| lock(&s.0).table.len()).sum()
     }
 
     /// True when no client is tracked.
@@ -143,7 +150,7 @@ impl MemoryStore {
         } else {
             (hash >> (64 - self.shard_bits)) as usize
         };
-        lock(&self.shards[index])
+        lock(&self.shards[index].0)
     }
 
     /// Runs `f` on the client's state, creating it when `create` is true.
@@ -172,14 +179,16 @@ impl MemoryStore {
         }
         let mut state = ClientState::new();
         let result = f(&mut state);
+        // The hash is recomputed from the key when the table grows (rare), instead of being
+        // stored in every entry.
+        let hasher = &self.hasher;
         shard.table.insert_unique(
             hash,
             Entry {
-                hash,
                 key: key.clone(),
                 state,
             },
-            |e| e.hash,
+            |e| hasher.hash_one(&e.key),
         );
         Some(result)
     }
@@ -272,7 +281,7 @@ impl Store for MemoryStore {
         let swept = self
             .shards
             .iter()
-            .map(|s| lock(s).sweep(now.as_millis()))
+            .map(|s| lock(&s.0).sweep(now.as_millis()))
             .sum();
         StoreFuture::ready(Ok(swept))
     }
