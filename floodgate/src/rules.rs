@@ -187,12 +187,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
         "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000,
         "d" | "day" | "days" => 86_400_000,
         "w" | "week" | "weeks" => 604_800_000,
-        _ => return Err(ConfigError::invalid(
-            "duration",
-            format!(
+        _ => {
+            return Err(ConfigError::invalid(
+                "duration",
+                format!(
                 "{text:?} is not a duration such as \"500ms\", \"2s\", \"1m\", \"1h\" or \"7d\""
             ),
-        )),
+            ))
+        }
     };
     amount
         .checked_mul(unit_ms)
