@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use floodgate::{BanRule, ClientKey, Floodgate, Rule};
 
+pub mod core_work;
 pub mod server;
 
 /// The header carrying the client address in every benchmark.

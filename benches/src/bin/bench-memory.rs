@@ -144,6 +144,10 @@ fn main() {
         "size_of::<ClientState>() = {} bytes (plus the key and hash in each table entry)",
         std::mem::size_of::<ClientState>()
     );
+    println!(
+        "size_of::<ClientKey>() = {} bytes",
+        std::mem::size_of::<ClientKey>()
+    );
     println!("== bytes per tracked client ({clients} clients in a MemoryStore) ==");
     let log = |count: u32| {
         Arc::new(Plan::new(
