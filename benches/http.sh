@@ -14,7 +14,9 @@
 #    The warm-up makes every client known, so the measured requests are repeat clients.
 #
 # Settings (environment): DURATION (10s), CONNS (16), ROUNDS (2), N1 (2000), N2 (6000),
-# WARMUP (10000), PORT_BASE (18080), SKIP_WRK=1, SKIP_CALLGRIND=1, CONFIGS (all).
+# WARMUP (10000), PORT_BASE (18080), SKIP_WRK=1, SKIP_CALLGRIND=1, CONFIGS (all), PIN (1: with
+# 2+ CPUs, servers run on CPU 0 and wrk on CPU 1, so that they never share a core by chance,
+# which otherwise makes latencies bimodal; 0: let the scheduler place them).
 # Output files (callgrind profiles and their annotations) go to $CARGO_TARGET_DIR/http-bench.
 set -euo pipefail
 
@@ -28,7 +30,12 @@ N2=${N2:-6000}
 WARMUP=${WARMUP:-10000}
 PORT_BASE=${PORT_BASE:-18080}
 CONFIGS=(${CONFIGS:-bare floodgate floodgate-refusing governor governor-refusing})
+PIN=${PIN:-1}
 BIN=$CARGO_TARGET_DIR/release
+SERVER_CPU=() WRK_CPU=()
+if [[ $PIN == 1 && $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
+  SERVER_CPU=(taskset -c 0) WRK_CPU=(taskset -c 1)
+fi
 OUT=$CARGO_TARGET_DIR/http-bench
 LUA=$PWD/benches/wrk_ips.lua
 mkdir -p "$OUT"
@@ -69,7 +76,7 @@ if [[ ${SKIP_WRK:-0} != 1 ]]; then
   i=0
   for c in "${CONFIGS[@]}"; do
     PORT[$c]=$((PORT_BASE + i)); i=$((i + 1))
-    BENCH_PORT=${PORT[$c]} "$BIN/server-$c" &
+    BENCH_PORT=${PORT[$c]} "${SERVER_CPU[@]}" "$BIN/server-$c" &
     PID[$c]=$!
   done
   for c in "${CONFIGS[@]}"; do wait_port "${PORT[$c]}"; done
@@ -78,7 +85,7 @@ if [[ ${SKIP_WRK:-0} != 1 ]]; then
   : >"$RESULTS"
   run_wrk() { # run_wrk CONFIG DURATION [record]
     local line
-    line=$(wrk -t1 -c"$CONNS" -d"$2" --latency -s "$LUA" "http://127.0.0.1:${PORT[$1]}/" | grep '^RESULT')
+    line=$("${WRK_CPU[@]}" wrk -t1 -c"$CONNS" -d"$2" --latency -s "$LUA" "http://127.0.0.1:${PORT[$1]}/" | grep '^RESULT')
     [[ ${3:-} == record ]] && echo "$1 ${line#RESULT }" >>"$RESULTS"
     return 0
   }

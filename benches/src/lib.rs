@@ -61,3 +61,46 @@ pub fn floodgate(refusing: bool) -> Floodgate {
         .rate_limit_rules(if refusing { low_rules() } else { high_rules() })
         .ratelimit_headers(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core_work::{bare_op, kinds, Work, T0};
+    use floodgate::{ClientState, Decision};
+
+    #[test]
+    fn addresses_follow_the_wrk_script() {
+        // benches/wrk_ips.lua sends 10.0.0.1 .. 10.0.39.16 in this order.
+        assert_eq!(client_ip(0).to_string(), "10.0.0.1");
+        assert_eq!(client_ip(255).to_string(), "10.0.1.0");
+        assert_eq!(client_ip(DISTINCT_IPS - 1).to_string(), "10.0.39.16");
+    }
+
+    #[test]
+    fn the_core_workload_is_always_allowed() {
+        for (name, work) in kinds() {
+            let mut state = ClientState::new();
+            let mut now = T0;
+            for _ in 0..300 {
+                bare_op(&mut state, &work, &mut now);
+            }
+            now = now + Duration::from_millis(crate::core_work::CLIENT_INTERVAL_MS);
+            match &work {
+                Work::Check(plan) => {
+                    assert!(state.check(plan, now).is_allowed(), "{name}");
+                }
+                Work::Report(rule) => {
+                    let outcome = state.report(rule, now);
+                    assert!(
+                        matches!(outcome, floodgate::ReportOutcome::Recorded { .. }),
+                        "{name}"
+                    );
+                    assert!(!matches!(
+                        state.check(&floodgate::Plan::ban_only(), now),
+                        Decision::Banned { .. }
+                    ));
+                }
+            }
+        }
+    }
+}
