@@ -1,0 +1,123 @@
+//! The hello-world servers of the HTTP benchmark, one per configuration.
+//!
+//! Each serves `GET /` ("Hello, world!") on 127.0.0.1 with one worker, and `GET /shutdown`,
+//! which stops the server gracefully so that the process exits by itself (callgrind writes
+//! its profile only on a clean exit). The port comes from `BENCH_PORT` (default 8080).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_governor::{Governor, GovernorConfigBuilder, KeyExtractor, SimpleKeyExtractionError};
+use actix_web::dev::{ServerHandle, ServiceRequest};
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::IP_HEADER;
+
+/// A server configuration under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Config {
+    /// actix-web with no middleware.
+    Bare,
+    /// Floodgate, memory store, two global rules that nothing reaches, a ban rule, RateLimit
+    /// headers on.
+    Floodgate,
+    /// The same with rules so low that nearly every request is refused (429).
+    FloodgateRefusing,
+    /// actix-governor keyed on the same header, a per-IP quota equivalent to
+    /// [`Config::Floodgate`]'s first rule (a burst of 100, one more every 10 ms), its
+    /// `x-ratelimit-*` headers on.
+    Governor,
+    /// actix-governor with one request per client per minute (nearly every request refused).
+    GovernorRefusing,
+}
+
+/// actix-governor's key: the address in [`IP_HEADER`], else the peer address (the same
+/// fallback floodgate's `ip_header` uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderIpKeyExtractor;
+
+impl KeyExtractor for HeaderIpKeyExtractor {
+    type Key = IpAddr;
+    type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
+
+    fn extract(&self, req: &ServiceRequest) -> Result<Self::Key, Self::KeyExtractionError> {
+        req.headers()
+            .get(IP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse().ok())
+            .or_else(|| req.peer_addr().map(|a| a.ip()))
+            .ok_or_else(|| SimpleKeyExtractionError::new("no client address"))
+    }
+}
+
+async fn hello() -> &'static str {
+    "Hello, world!"
+}
+
+type SharedHandle = Arc<Mutex<Option<ServerHandle>>>;
+
+async fn shutdown(handle: web::Data<SharedHandle>) -> HttpResponse {
+    let handle = handle.lock().ok().and_then(|h| h.clone());
+    if let Some(handle) = handle {
+        actix_web::rt::spawn(async move { handle.stop(true).await });
+    }
+    HttpResponse::Ok().body("bye")
+}
+
+/// Builds the app of one configuration: the routes, wrapped by `$wrap` when given.
+macro_rules! serve {
+    ($port:expr, $handle:expr, $($wrap:expr)?) => {{
+        let handle: SharedHandle = $handle;
+        let data = web::Data::new(handle.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                $(.wrap($wrap))?
+                .app_data(data.clone())
+                .route("/", web::get().to(hello))
+                .route("/shutdown", web::get().to(shutdown))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(("127.0.0.1", $port))?
+        .run();
+        if let Ok(mut slot) = handle.lock() {
+            *slot = Some(server.handle());
+        }
+        server.await
+    }};
+}
+
+/// Runs the server of `config` until `GET /shutdown`.
+pub fn run(config: Config) -> std::io::Result<()> {
+    let port: u16 = std::env::var("BENCH_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let handle = SharedHandle::default();
+    actix_web::rt::System::new().block_on(async move {
+        match config {
+            Config::Bare => serve!(port, handle,),
+            Config::Floodgate | Config::FloodgateRefusing => {
+                let floodgate = crate::floodgate(config == Config::FloodgateRefusing);
+                serve!(port, handle, floodgate.clone())
+            }
+            Config::Governor | Config::GovernorRefusing => {
+                let (period, burst) = if config == Config::Governor {
+                    (Duration::from_millis(10), 100)
+                } else {
+                    (Duration::from_secs(60), 1)
+                };
+                let governor = GovernorConfigBuilder::default()
+                    .period(period)
+                    .burst_size(burst)
+                    .key_extractor(HeaderIpKeyExtractor)
+                    .use_headers()
+                    .finish()
+                    .ok_or_else(|| std::io::Error::other("invalid governor quota"))?;
+                serve!(port, handle, Governor::new(&governor))
+            }
+        }
+    })
+}
