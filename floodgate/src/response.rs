@@ -113,11 +113,9 @@ impl Refusal<'_> {
                 "",
             ),
             RefusalKind::Banned { .. } => ("This client is banned.", "", ""),
-            RefusalKind::StoreUnavailable => (
-                "The rate limiter is unavailable; try again later.",
-                "",
-                "",
-            ),
+            RefusalKind::StoreUnavailable => {
+                ("The rate limiter is unavailable; try again later.", "", "")
+            }
             RefusalKind::Denied { reason } => {
                 let detail = crate::targeting::deny_detail(reason);
                 return self.finish(body, &detail, retry);
@@ -210,7 +208,11 @@ pub(crate) fn policy_header(limits: &[LimitInfo]) -> Option<HeaderValue> {
 }
 
 /// The `RateLimit` field value `"name";r=R;t=T`, written without `core::fmt`.
-pub(crate) fn ratelimit_value(limit: &LimitInfo, remaining: u32, reset_secs: u64) -> Option<HeaderValue> {
+pub(crate) fn ratelimit_value(
+    limit: &LimitInfo,
+    remaining: u32,
+    reset_secs: u64,
+) -> Option<HeaderValue> {
     let mut name = String::with_capacity(limit.name.len() + 2);
     push_sf_string(&mut name, &limit.name);
     let mut ints = itoa::Buffer::new();
