@@ -10,10 +10,24 @@ use ipnet::IpNet;
 /// The identity a client's limits and bans are counted under: an IPv4 address, an IPv6
 /// network (a /64 by default, since one subscriber usually holds a whole /64), or a custom
 /// key.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClientKey(Repr);
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+impl std::hash::Hash for ClientKey {
+    /// One or two words per key (the derived impl writes a tag, a length and each byte).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.0 {
+            Repr::V4(o) => state.write_u64(u64::from(u32::from_be_bytes(*o))),
+            Repr::V6(o, prefix) => {
+                state.write_u128(u128::from_be_bytes(*o));
+                state.write_u8(*prefix);
+            }
+            Repr::Custom(k) => state.write(k.as_bytes()),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Repr {
     V4([u8; 4]),
     /// The masked address and the prefix length.

@@ -337,7 +337,8 @@ pin_project! {
         #[pin]
         fut: F,
         reporter: Option<Box<NotFound>>,
-        held: Option<(StoreFuture<ReportOutcome>, ServiceResponse<B>)>,
+        // Boxed: rare, and a large response would make every request's future larger.
+        held: Option<Box<(StoreFuture<ReportOutcome>, ServiceResponse<B>)>>,
     }
 }
 
@@ -365,11 +366,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Some((report, _)) = this.held.as_mut() {
+        if let Some(held) = this.held.as_mut() {
+            let report = &mut held.0;
             let r = ready!(Pin::new(report).poll(cx));
             log_report(r);
             return match this.held.take() {
-                Some((_, res)) => Poll::Ready(Ok(res)),
+                Some(held) => Poll::Ready(Ok(held.1)),
                 None => Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
                     "floodgate future polled after completion",
                 ))),
@@ -403,7 +405,7 @@ where
                 Poll::Ready(Ok(res))
             }
             None => {
-                *this.held = Some((report, res));
+                *this.held = Some(Box::new((report, res)));
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
