@@ -283,8 +283,9 @@ impl Log {
             self.times.pop_front();
         }
         if self.times.capacity() == 0 {
-            // Exactly the entries the rules need: a growing VecDeque would reserve 4 or more.
-            self.times.reserve_exact(cap.clamp(1, 1024));
+            // A first VecDeque allocation holds 4 entries; most clients make few requests, so
+            // start with what a count-1 or count-2 rule needs and let busier clients grow.
+            self.times.reserve_exact(cap.clamp(1, 2));
         }
         self.times.push_back(now);
         self.expires = now.saturating_add(longest);
