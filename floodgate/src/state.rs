@@ -5,7 +5,6 @@
 //! atomically; the result is a [`Decision`]. Every function takes the current time as an
 //! argument, so the whole family of rules is tested with plain values in microseconds.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::clock::{duration_millis, Timestamp};
@@ -236,10 +235,119 @@ pub enum ReportOutcome {
     },
 }
 
+/// Times in order, oldest first, in a ring that grows (doubling) up to the capacity its
+/// owner asks for. 24 bytes inline, against 32 for a `VecDeque`, and no spare room: the
+/// time of a count-1 rule costs 8 bytes of heap.
+#[derive(Clone, Default)]
+pub(crate) struct Times {
+    buf: Box<[u64]>,
+    head: u32,
+    len: u32,
+}
+
+impl Times {
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `i`-th time, oldest first.
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        self.buf[(self.head as usize + i) % self.buf.len()]
+    }
+
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = u64> + ExactSizeIterator + '_ {
+        (0..self.len()).map(move |i| self.get(i))
+    }
+
+    pub(crate) fn front(&self) -> Option<u64> {
+        (!self.is_empty()).then(|| self.get(0))
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<u64> {
+        let t = self.front()?;
+        self.head = ((self.head as usize + 1) % self.buf.len()) as u32;
+        self.len -= 1;
+        Some(t)
+    }
+
+    /// Appends `t`, first dropping the oldest times so that at most `cap` remain.
+    pub(crate) fn push_capped(&mut self, t: u64, cap: usize) {
+        let cap = cap.clamp(1, u32::MAX as usize);
+        while self.len() >= cap {
+            self.pop_front();
+        }
+        if self.len() == self.buf.len() {
+            // Grow: room for twice as many, never more than `cap` (starting at 1).
+            let size = (self.buf.len() * 2).clamp(1, cap);
+            let mut buf = Vec::with_capacity(size);
+            buf.extend(self.iter());
+            buf.resize(size, 0);
+            self.buf = buf.into_boxed_slice();
+            self.head = 0;
+        }
+        let at = (self.head as usize + self.len()) % self.buf.len();
+        self.buf[at] = t;
+        self.len += 1;
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = Times::default();
+    }
+
+    /// The number of leading times for which `pred` holds (times are sorted).
+    pub(crate) fn partition_point(&self, pred: impl Fn(u64) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(self.get(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+impl FromIterator<u64> for Times {
+    fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> Self {
+        let buf: Box<[u64]> = iter.into_iter().collect();
+        Times {
+            len: buf.len().min(u32::MAX as usize) as u32,
+            buf,
+            head: 0,
+        }
+    }
+}
+
+impl PartialEq for Times {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Times {}
+
+impl<const N: usize> PartialEq<[u64; N]> for Times {
+    fn eq(&self, other: &[u64; N]) -> bool {
+        self.len() == N && self.iter().eq(other.iter().copied())
+    }
+}
+
+impl std::fmt::Debug for Times {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// A sliding log: the times of accepted requests, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Log {
-    pub(crate) times: VecDeque<u64>,
+    pub(crate) times: Times,
     pub(crate) expires: u64,
 }
 
@@ -247,7 +355,7 @@ impl Log {
     /// How many entries lie in `(now - window, now]`.
     fn in_window(&self, now: u64, window: u64) -> usize {
         let floor = now.saturating_sub(window);
-        let first = self.times.partition_point(|&t| t <= floor);
+        let first = self.times.partition_point(|t| t <= floor);
         self.times.len() - first
     }
 
@@ -261,7 +369,7 @@ impl Log {
         if len < count {
             return None;
         }
-        let oldest_counted = self.times[len - count];
+        let oldest_counted = self.times.get(len - count);
         let leaves_at = oldest_counted.saturating_add(rule.window_ms());
         (leaves_at > now).then(|| leaves_at - now)
     }
@@ -272,22 +380,14 @@ impl Log {
         let reset = if n == 0 {
             0
         } else {
-            let oldest = self.times[self.times.len() - n];
+            let oldest = self.times.get(self.times.len() - n);
             oldest.saturating_add(rule.window_ms()).saturating_sub(now)
         };
         (remaining, reset)
     }
 
     fn push(&mut self, now: u64, cap: usize, longest: u64) {
-        while self.times.len() >= cap.max(1) {
-            self.times.pop_front();
-        }
-        if self.times.capacity() == 0 {
-            // A first VecDeque allocation holds 4 entries; most clients make few requests, so
-            // start with what a count-1 or count-2 rule needs and let busier clients grow.
-            self.times.reserve_exact(cap.clamp(1, 2));
-        }
-        self.times.push_back(now);
+        self.times.push_capped(now, cap);
         self.expires = now.saturating_add(longest);
     }
 }
@@ -369,20 +469,82 @@ impl Scope {
 
 /// Everything floodgate knows about one client: its sliding logs, policy records, unspent
 /// offences and ban. Stores keep one per client.
+///
+/// Laid out for memory: most clients are never banned or reported, so the ban and the
+/// offences live in one optional box, and the scopes in a boxed slice (no spare capacity).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientState {
     pub(crate) last_seen: u64,
+    pub(crate) rare: Option<Box<Rare>>,
+    pub(crate) scopes: Box<[(ScopeId, Scope)]>,
+}
+
+/// The parts of a client's state that most clients never have.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Rare {
     /// (until, reason); until is `NEVER` for a permanent ban.
     pub(crate) ban: Option<(u64, BanReason)>,
-    pub(crate) offences: VecDeque<u64>,
+    pub(crate) offences: Times,
     pub(crate) offences_expire: u64,
-    pub(crate) scopes: Vec<(ScopeId, Scope)>,
 }
 
 impl ClientState {
     /// A client never seen before.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reassembles a state from its parts (for decoders).
+    pub(crate) fn from_parts(
+        last_seen: u64,
+        ban: Option<(u64, BanReason)>,
+        offences: Times,
+        offences_expire: u64,
+        scopes: Vec<(ScopeId, Scope)>,
+    ) -> Self {
+        let mut state = ClientState {
+            last_seen,
+            rare: Some(Box::new(Rare {
+                ban,
+                offences,
+                offences_expire,
+            })),
+            scopes: scopes.into_boxed_slice(),
+        };
+        state.tidy_rare();
+        state
+    }
+
+    /// The ban slot: (until, reason).
+    pub(crate) fn ban_slot(&self) -> Option<(u64, BanReason)> {
+        self.rare.as_ref().and_then(|r| r.ban)
+    }
+
+    /// Unspent offences, oldest first, and when they expire; `None` when there are none.
+    pub(crate) fn offences(&self) -> Option<(&Times, u64)> {
+        self.rare.as_ref().map(|r| (&r.offences, r.offences_expire))
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the box of rare parts when it holds nothing.
+    fn tidy_rare(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.ban.is_none() && r.offences.is_empty() && r.offences_expire == 0)
+        {
+            self.rare = None;
+        }
+    }
+
+    fn push_scope(&mut self, id: ScopeId, scope: Scope) -> usize {
+        let mut scopes = std::mem::take(&mut self.scopes).into_vec();
+        scopes.push((id, scope));
+        self.scopes = scopes.into_boxed_slice();
+        self.scopes.len() - 1
     }
 
     /// The last time this client made a request or was reported.
@@ -394,13 +556,15 @@ impl ClientState {
     /// deleted. [`Timestamp::NEVER`] for a permanent ban or a record kept forever.
     pub fn expires_at(&self) -> Timestamp {
         let scopes = self.scopes.iter().map(|(_, s)| s.expires()).max();
-        let ban = self.ban.map_or(0, |(until, _)| until);
-        Timestamp::from_millis(scopes.unwrap_or(0).max(ban).max(self.offences_expire))
+        let (ban, offences) = self.rare.as_ref().map_or((0, 0), |r| {
+            (r.ban.map_or(0, |(until, _)| until), r.offences_expire)
+        });
+        Timestamp::from_millis(scopes.unwrap_or(0).max(ban).max(offences))
     }
 
     /// The ban in force at `now`: `Some(None)` for a permanent one.
     pub fn ban_at(&self, now: Timestamp) -> Option<(Option<Timestamp>, BanReason)> {
-        match self.ban {
+        match self.ban_slot() {
             Some((until, reason)) if until > now.as_millis() => Some((
                 (until != NEVER).then_some(Timestamp::from_millis(until)),
                 reason,
@@ -420,12 +584,7 @@ impl ClientState {
                 self.scopes[i].1 = Scope::Log(Log::default());
                 i
             }
-            None => {
-                // Most clients have one or two scopes: no spare capacity (a Vec grows to 4).
-                self.scopes.reserve_exact(1);
-                self.scopes.push((id, Scope::Log(Log::default())));
-                self.scopes.len() - 1
-            }
+            None => self.push_scope(id, Scope::Log(Log::default())),
         };
         match &mut self.scopes[i].1 {
             Scope::Log(log) => log,
@@ -447,11 +606,7 @@ impl ClientState {
                 self.scopes[i].1 = Scope::Policy(Box::default());
                 i
             }
-            None => {
-                self.scopes.reserve_exact(1);
-                self.scopes.push((id, Scope::Policy(Box::default())));
-                self.scopes.len() - 1
-            }
+            None => self.push_scope(id, Scope::Policy(Box::default())),
         };
         match &mut self.scopes[i].1 {
             Scope::Policy(p) => p,
@@ -462,13 +617,21 @@ impl ClientState {
     /// Drops scopes that expired, so that status and storage hold only live records.
     pub fn prune(&mut self, now: Timestamp) {
         let now = now.as_millis();
-        self.scopes.retain(|(_, s)| s.expires() > now);
-        if matches!(self.ban, Some((until, _)) if until <= now) {
-            self.ban = None;
+        if self.scopes.iter().any(|(_, s)| s.expires() <= now) {
+            let mut scopes = std::mem::take(&mut self.scopes).into_vec();
+            scopes.retain(|(_, s)| s.expires() > now);
+            self.scopes = scopes.into_boxed_slice();
         }
-        if self.offences_expire <= now {
-            self.offences.clear();
+        if let Some(rare) = &mut self.rare {
+            if matches!(rare.ban, Some((until, _)) if until <= now) {
+                rare.ban = None;
+            }
+            if rare.offences_expire <= now {
+                rare.offences.clear();
+                rare.offences_expire = 0;
+            }
         }
+        self.tidy_rare();
     }
 
     /// Decides one request under `plan` at `now`, and records it when it is allowed.
@@ -479,7 +642,7 @@ impl ClientState {
         let now = now.as_millis();
         self.last_seen = now;
         if plan.ban_check {
-            if let Some((until, reason)) = self.ban {
+            if let Some((until, reason)) = self.ban_slot() {
                 if until > now {
                     return Decision::Banned {
                         until: (until != NEVER).then_some(Timestamp::from_millis(until)),
@@ -487,7 +650,8 @@ impl ClientState {
                         started: false,
                     };
                 }
-                self.ban = None;
+                self.rare_mut().ban = None;
+                self.tidy_rare();
             }
         }
         if !plan.count {
@@ -678,9 +842,9 @@ impl ClientState {
 
     /// Sets a ban ending at `until` (ms), keeping a longer one already in force.
     fn set_ban(&mut self, until: u64, reason: BanReason) {
-        match self.ban {
+        match self.ban_slot() {
             Some((current, _)) if current >= until => {}
-            _ => self.ban = Some((until, reason)),
+            _ => self.rare_mut().ban = Some((until, reason)),
         }
     }
 
@@ -690,18 +854,16 @@ impl ClientState {
         let now = now.as_millis();
         self.last_seen = now;
         let count = rule.count().max(1) as usize;
-        while self.offences.len() >= count {
-            self.offences.pop_front();
-        }
-        self.offences.push_back(now);
-        self.offences_expire = now.saturating_add(rule.window_ms());
+        let rare = self.rare_mut();
+        rare.offences.push_capped(now, count);
+        rare.offences_expire = now.saturating_add(rule.window_ms());
         let floor = now.saturating_sub(rule.window_ms());
-        let in_window = self.offences.iter().filter(|&&t| t > floor).count();
+        let in_window = rare.offences.iter().filter(|&t| t > floor).count();
         if in_window >= count {
             let until = now.saturating_add(rule.duration_ms());
+            rare.offences.clear();
+            rare.offences_expire = 0;
             self.set_ban(until, BanReason::Reported);
-            self.offences.clear();
-            self.offences_expire = 0;
             return ReportOutcome::Banned {
                 until: Timestamp::from_millis(until),
             };
@@ -716,17 +878,15 @@ impl ClientState {
     pub fn ban(&mut self, until: Option<Timestamp>, now: Timestamp) {
         self.last_seen = self.last_seen.max(now.as_millis());
         let until = until.map_or(NEVER, Timestamp::as_millis);
-        self.ban = Some((until, BanReason::Operator));
+        self.rare_mut().ban = Some((until, BanReason::Operator));
     }
 
     /// Lifts any ban or blacklist, forgets unspent offences, and clears policy blocks and
     /// block counts. Returns whether a ban was in force.
     pub fn unban(&mut self, now: Timestamp) -> bool {
         let was = self.ban_at(now).is_some();
-        self.ban = None;
-        self.offences.clear();
-        self.offences_expire = 0;
-        for (_, scope) in &mut self.scopes {
+        self.rare = None;
+        for (_, scope) in self.scopes.iter_mut() {
             if let Scope::Policy(st) = scope {
                 st.blocked_until = 0;
                 st.block_count = 0;
@@ -765,6 +925,58 @@ mod tests {
             Decision::Limited { retry_after, .. } => Some(retry_after),
             _ => None,
         }
+    }
+
+    #[test]
+    fn times_ring_keeps_the_newest_in_order_through_growth_and_wrap_around() {
+        let mut t = Times::default();
+        let mut model = std::collections::VecDeque::new();
+        let mut largest_cap = 0;
+        for (i, cap) in [
+            1usize, 3, 3, 3, 5, 5, 5, 5, 5, 5, 2, 7, 7, 7, 7, 7, 7, 7, 7, 1,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let v = i as u64 * 10;
+            largest_cap = largest_cap.max(cap);
+            t.push_capped(v, cap);
+            while model.len() >= cap {
+                model.pop_front();
+            }
+            model.push_back(v);
+            assert!(
+                t.iter().eq(model.iter().copied()),
+                "step {i}: {t:?} vs {model:?}"
+            );
+            assert!(
+                t.buf.len() <= largest_cap,
+                "never more room than a cap asked for"
+            );
+            for probe in [0, 35, 95, 1_000] {
+                assert_eq!(
+                    t.partition_point(|x| x <= probe),
+                    model.partition_point(|&x| x <= probe)
+                );
+            }
+        }
+        assert_eq!(t.pop_front(), model.pop_front());
+        t.clear();
+        assert!(t.is_empty() && t.front().is_none());
+    }
+
+    #[test]
+    fn clients_never_reported_or_banned_carry_no_rare_parts() {
+        let plan = global(&[(3, 10)]);
+        let mut s = ClientState::new();
+        s.check(&plan, at(0));
+        assert!(s.rare.is_none());
+        s.ban(Some(at(1_000)), at(0));
+        assert!(s.rare.is_some());
+        s.prune(at(1_000));
+        assert!(s.rare.is_none(), "an expired ban frees its box");
+        s.report(&BanRule::new(2, secs(10), secs(60)), at(2_000));
+        assert!(!s.unban(at(2_001)) && s.rare.is_none());
     }
 
     #[test]

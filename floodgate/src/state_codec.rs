@@ -23,10 +23,8 @@
 //! reason, an over-long varint or a count larger than the input could hold are errors, never
 //! panics, and never allocate more than the input's size.
 
-use std::collections::VecDeque;
-
 use crate::error::DecodeError;
-use crate::state::{BanReason, ClientState, Log, PolicyState, Scope, ScopeId};
+use crate::state::{BanReason, ClientState, Log, PolicyState, Scope, ScopeId, Times};
 
 /// The format written by [`ClientState::encode`].
 const FORMAT: u8 = 1;
@@ -47,10 +45,11 @@ impl ClientState {
     /// assert_eq!(ClientState::decode(&bytes).unwrap(), state);
     /// ```
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + 8 * self.offences.len());
+        let offences = self.offences();
+        let mut out = Vec::with_capacity(32 + 8 * offences.map_or(0, |(o, _)| o.len()));
         out.push(FORMAT);
         put(&mut out, self.last_seen);
-        match self.ban {
+        match self.ban_slot() {
             None => out.push(0),
             Some((until, reason)) => {
                 out.push(1);
@@ -62,10 +61,18 @@ impl ClientState {
                 });
             }
         }
-        put_times(&mut out, &self.offences);
-        put(&mut out, self.offences_expire);
+        match offences {
+            Some((times, expire)) => {
+                put_times(&mut out, times);
+                put(&mut out, expire);
+            }
+            None => {
+                put_times(&mut out, &Times::default());
+                put(&mut out, 0);
+            }
+        }
         put(&mut out, self.scopes.len() as u64);
-        for (id, scope) in &self.scopes {
+        for (id, scope) in self.scopes.iter() {
             out.extend_from_slice(&id.0.to_le_bytes());
             match scope {
                 Scope::Log(log) => {
@@ -160,13 +167,13 @@ impl ClientState {
                 bytes.len() - r.pos
             )));
         }
-        Ok(ClientState {
+        Ok(ClientState::from_parts(
             last_seen,
             ban,
             offences,
             offences_expire,
             scopes,
-        })
+        ))
     }
 }
 
@@ -178,10 +185,10 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_times(out: &mut Vec<u8>, times: &VecDeque<u64>) {
+fn put_times(out: &mut Vec<u8>, times: &Times) {
     put(out, times.len() as u64);
     let mut prev = 0u64;
-    for &t in times {
+    for t in times.iter() {
         let delta = t.wrapping_sub(prev) as i64;
         put(out, ((delta << 1) ^ (delta >> 63)) as u64);
         prev = t;
@@ -249,17 +256,17 @@ impl Reader<'_> {
         }
     }
 
-    fn times(&mut self, what: &str) -> Result<VecDeque<u64>, DecodeError> {
+    fn times(&mut self, what: &str) -> Result<Times, DecodeError> {
         let n = self.count(what, 1)?;
-        let mut times = VecDeque::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
         let mut prev = 0u64;
         for _ in 0..n {
             let z = self.varint(what)?;
             let delta = ((z >> 1) as i64) ^ -((z & 1) as i64);
             prev = prev.wrapping_add(delta as u64);
-            times.push_back(prev);
+            times.push(prev);
         }
-        Ok(times)
+        Ok(times.into_iter().collect())
     }
 }
 
@@ -293,12 +300,12 @@ mod tests {
                 BanReason::Operator,
                 BanReason::Punished,
             ] {
-                out.push(ClientState {
-                    last_seen: v,
-                    ban: Some((v, reason)),
-                    offences: [v, 0, u64::MAX, 5, 5, 1 << 63].into_iter().collect(),
-                    offences_expire: v,
-                    scopes: vec![
+                out.push(ClientState::from_parts(
+                    v,
+                    Some((v, reason)),
+                    [v, 0, u64::MAX, 5, 5, 1 << 63].into_iter().collect(),
+                    v,
+                    vec![
                         (
                             ScopeId(v),
                             Scope::Log(Log {
@@ -310,7 +317,7 @@ mod tests {
                         (ScopeId(0), Scope::Log(Log::default())),
                         (ScopeId(u64::MAX), Scope::Policy(Box::default())),
                     ],
-                });
+                ));
             }
         }
         out
@@ -323,13 +330,13 @@ mod tests {
             2 => 1_700_000_000_000 + fastrand::u64(0..100_000),
             _ => fastrand::u64(..),
         };
-        let times = |n: usize| (0..n).map(|_| any()).collect::<VecDeque<u64>>();
-        ClientState {
-            last_seen: any(),
-            ban: fastrand::bool().then(|| (any(), BanReason::Operator)),
-            offences: times(fastrand::usize(0..5)),
-            offences_expire: any(),
-            scopes: (0..fastrand::usize(0..4))
+        let times = |n: usize| (0..n).map(|_| any()).collect::<Times>();
+        ClientState::from_parts(
+            any(),
+            fastrand::bool().then(|| (any(), BanReason::Operator)),
+            times(fastrand::usize(0..5)),
+            any(),
+            (0..fastrand::usize(0..4))
                 .map(|_| {
                     let scope = if fastrand::bool() {
                         Scope::Log(Log {
@@ -342,7 +349,7 @@ mod tests {
                     (ScopeId(fastrand::u64(..)), scope)
                 })
                 .collect(),
-        }
+        )
     }
 
     #[test]
@@ -367,10 +374,13 @@ mod tests {
             times: (0..100).map(|i| 1_700_000_000_000 + i * 10).collect(),
             expires: 1_700_000_060_000,
         };
-        let state = ClientState {
-            scopes: vec![(ScopeId::GLOBAL, Scope::Log(log))],
-            ..ClientState::default()
-        };
+        let state = ClientState::from_parts(
+            0,
+            None,
+            Times::default(),
+            0,
+            vec![(ScopeId::GLOBAL, Scope::Log(log))],
+        );
         let bytes = state.encode();
         assert!(bytes.len() < 140, "{} bytes", bytes.len());
     }
@@ -400,10 +410,13 @@ mod tests {
         bad_ban[2] = 7; // format, last_seen = 0, ban tag
         assert!(ClientState::decode(&bad_ban).is_err());
 
-        let banned = ClientState {
-            ban: Some((5, BanReason::Operator)),
-            ..ClientState::default()
-        };
+        let banned = ClientState::from_parts(
+            0,
+            Some((5, BanReason::Operator)),
+            Times::default(),
+            0,
+            Vec::new(),
+        );
         let mut bad_reason = banned.encode();
         bad_reason[4] = 9; // format, last_seen, tag, until = 5, reason
         assert!(ClientState::decode(&bad_reason).is_err());
@@ -434,10 +447,13 @@ mod tests {
         assert!(ClientState::decode(&huge).is_err());
 
         // A policy count above u32::MAX.
-        let state = ClientState {
-            scopes: vec![(ScopeId(1), Scope::Policy(Box::default()))],
-            ..ClientState::default()
-        };
+        let state = ClientState::from_parts(
+            0,
+            None,
+            Times::default(),
+            0,
+            vec![(ScopeId(1), Scope::Policy(Box::default()))],
+        );
         let bytes = state.encode();
         let count_at = bytes.len() - 13 + 1; // window_start is 0 (one byte), then count
         let mut over = bytes[..count_at].to_vec();

@@ -107,8 +107,7 @@ impl ClientStatus {
                 (Scope::Log(log), Some(ScopeKind::Rules(rules))) => {
                     for rule in rules {
                         let floor = now_ms.saturating_sub(rule.window_ms());
-                        let inside: Vec<u64> =
-                            log.times.iter().copied().filter(|&t| t > floor).collect();
+                        let inside: Vec<u64> = log.times.iter().filter(|&t| t > floor).collect();
                         let used = inside.len() as u32;
                         windows.push(WindowStatus {
                             scope: label.clone(),
@@ -163,11 +162,12 @@ impl ClientStatus {
             .map(|(until, reason)| BanStatus { until, reason });
         // Only the offences that still lie in the ban rule's window count: the log keeps
         // older ones until the next report pushes them out.
-        let offences = if state.offences_expire > now_ms {
-            let floor = offence_window.map_or(0, |w| now_ms.saturating_sub(duration_millis(w)));
-            state.offences.iter().filter(|&&t| t > floor).count() as u32
-        } else {
-            0
+        let offences = match state.offences() {
+            Some((times, expire)) if expire > now_ms => {
+                let floor = offence_window.map_or(0, |w| now_ms.saturating_sub(duration_millis(w)));
+                times.iter().filter(|&t| t > floor).count() as u32
+            }
+            _ => 0,
         };
         ClientStatus {
             client,

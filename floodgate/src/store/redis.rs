@@ -29,7 +29,7 @@
 //!   [`FailoverStore`](crate::store::failover::FailoverStore) takes over with a backup. The
 //!   connection is a [`ConnectionManager`], which reconnects by itself when Redis is back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,7 @@ use crate::error::StoreError;
 use crate::rules::BanRule;
 use crate::state::{
     BanReason, ClientState, Decision, LimitReason, Log, Plan, PolicyState, Quota, ReportOutcome,
-    Scope, ScopeId,
+    Scope, ScopeId, Times,
 };
 
 /// The decision core in Lua (see the module docs).
@@ -456,30 +456,22 @@ fn decode_state(blob: &str) -> Option<ClientState> {
         let v: i64 = s.parse().ok()?;
         Some(rust_time(v))
     };
-    let mut st = ClientState {
-        last_seen: time(t.next()?)?,
-        ..ClientState::default()
-    };
+    let last_seen = time(t.next()?)?;
     let ban_until = time(t.next()?)?;
     let reason: i64 = t.next()?.parse().ok()?;
-    if reason != 0 {
-        st.ban = Some((ban_until, ban_reason(reason)));
-    }
-    st.offences_expire = time(t.next()?)?;
+    let ban = (reason != 0).then(|| (ban_until, ban_reason(reason)));
+    let offences_expire = time(t.next()?)?;
     let n: usize = t.next()?.parse().ok()?;
-    st.offences = (0..n)
-        .map(|_| time(t.next()?))
-        .collect::<Option<VecDeque<u64>>>()?;
-    let scopes: usize = t.next()?.parse().ok()?;
-    for _ in 0..scopes {
+    let offences = (0..n).map(|_| time(t.next()?)).collect::<Option<Times>>()?;
+    let count: usize = t.next()?.parse().ok()?;
+    let mut scopes = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
         let kind = t.next()?;
         let id = ScopeId(t.next()?.parse().ok()?);
         let scope = if kind == "L" {
             let expires = time(t.next()?)?;
             let n: usize = t.next()?.parse().ok()?;
-            let times = (0..n)
-                .map(|_| time(t.next()?))
-                .collect::<Option<VecDeque<u64>>>()?;
+            let times = (0..n).map(|_| time(t.next()?)).collect::<Option<Times>>()?;
             Scope::Log(Log { times, expires })
         } else {
             let mut f = [0u64; 13];
@@ -503,9 +495,15 @@ fn decode_state(blob: &str) -> Option<ClientState> {
                 expires: f[12],
             }))
         };
-        st.scopes.push((id, scope));
+        scopes.push((id, scope));
     }
-    Some(st)
+    Some(ClientState::from_parts(
+        last_seen,
+        ban,
+        offences,
+        offences_expire,
+        scopes,
+    ))
 }
 
 /// Bans seen by this process, answered without a round trip while fresh.
@@ -715,8 +713,8 @@ mod tests {
     fn state_encoding_round_trips_through_the_rust_decoder() {
         let blob = "1 1700000000000 -1 2 0 2 5 6 2 L 42 1700000060000 2 1 2 P 7 1 2 3 4 5 6 7 8 9 10 11 12 -1";
         let st = decode_state(blob).unwrap();
-        assert_eq!(st.ban, Some((u64::MAX, BanReason::Operator)));
-        assert_eq!(st.offences, [5, 6]);
+        assert_eq!(st.ban_slot(), Some((u64::MAX, BanReason::Operator)));
+        assert_eq!(st.offences().unwrap().0, &[5, 6]);
         assert_eq!(st.scopes.len(), 2);
         let Scope::Policy(p) = &st.scopes[1].1 else {
             panic!("policy")

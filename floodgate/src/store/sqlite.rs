@@ -850,7 +850,7 @@ fn durable_part(state: &ClientState) -> DurablePart {
             Scope::Log(_) => None,
         })
         .collect();
-    (state.ban, policies)
+    (state.ban_slot(), policies)
 }
 
 #[cfg(test)]
