@@ -14,8 +14,23 @@
 #    The warm-up makes every client known, so the measured requests are repeat clients.
 #    Instructions spent in once_cell initialisers are excluded (see below).
 #
+# Configurations: bare, floodgate (memory store), floodgate-refusing, floodgate-sqlite (the
+# same rules as floodgate on an SqliteStore, its file in a fresh temp dir for every server
+# start), floodgate-redis (the same on a RedisStore, prefix `bench`, on a redis-server this
+# script starts on a free loopback port with `--save '' --appendonly no`, flushed before
+# every server start and stopped on exit), governor, governor-refusing.
+# The SQLite and Redis configurations are in the default list of the wrk part only. Callgrind
+# leaves them out by default (CG_CONFIGS): their decisions are made on another thread (the
+# SQLite store thread) or in another process (redis-server). Named in CG_CONFIGS, they are
+# counted over all threads of the server process (callgrind's default), so SQLite's thread is
+# included but Redis's own CPU is not. Under PIN=1, redis-server runs on the servers' CPU
+# (as does the SQLite thread, inheriting the server's affinity): store work competes with the
+# app, never with wrk.
+#
 # Settings (environment): DURATION (10s), CONNS (16), ROUNDS (2), N1 (2000), N2 (6000),
-# WARMUP (10000), PORT_BASE (18080), SKIP_WRK=1, SKIP_CALLGRIND=1, CONFIGS (all), PIN (1: with
+# WARMUP (10000), PORT_BASE (18080), SKIP_WRK=1, SKIP_CALLGRIND=1, CONFIGS (all),
+# CG_CONFIGS (CONFIGS without floodgate-sqlite and floodgate-redis), REDIS_PORT (first free
+# port from 16379), PIN (1: with
 # 2+ CPUs, servers run on CPU 0 and wrk on CPU 1, so that they never share a core by chance,
 # which otherwise makes latencies bimodal; 0: let the scheduler place them).
 # Output files (callgrind profiles and their annotations) go to $CARGO_TARGET_DIR/http-bench.
@@ -30,7 +45,12 @@ N1=${N1:-2000}
 N2=${N2:-6000}
 WARMUP=${WARMUP:-10000}
 PORT_BASE=${PORT_BASE:-18080}
-CONFIGS=(${CONFIGS:-bare floodgate floodgate-refusing governor governor-refusing})
+CONFIGS=(${CONFIGS:-bare floodgate floodgate-refusing floodgate-sqlite floodgate-redis governor governor-refusing})
+DEFAULT_CG=()
+for c in "${CONFIGS[@]}"; do
+  [[ $c == floodgate-sqlite || $c == floodgate-redis ]] || DEFAULT_CG+=("$c")
+done
+CG_CONFIGS=(${CG_CONFIGS:-${DEFAULT_CG[*]}})
 PIN=${PIN:-1}
 BIN=$CARGO_TARGET_DIR/release
 SERVER_CPU=() WRK_CPU=()
@@ -50,23 +70,62 @@ need() { # need COMMAND PACKAGE: installs the Debian package when the command is
 }
 [[ ${SKIP_WRK:-0} == 1 ]] || need wrk wrk
 [[ ${SKIP_CALLGRIND:-0} == 1 ]] || need valgrind valgrind
+# Whether a part that runs uses the Redis configuration.
+USES_REDIS=0
+[[ ${SKIP_WRK:-0} != 1 && " ${CONFIGS[*]} " == *" floodgate-redis "* ]] && USES_REDIS=1
+[[ ${SKIP_CALLGRIND:-0} != 1 && " ${CG_CONFIGS[*]} " == *" floodgate-redis "* ]] && USES_REDIS=1
+[[ $USES_REDIS == 0 ]] || need redis-server redis-server
 
 cargo build --release -q -p floodgate-bench --bins
 
 declare -A PID PORT
+REDIS_PID=
+STORE_TMP=$(mktemp -d "${TMPDIR:-/tmp}/floodgate-http-bench.XXXXXX")
 cleanup() {
   for c in "${!PID[@]}"; do kill "${PID[$c]}" 2>/dev/null || true; done
+  [[ -z $REDIS_PID ]] || kill "$REDIS_PID" 2>/dev/null || true
   wait 2>/dev/null || true
+  rm -rf "$STORE_TMP"
 }
 trap cleanup EXIT INT TERM
 
 wait_port() { # wait_port PORT: until something listens there (60 s at most).
   for _ in $(seq 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    listening "$1" && return 0
     sleep 0.1
   done
   echo "nothing listens on port $1" >&2
   return 1
+}
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# redis-server for floodgate-redis: in memory only, on the first free port from 16379.
+if [[ $USES_REDIS == 1 ]]; then
+  REDIS_PORT=${REDIS_PORT:-16379}
+  while listening "$REDIS_PORT"; do REDIS_PORT=$((REDIS_PORT + 1)); done
+  "${SERVER_CPU[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --daemonize no >"$OUT/redis-server.log" 2>&1 &
+  REDIS_PID=$!
+  wait_port "$REDIS_PORT"
+  echo "redis-server $(redis-server --version | awk '{ print $3 }') on port $REDIS_PORT"
+fi
+
+# store_env CONFIG: the environment of the store configurations, as NAME=VALUE words: a new
+# directory for the SQLite file, or the Redis URL (the database emptied first).
+store_env() {
+  case $1 in
+    floodgate-sqlite) echo "BENCH_SQLITE_DIR=$(mktemp -d "$STORE_TMP/sqlite.XXXXXX")" ;;
+    floodgate-redis)
+      exec 4<>"/dev/tcp/127.0.0.1/$REDIS_PORT"
+      printf 'FLUSHALL\r\n' >&4
+      local reply
+      read -r reply <&4
+      exec 4<&-
+      [[ $reply == +OK* ]] || { echo "redis FLUSHALL: $reply" >&2; return 1; }
+      echo "BENCH_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/"
+      ;;
+  esac
 }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -77,7 +136,7 @@ if [[ ${SKIP_WRK:-0} != 1 ]]; then
   i=0
   for c in "${CONFIGS[@]}"; do
     PORT[$c]=$((PORT_BASE + i)); i=$((i + 1))
-    BENCH_PORT=${PORT[$c]} "${SERVER_CPU[@]}" "$BIN/server-$c" &
+    env BENCH_PORT="${PORT[$c]}" $(store_env "$c") "${SERVER_CPU[@]}" "$BIN/server-$c" &
     PID[$c]=$!
   done
   for c in "${CONFIGS[@]}"; do wait_port "${PORT[$c]}"; done
@@ -119,6 +178,13 @@ if [[ ${SKIP_WRK:-0} != 1 ]]; then
         k = n[c]
         printf "%-20s %10.0f %7.0f %7.0f %7.0f %8.0f %8.1f%% | %10.0f %7.0f %7.0f %8.0f | %8.3f %+9.0f %+9.0f\n", c, rps[c]/k, p50[c]/k, p90[c]/k, p99[c]/k, p999[c]/k, 100*bad[c]/req[c], brps[c]/k, bp50[c]/k, bp99[c]/k, bp999[c]/k, rps[c]/brps[c], (p50[c]-bp50[c])/k, (p99[c]-bp99[c])/k
       }
+      # The stores against the memory store of the same run: mean req/s over mean req/s, and
+      # the ratio of their ratios to bare (which cancels drift between their runs).
+      m = "floodgate"
+      for (c in n) {
+        if (c !~ /^floodgate-(sqlite|redis)$/ || !(m in n)) continue
+        printf "%s / %s: req/s %.3f, ratio to bare %.3f\n", c, m, (rps[c]/n[c]) / (rps[m]/n[m]), (rps[c]/brps[c]) / (rps[m]/brps[m])
+      }
     }' "$RESULTS"
   echo "(raw runs: $RESULTS)"
 fi
@@ -129,10 +195,10 @@ if [[ ${SKIP_CALLGRIND:-0} != 1 ]]; then
   echo "== callgrind: instructions per request, server process, N=$N1 and N=$N2 after $WARMUP warm-up requests =="
   port=$((PORT_BASE + 50))
   declare -A IR
-  for c in "${CONFIGS[@]}"; do
+  for c in "${CG_CONFIGS[@]}"; do
     for n in "$N1" "$N2"; do
       file=$OUT/callgrind.$c.$n.out
-      BENCH_PORT=$port valgrind --tool=callgrind --callgrind-out-file="$file" \
+      env BENCH_PORT=$port $(store_env "$c") valgrind --tool=callgrind --callgrind-out-file="$file" \
         "$BIN/server-$c" 2>"$OUT/valgrind.$c.$n.log" &
       PID[$c]=$!
       counts=$("$BIN/bench-client" "$port" "$n" "$WARMUP")
@@ -155,7 +221,7 @@ if [[ ${SKIP_CALLGRIND:-0} != 1 ]]; then
   echo
   printf "%-20s %14s %10s %16s\n" config "instr/request" "vs bare" "added vs bare"
   bare=$(( (IR[bare.$N2] - IR[bare.$N1]) / (N2 - N1) ))
-  for c in "${CONFIGS[@]}"; do
+  for c in "${CG_CONFIGS[@]}"; do
     per=$(( (IR[$c.$N2] - IR[$c.$N1]) / (N2 - N1) ))
     awk -v c="$c" -v per="$per" -v bare="$bare" \
       'BEGIN { printf "%-20s %14d %9.3fx %+16d\n", c, per, per / bare, per - bare }'

@@ -3,6 +3,10 @@
 //! Each serves `GET /` ("Hello, world!") on 127.0.0.1 with one worker, and `GET /shutdown`,
 //! which stops the server gracefully so that the process exits by itself (callgrind writes
 //! its profile only on a clean exit). The port comes from `BENCH_PORT` (default 8080).
+//!
+//! The store configurations read where their store lives from the environment:
+//! `BENCH_SQLITE_DIR` (a directory for the database file; default a fresh directory under
+//! the system temp dir) and `BENCH_REDIS_URL` (default `redis://127.0.0.1:6379/`).
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,12 @@ pub enum Config {
     Floodgate,
     /// The same with rules so low that nearly every request is refused (429).
     FloodgateRefusing,
+    /// [`Config::Floodgate`] on a [`floodgate::SqliteStore`] (default settings) in a fresh
+    /// file: `floodgate.db` in `BENCH_SQLITE_DIR`.
+    FloodgateSqlite,
+    /// [`Config::Floodgate`] on a [`floodgate::RedisStore`] (prefix `bench`) at
+    /// `BENCH_REDIS_URL`.
+    FloodgateRedis,
     /// actix-governor keyed on the same header, a per-IP quota equivalent to
     /// [`Config::Floodgate`]'s first rule (a burst of 100, one more every 10 ms), its
     /// `x-ratelimit-*` headers on.
@@ -89,6 +99,20 @@ macro_rules! serve {
     }};
 }
 
+/// The directory for the SQLite file: `BENCH_SQLITE_DIR`, else a new directory under the
+/// system temp dir (left behind, so that the file can be looked at).
+fn sqlite_dir() -> std::io::Result<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("BENCH_SQLITE_DIR") {
+        return Ok(dir.into());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("floodgate-bench-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&dir)?;
+    Ok(dir)
+}
+
 /// Runs the server of `config` until `GET /shutdown`.
 pub fn run(config: Config) -> std::io::Result<()> {
     let port: u16 = std::env::var("BENCH_PORT")
@@ -101,6 +125,23 @@ pub fn run(config: Config) -> std::io::Result<()> {
             Config::Bare => serve!(port, handle,),
             Config::Floodgate | Config::FloodgateRefusing => {
                 let floodgate = crate::floodgate(config == Config::FloodgateRefusing);
+                serve!(port, handle, floodgate.clone())
+            }
+            Config::FloodgateSqlite => {
+                let store = floodgate::SqliteStore::open(sqlite_dir()?.join("floodgate.db"))
+                    .map_err(std::io::Error::other)?;
+                let floodgate = crate::floodgate(false).store(store);
+                serve!(port, handle, floodgate.clone())
+            }
+            Config::FloodgateRedis => {
+                let url = std::env::var("BENCH_REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned());
+                let store = floodgate::RedisStore::builder(url)
+                    .prefix("bench")
+                    .connect()
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let floodgate = crate::floodgate(false).store(store);
                 serve!(port, handle, floodgate.clone())
             }
             Config::Governor | Config::GovernorRefusing => {
