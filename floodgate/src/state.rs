@@ -256,7 +256,10 @@ impl Times {
 
     /// The `i`-th time, oldest first.
     pub(crate) fn get(&self, i: usize) -> u64 {
-        self.buf[(self.head as usize + i) % self.buf.len()]
+        // `head < buf.len()` and `i < len <= buf.len()`: one subtraction instead of a division.
+        let j = self.head as usize + i;
+        let n = self.buf.len();
+        self.buf[if j >= n { j - n } else { j }]
     }
 
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = u64> + ExactSizeIterator + '_ {
@@ -269,7 +272,11 @@ impl Times {
 
     pub(crate) fn pop_front(&mut self) -> Option<u64> {
         let t = self.front()?;
-        self.head = ((self.head as usize + 1) % self.buf.len()) as u32;
+        self.head = if self.head as usize + 1 == self.buf.len() {
+            0
+        } else {
+            self.head + 1
+        };
         self.len -= 1;
         Some(t)
     }
@@ -281,16 +288,17 @@ impl Times {
             self.pop_front();
         }
         if self.len() == self.buf.len() {
-            // Grow: room for twice as many, never more than `cap` (starting at 1).
-            let size = (self.buf.len() * 2).clamp(1, cap);
+            // Grow: room for twice as many, never more than `cap`; a first log gets room for
+            // two, since a client that comes once usually comes again.
+            let size = (self.buf.len() * 2).clamp(2, cap.max(2)).min(cap);
             let mut buf = Vec::with_capacity(size);
             buf.extend(self.iter());
             buf.resize(size, 0);
             self.buf = buf.into_boxed_slice();
             self.head = 0;
         }
-        let at = (self.head as usize + self.len()) % self.buf.len();
-        self.buf[at] = t;
+        let (at, n) = (self.head as usize + self.len(), self.buf.len());
+        self.buf[if at >= n { at - n } else { at }] = t;
         self.len += 1;
     }
 
