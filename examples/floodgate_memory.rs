@@ -5,8 +5,8 @@
 //! then `for i in $(seq 25); do curl -s -o /dev/null -w '%{http_code} ' localhost:8080/rate-limited; done`:
 //! 20 × 200, then 429 until the block ends; after 5 blocks, 403 for 7 days.
 
-use actix_web::{get, App, HttpRequest, HttpResponse, HttpServer, Responder};
-use floodgate::{rate_limited, Floodgate, GateKeeper};
+use actix_web::{get, App, HttpServer};
+use floodgate::{rate_limited, Floodgate};
 
 // No need to specify all the parameters: what is left out comes from the app's default policy.
 #[rate_limited(
@@ -24,30 +24,18 @@ async fn rate_limited_route() -> &'static str {
     "Hello!"
 }
 
-/// The caller's windows, blocks and ban, as floodgate's `GateKeeper` reports them.
-#[get("/status")]
-async fn status(req: HttpRequest, gk: GateKeeper) -> impl Responder {
-    match gk.status(gk.client_key(&req)).await {
-        Ok(status) => HttpResponse::Ok().body(format!("{status:#?}\n")),
-        Err(err) => HttpResponse::ServiceUnavailable().body(err.to_string()),
-    }
-}
-
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     // Decisions at debug, blocks at info, bans and blacklists at warn.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080);
+    floodgate_examples::init_logging();
+    let port = floodgate_examples::port(8080);
     let floodgate = Floodgate::new();
     log::info!("FlaskFloodgate memory example on http://127.0.0.1:{port}/rate-limited");
     HttpServer::new(move || {
         App::new()
             .wrap(floodgate.clone())
             .service(rate_limited_route)
-            .service(status)
+            .service(floodgate_examples::status)
     })
     .workers(2)
     .bind(("127.0.0.1", port))?

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use actix_web::{get, post, web, App, HttpRequest, HttpResponse, HttpServer, Responder};
+use actix_web::{get, post, web, App, HttpRequest, HttpResponse, HttpServer};
 use floodgate::{
     BanRule, FailoverStore, Floodgate, GateKeeper, MemoryStore, RedisStore, Rule, StoreFailure,
 };
@@ -36,22 +36,10 @@ async fn login(req: HttpRequest, gk: GateKeeper, body: web::Bytes) -> HttpRespon
     HttpResponse::Unauthorized().body("bad password")
 }
 
-#[get("/status")]
-async fn status(req: HttpRequest, gk: GateKeeper) -> impl Responder {
-    let key = gk.client_key(&req);
-    match gk.status(key).await {
-        Ok(status) => HttpResponse::Ok().body(format!("{status:#?}\n")),
-        Err(err) => HttpResponse::ServiceUnavailable().body(err.to_string()),
-    }
-}
-
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8082);
+    floodgate_examples::init_logging();
+    let port = floodgate_examples::port(8082);
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
 
     // A clear error at start when Redis is unreachable or refuses the credentials.
@@ -87,7 +75,7 @@ async fn main() -> std::io::Result<()> {
             .wrap(floodgate.clone())
             .service(ping)
             .service(login)
-            .service(status)
+            .service(floodgate_examples::status)
     })
     .bind(("127.0.0.1", port))?
     .run()

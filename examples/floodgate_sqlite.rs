@@ -33,11 +33,8 @@ async fn rate_limited_route() -> &'static str {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8081);
+    floodgate_examples::init_logging();
+    let port = floodgate_examples::port(8081);
 
     // A bad path or table name, or a file that is not a floodgate database, stops here with
     // a message naming the problem.

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use actix_web::{
-    get, http::Method, post, web, App, HttpRequest, HttpResponse, HttpServer, Responder,
-};
+use actix_web::{get, http::Method, post, web, App, HttpRequest, HttpResponse, HttpServer};
 use floodgate::{bypass, specific, BanRule, Floodgate, GateKeeper, Rule};
 
 #[get("/ping")] // rate limited by the global rules
@@ -45,22 +43,10 @@ async fn bypassed() -> &'static str {
     "ok"
 }
 
-#[get("/status")] // what floodgate knows about the caller
-async fn status(req: HttpRequest, gk: GateKeeper) -> impl Responder {
-    let key = gk.client_key(&req);
-    match gk.status(key).await {
-        Ok(status) => HttpResponse::Ok().body(format!("{status:#?}\n")),
-        Err(err) => HttpResponse::ServiceUnavailable().body(err.to_string()),
-    }
-}
-
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080);
+    floodgate_examples::init_logging();
+    let port = floodgate_examples::port(8080);
 
     let floodgate = Floodgate::new()
         .ip_header("x-my-ip") // the client IP, as set by your reverse proxy
@@ -84,7 +70,7 @@ async fn main() -> std::io::Result<()> {
             .service(global_plus_specific)
             .service(standalone)
             .service(bypassed)
-            .service(status)
+            .service(floodgate_examples::status)
     })
     .workers(2)
     .bind(("127.0.0.1", port))?

@@ -43,11 +43,8 @@ const GEOFEED: &str = "\
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8083);
+    floodgate_examples::init_logging();
+    let port = floodgate_examples::port(8083);
     let invalid = |e: floodgate::ListError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
 
     let mut deny = IpList::new("demo-deny")
