@@ -21,8 +21,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(db: &Path, now_ms: u64) -> Server {
-        Self::try_start(db, now_ms, &[]).expect("server start")
+    /// A server whose SQLite store has the given durability (`normal`, `full`, `batched`).
+    fn start_with(db: &Path, now_ms: u64, durability: &str) -> Server {
+        Self::try_start(db, now_ms, &[("FLOODGATE_DURABILITY", durability)]).expect("server start")
     }
 
     fn try_start(db: &Path, now_ms: u64, env: &[(&str, &str)]) -> Result<Server, String> {
@@ -139,11 +140,10 @@ impl Drop for TempDir {
     }
 }
 
-#[test]
-fn bans_blacklists_and_blocks_survive_a_restart() {
-    let dir = TempDir::new("restart");
+fn bans_blacklists_and_blocks_survive_a_restart(durability: &str) {
+    let dir = TempDir::new(&format!("restart-{durability}"));
     let db = dir.0.join("state.db");
-    let s = Server::start(&db, T0);
+    let s = Server::start_with(&db, T0, durability);
 
     // E: two blocks on /limited (block_limit = 1, "forever"): blacklisted by the policy.
     for _ in 0..2 {
@@ -178,7 +178,7 @@ fn bans_blacklists_and_blocks_survive_a_restart() {
     s.kill();
 
     // Started again on the same file, 20 s later.
-    let s = Server::start(&db, T0 + 80_000);
+    let s = Server::start_with(&db, T0 + 80_000, durability);
     let check = |ip: &str, path: &str, status: u16, retry: Option<u64>| {
         let r = s.request("GET", path, ip);
         assert_eq!(
@@ -196,7 +196,7 @@ fn bans_blacklists_and_blocks_survive_a_restart() {
     drop(s);
 
     // Once the bans and the block have ended, only the blacklists remain.
-    let s = Server::start(&db, T0 + 700_000);
+    let s = Server::start_with(&db, T0 + 700_000, durability);
     let check = |ip: &str, path: &str, status: u16| {
         assert_eq!(s.request("GET", path, ip).status, status, "{ip} {path}");
     };
@@ -208,10 +208,19 @@ fn bans_blacklists_and_blocks_survive_a_restart() {
 }
 
 #[test]
-fn every_answered_ban_survives_sigkill_under_load() {
-    let dir = TempDir::new("crash");
+fn bans_blacklists_and_blocks_survive_a_restart_normal() {
+    bans_blacklists_and_blocks_survive_a_restart("normal");
+}
+
+#[test]
+fn bans_blacklists_and_blocks_survive_a_restart_batched() {
+    bans_blacklists_and_blocks_survive_a_restart("batched");
+}
+
+fn every_answered_ban_survives_sigkill_under_load(durability: &str) {
+    let dir = TempDir::new(&format!("crash-{durability}"));
     let db = dir.0.join("state.db");
-    let s = Server::start(&db, T0);
+    let s = Server::start_with(&db, T0, durability);
     let banned = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let server = Arc::new(s);
@@ -265,7 +274,7 @@ fn every_answered_ban_survives_sigkill_under_load() {
     drop(conn);
 
     // Every ban that was answered is in force after a restart.
-    let s = Server::start(&db, T0 + 1_000);
+    let s = Server::start_with(&db, T0 + 1_000, durability);
     for ip in &banned {
         let r = s.request("GET", "/ping", ip);
         assert_eq!(r.status, 403, "{ip}: {r:?}");
@@ -273,10 +282,19 @@ fn every_answered_ban_survives_sigkill_under_load() {
 }
 
 #[test]
-fn concurrent_requests_across_two_workers_are_counted_exactly() {
-    let dir = TempDir::new("exact");
+fn every_answered_ban_survives_sigkill_under_load_normal() {
+    every_answered_ban_survives_sigkill_under_load("normal");
+}
+
+#[test]
+fn every_answered_ban_survives_sigkill_under_load_batched() {
+    every_answered_ban_survives_sigkill_under_load("batched");
+}
+
+fn concurrent_requests_across_two_workers_are_counted_exactly(durability: &str) {
+    let dir = TempDir::new(&format!("exact-{durability}"));
     let db = dir.0.join("state.db");
-    let s = Arc::new(Server::start(&db, T0));
+    let s = Arc::new(Server::start_with(&db, T0, durability));
     let barrier = Arc::new(Barrier::new(200));
     let statuses: Vec<u16> = (0..200)
         .map(|_| {
@@ -292,6 +310,16 @@ fn concurrent_requests_across_two_workers_are_counted_exactly() {
         .collect();
     assert_eq!(statuses.iter().filter(|&&c| c == 200).count(), 50);
     assert_eq!(statuses.iter().filter(|&&c| c == 429).count(), 150);
+}
+
+#[test]
+fn concurrent_requests_across_two_workers_are_counted_exactly_normal() {
+    concurrent_requests_across_two_workers_are_counted_exactly("normal");
+}
+
+#[test]
+fn concurrent_requests_across_two_workers_are_counted_exactly_batched() {
+    concurrent_requests_across_two_workers_are_counted_exactly("batched");
 }
 
 #[test]

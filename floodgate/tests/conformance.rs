@@ -361,6 +361,26 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        #[cfg(feature = "sqlite")]
+        mod sqlite_batched {
+            $(
+                #[test]
+                fn $test() {
+                    let db = super::TempDb::new(concat!("batched-", stringify!($test)));
+                    let open = || {
+                        floodgate::SqliteStore::builder(&db.path)
+                            .durability(floodgate::Durability::Batched)
+                            .open()
+                            .expect("open")
+                    };
+                    let store = open();
+                    super::$test(&store);
+                    drop(store);
+                    drop(open());
+                }
+            )*
+        }
     };
 }
 

@@ -320,3 +320,180 @@ fn a_corrupt_row_fails_only_its_client() {
     assert!(err.to_string().contains("corrupt"), "{err}");
     assert!(run(store.check(&key(2), &plan(5), T0)).is_allowed());
 }
+
+// Durability::Batched: state decided in memory, written behind by rounds.
+
+fn batched(db: &std::path::Path) -> floodgate::SqliteStoreBuilder {
+    SqliteStore::builder(db)
+        .durability(Durability::Batched)
+        .busy_timeout(Duration::from_millis(200))
+}
+
+/// The rows of the default table, read with a connection of the test's own.
+fn rows(db: &std::path::Path) -> i64 {
+    let conn = Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM floodgate_clients", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn batched_state_survives_reopening_and_dropping_writes_everything() {
+    let dir = TempDir::new("batched-reopen");
+    let db = dir.file("x.db");
+    let store = batched(&db).open().unwrap();
+    run(store.ban(&key(1), None, T0));
+    for n in 10..110 {
+        for _ in 0..3 {
+            run(store.check(&key(n), &plan(3), T0));
+        }
+    }
+    drop(store);
+    assert_eq!(
+        rows(&db),
+        101,
+        "every client written when the store is dropped"
+    );
+    let store = batched(&db).open().unwrap();
+    let t = T0 + Duration::from_secs(1);
+    assert!(matches!(
+        run(store.check(&key(1), &plan(3), t)),
+        Decision::Banned { until: None, .. }
+    ));
+    for n in 10..110 {
+        assert!(
+            matches!(
+                run(store.check(&key(n), &plan(3), t)),
+                Decision::Limited { .. }
+            ),
+            "client {n} kept its count"
+        );
+    }
+    // A client the file never held is new.
+    assert!(run(store.check(&key(5_000), &plan(3), t)).is_allowed());
+}
+
+#[test]
+fn a_batched_ban_is_in_the_file_when_it_is_answered() {
+    let dir = TempDir::new("batched-durable");
+    let db = dir.file("x.db");
+    let store = batched(&db).open().unwrap();
+    // Plain counts wait for a round (at most the flush interval); a ban does not.
+    run(store.check(&key(2), &plan(3), T0));
+    run(store.ban(&key(1), Some(T0 + Duration::from_secs(60)), T0));
+    // No last round: the store is leaked, as if the process died now. It keeps the file
+    // locked, so read a copy of the file and its WAL (SQLite replays the WAL on open).
+    std::mem::forget(store);
+    let copy = dir.file("copy.db");
+    for suffix in ["", "-wal"] {
+        let from = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&from).exists() {
+            std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
+        }
+    }
+    let conn = Connection::open(&copy).unwrap();
+    let banned: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM floodgate_clients WHERE key = ?1",
+            [key(1).to_string()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(banned, 1, "the ban was written before it was answered");
+}
+
+#[test]
+fn a_batched_file_is_locked_to_its_process() {
+    let dir = TempDir::new("batched-lock");
+    let db = dir.file("x.db");
+    let store = batched(&db).open().unwrap();
+    run(store.check(&key(1), &plan(3), T0));
+    let started = Instant::now();
+    for other in [
+        batched(&db).open(),
+        SqliteStore::builder(&db)
+            .busy_timeout(Duration::from_millis(200))
+            .open(),
+    ] {
+        let err = open_err(other);
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(store);
+    // Released with the store.
+    let again = SqliteStore::builder(&db).open().unwrap();
+    assert!(run(again.check(&key(1), &plan(3), T0)).is_allowed());
+}
+
+#[test]
+fn batched_clients_evicted_from_memory_are_loaded_back() {
+    let dir = TempDir::new("batched-evict");
+    let db = dir.file("x.db");
+    let store = batched(&db).memory_clients(64).open().unwrap();
+    run(store.ban(&key(1), None, T0));
+    run(store.check(&key(2), &plan(2), T0));
+    run(store.check(&key(2), &plan(2), T0));
+    // A flood far past the memory bound: clients 1 and 2 leave memory for the file.
+    for n in 1_000..6_000 {
+        let t = T0 + Duration::from_millis(u64::from(n));
+        run(store.check(&key(n), &plan(5), t));
+    }
+    let t = T0 + Duration::from_secs(10);
+    let state = run(store.state(&key(2), t)).expect("state of an evicted client");
+    assert_eq!(state.last_seen(), T0);
+    assert!(matches!(
+        run(store.check(&key(1), &plan(2), t)),
+        Decision::Banned { until: None, .. }
+    ));
+    assert!(
+        matches!(
+            run(store.check(&key(2), &plan(2), t)),
+            Decision::Limited { .. }
+        ),
+        "the evicted client kept its count"
+    );
+    // And an unban reaches an evicted client too.
+    for n in 6_000..11_000 {
+        run(store.check(&key(n), &plan(5), t));
+    }
+    assert!(run(store.unban(&key(1), t)));
+    assert!(run(store.check(&key(1), &plan(2), t)).is_allowed());
+}
+
+#[test]
+fn a_version_1_file_is_migrated_without_losing_rows() {
+    let dir = TempDir::new("migrate-v1");
+    let db = dir.file("x.db");
+    let store = SqliteStore::open(&db).unwrap();
+    run(store.ban(&key(1), None, T0));
+    drop(store);
+    // Back to what version 1 left: the expiry index, user_version 1.
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE INDEX \"floodgate_clients_expires_at\" ON floodgate_clients (expires_at);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&db).unwrap();
+    assert!(matches!(
+        run(store.check(&key(1), &plan(3), T0)),
+        Decision::Banned { until: None, .. }
+    ));
+    drop(store);
+    let conn = Connection::open(&db).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'floodgate_clients' AND sql IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((version, indexes), (2, 0));
+}

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # HTTP throughput of the SQLite store against the memory store, in the same run: the test
 # server (2 workers, global rules 20/1s + 100/10s, a ban rule) under wrk, every request from a
-# different client. Prints requests/s of each and the ratio.
+# different client. Configurations run in interleaved rounds (memory, then each SQLite
+# durability, again and again), so that a noisy machine affects them alike; prints each
+# round, then the median requests/s of each and its ratio to the memory store.
 #
 #   CARGO_TARGET_DIR=/work/target-sqlite bash tests/bench/sqlite_vs_memory.sh [seconds] [connections]
 #
-# Needs wrk (apt-get install -y wrk). Environment: DURABILITY=normal|full (SQLite store),
-# CLIENTS=n to cycle over n clients (default: a new client for every request).
+# Needs wrk (apt-get install -y wrk). Environment: ROUNDS (default 3), MODES (SQLite
+# durabilities, default "batched normal"; also "full"), CLIENTS=n to cycle over n clients
+# (default: a new client for every request).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
 conns=${2:-64}
+rounds=${ROUNDS:-3}
+modes=${MODES:-batched normal}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p floodgate-tests --bin floodgate-test-server
 bin="$target/release/floodgate-test-server"
@@ -22,9 +27,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-run() { # name db
+run() { # name db durability -> requests/s
   local out="$work/$1.out"
-  FLOODGATE_DB=$2 FLOODGATE_GLOBAL="20/1s,100/10s" FLOODGATE_DURABILITY=${DURABILITY:-normal} \
+  rm -f "$2" "$2-wal" "$2-shm"
+  FLOODGATE_DB=$2 FLOODGATE_GLOBAL="20/1s,100/10s" FLOODGATE_DURABILITY=$3 \
     PORT=0 RUST_LOG=off "$bin" >"$out" 2>"$work/$1.err" &
   local pid=$!
   pids+=("$pid")
@@ -32,13 +38,24 @@ run() { # name db
   local port
   port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out")
   wrk -t2 -c"$conns" -d"${secs}s" -s tests/bench/distinct_ips.lua "http://127.0.0.1:$port/ping" \
-    | tee "$work/$1.wrk" >&2
+    >"$work/$1.wrk"
   kill "$pid"
+  wait "$pid" 2>/dev/null || true
   awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"
 }
 
-mem=$(run memory memory)
-sql=$(run sqlite "$work/bench.db")
-echo "memory: $mem req/s"
-echo "sqlite (${DURABILITY:-normal}): $sql req/s"
-awk -v m="$mem" -v s="$sql" 'BEGIN { printf "ratio sqlite/memory: %.2f\n", s / m }'
+median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+for r in $(seq "$rounds"); do
+  line="round $r: memory $(run memory memory normal | tee -a "$work/memory.all")"
+  for m in $modes; do
+    line+=", sqlite-$m $(run "sqlite-$m" "$work/bench.db" "$m" | tee -a "$work/sqlite-$m.all")"
+  done
+  echo "$line req/s"
+done
+mem=$(median <"$work/memory.all")
+echo "median memory: $mem req/s"
+for m in $modes; do
+  s=$(median <"$work/sqlite-$m.all")
+  awk -v m="$mem" -v s="$s" -v n="$m" 'BEGIN { printf "median sqlite-%s: %s req/s, ratio to memory %.2f\n", n, s, s / m }'
+done

@@ -5,7 +5,7 @@
 //! Environment: `FLOODGATE_DB` (database file; `memory` for the memory store),
 //! `FLOODGATE_FAKE_NOW_MS`, `PORT` (0: any; the bound port is printed as
 //! `listening on 127.0.0.1:PORT`), `FLOODGATE_BUSY_MS` (busy timeout), `FLOODGATE_DURABILITY`
-//! (`full` or `normal`), `FLOODGATE_GLOBAL` (global rules such as `20/1s,100/10s`),
+//! (`full`, `normal` or `batched`), `FLOODGATE_GLOBAL` (global rules such as `20/1s,100/10s`),
 //! `FLOODGATE_WORKERS` (default 2).
 
 use std::io::Write;
@@ -108,6 +108,7 @@ async fn main() -> std::io::Result<()> {
     if db != "memory" {
         let durability = match env("FLOODGATE_DURABILITY").as_deref() {
             Some("full") => Durability::Full,
+            Some("batched") => Durability::Batched,
             _ => Durability::Normal,
         };
         let busy = env("FLOODGATE_BUSY_MS")

@@ -50,7 +50,45 @@ struct Padded(Mutex<Shard>);
 struct Shard {
     table: HashTable<Entry>,
     next_sweep: u64,
+    /// Present when a write-behind store keeps this store as its mirror.
+    journal: Option<Box<Journal>>,
 }
+
+/// What a write-behind store (the SQLite store's [`Durability::Batched`] mode) must still
+/// write, per shard.
+///
+/// [`Durability::Batched`]: crate::Durability::Batched
+#[derive(Debug, Default)]
+struct Journal {
+    /// Clients changed since the last [`MemoryStore::take_journal`] (repeats allowed).
+    dirty: Vec<ClientKey>,
+    /// Clients evicted while live, with their last state: written after `dirty`.
+    evicted: Vec<(ClientKey, ClientState)>,
+    /// Live clients whose state is only in the file (evicted, or there before this process
+    /// started): a request from one of them loads its state before deciding.
+    spilled: HashTable<Spilled>,
+}
+
+#[derive(Debug)]
+struct Spilled {
+    key: ClientKey,
+    expires: u64,
+}
+
+/// The outcome of [`MemoryStore::with_journal`].
+#[derive(Debug)]
+pub(crate) enum Journaled<R> {
+    /// `f` ran.
+    Done(R),
+    /// The client is unknown and `create` was false.
+    Missing,
+    /// The client's state is in the file: load it ([`MemoryStore::insert_loaded`]), then ask
+    /// again.
+    Load,
+}
+
+/// A change to write: the client's state, or `None` when the client is gone (swept).
+pub(crate) type Change = (ClientKey, Option<ClientState>);
 
 #[derive(Debug)]
 struct Entry {
@@ -87,6 +125,11 @@ impl MemoryStoreBuilder {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
+        self.build_with(false)
+    }
+
+    /// Builds the store, with a journal in each shard when `journal` is true.
+    pub(crate) fn build_with(self, journal: bool) -> MemoryStore {
         let shards = self.shards.next_power_of_two();
         let shard_bits = shards.trailing_zeros();
         let per_shard = self.max_clients.div_ceil(shards).max(1);
@@ -96,6 +139,7 @@ impl MemoryStoreBuilder {
                     Padded(Mutex::new(Shard {
                         table: HashTable::new(),
                         next_sweep: 0,
+                        journal: journal.then(Box::default),
                     }))
                 })
                 .collect(),
@@ -168,6 +212,63 @@ impl MemoryStore {
             shard.sweep(now_ms);
             shard.next_sweep = now_ms.saturating_add(self.sweep_ms);
         }
+        self.with_state_in(&mut shard, key, hash, now_ms, create, f)
+    }
+}
+
+impl MemoryStore {
+    /// Like `with_state`, for a journaled store: records the client as changed when `mark`,
+    /// and asks for a load when the client's state is only in the file.
+    pub(crate) fn with_journal<R>(
+        &self,
+        key: &ClientKey,
+        now: Timestamp,
+        create: bool,
+        mark: bool,
+        f: impl FnOnce(&mut ClientState) -> R,
+    ) -> Journaled<R> {
+        let hash = self.hasher.hash_one(key);
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        let now_ms = now.as_millis();
+        if now_ms >= shard.next_sweep {
+            shard.sweep(now_ms);
+            shard.next_sweep = now_ms.saturating_add(self.sweep_ms);
+        }
+        let Some(journal) = shard.journal.as_deref_mut() else {
+            return match self.with_state_in(shard, key, hash, now_ms, create, f) {
+                Some(r) => Journaled::Done(r),
+                None => Journaled::Missing,
+            };
+        };
+        if shard.table.find(hash, |e| e.key == *key).is_none()
+            && journal.spilled.find(hash, |s| s.key == *key).is_some()
+        {
+            return Journaled::Load;
+        }
+        let result = self.with_state_in(shard, key, hash, now_ms, create, f);
+        match result {
+            Some(r) => {
+                if mark {
+                    if let Some(j) = shard.journal.as_deref_mut() {
+                        j.dirty.push(key.clone());
+                    }
+                }
+                Journaled::Done(r)
+            }
+            None => Journaled::Missing,
+        }
+    }
+
+    fn with_state_in<R>(
+        &self,
+        shard: &mut Shard,
+        key: &ClientKey,
+        hash: u64,
+        now_ms: u64,
+        create: bool,
+        f: impl FnOnce(&mut ClientState) -> R,
+    ) -> Option<R> {
         if let Some(entry) = shard.table.find_mut(hash, |e| e.key == *key) {
             return Some(f(&mut entry.state));
         }
@@ -175,7 +276,7 @@ impl MemoryStore {
             return None;
         }
         if shard.table.len() >= self.per_shard {
-            shard.evict(now_ms, self.per_shard);
+            shard.evict(now_ms, self.per_shard, &self.hasher);
         }
         let mut state = ClientState::new();
         let result = f(&mut state);
@@ -192,6 +293,108 @@ impl MemoryStore {
         );
         Some(result)
     }
+
+    /// A copy of the client's state, if it is here.
+    pub(crate) fn snapshot(&self, key: &ClientKey) -> Option<ClientState> {
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash);
+        shard
+            .table
+            .find(hash, |e| e.key == *key)
+            .map(|e| e.state.clone())
+    }
+
+    /// Records that `key`'s live state (until `expires`) is in the file but not here.
+    pub(crate) fn spill(&self, key: ClientKey, expires: u64) {
+        let hash = self.hasher.hash_one(&key);
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        if shard.table.find(hash, |e| e.key == key).is_some() {
+            return;
+        }
+        if let Some(j) = shard.journal.as_deref_mut() {
+            spill_into(j, &self.hasher, hash, key, expires);
+        }
+    }
+
+    /// Puts a state loaded from the file in place of its spilled record. Keeps the state
+    /// already here, if a concurrent request loaded it first.
+    pub(crate) fn insert_loaded(
+        &self,
+        key: &ClientKey,
+        state: Option<ClientState>,
+        now: Timestamp,
+    ) {
+        let hash = self.hasher.hash_one(key);
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        let Some(j) = shard.journal.as_deref_mut() else {
+            return;
+        };
+        let Ok(spilled) = j.spilled.find_entry(hash, |s| s.key == *key) else {
+            return;
+        };
+        spilled.remove();
+        if shard.table.find(hash, |e| e.key == *key).is_some() {
+            return;
+        }
+        let Some(state) = state.filter(|s| s.expires_at() > now) else {
+            return;
+        };
+        if shard.table.len() >= self.per_shard {
+            shard.evict(now.as_millis(), self.per_shard, &self.hasher);
+        }
+        let hasher = &self.hasher;
+        shard.table.insert_unique(
+            hash,
+            Entry {
+                key: key.clone(),
+                state,
+            },
+            |e| hasher.hash_one(&e.key),
+        );
+    }
+
+    /// Takes every change recorded since the last call: the current state of each changed
+    /// client (`None` when it is gone), then the last state of each evicted one.
+    pub(crate) fn take_journal(&self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for padded in self.shards.iter() {
+            let mut guard = lock(&padded.0);
+            let shard = &mut *guard;
+            let Some(j) = shard.journal.as_deref_mut() else {
+                continue;
+            };
+            if j.dirty.is_empty() && j.evicted.is_empty() {
+                continue;
+            }
+            let mut dirty = std::mem::take(&mut j.dirty);
+            let evicted = std::mem::take(&mut j.evicted);
+            let hasher = &self.hasher;
+            dirty.sort_unstable_by_key(|k| hasher.hash_one(k));
+            dirty.dedup();
+            for key in dirty {
+                let hash = hasher.hash_one(&key);
+                let state = shard
+                    .table
+                    .find(hash, |e| e.key == key)
+                    .map(|e| e.state.clone());
+                out.push((key, state));
+            }
+            out.extend(evicted.into_iter().map(|(k, s)| (k, Some(s))));
+        }
+        out
+    }
+}
+
+fn spill_into(j: &mut Journal, hasher: &RandomState, hash: u64, key: ClientKey, expires: u64) {
+    match j.spilled.find_mut(hash, |s| s.key == key) {
+        Some(s) => s.expires = expires,
+        None => {
+            j.spilled
+                .insert_unique(hash, Spilled { key, expires }, |s| hasher.hash_one(&s.key));
+        }
+    }
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -205,13 +408,16 @@ impl Shard {
         let before = self.table.len();
         self.table
             .retain(|e| e.state.expires_at().as_millis() > now);
+        if let Some(j) = self.journal.as_deref_mut() {
+            j.spilled.retain(|s| s.expires > now);
+        }
         before - self.table.len()
     }
 
     /// Makes room for at least one client (and up to an eighth of the shard, so that the
     /// scan is amortised): expired clients first, then the least recently seen unbanned
     /// ones, banned ones last.
-    fn evict(&mut self, now: u64, cap: usize) {
+    fn evict(&mut self, now: u64, cap: usize, hasher: &RandomState) {
         self.sweep(now);
         if self.table.len() < cap {
             return;
@@ -222,16 +428,28 @@ impl Shard {
         let mut ranks: Vec<(bool, u64)> = self.table.iter().map(rank).collect();
         let (_, &mut threshold, _) = ranks.select_nth_unstable(target - 1);
         let mut equal_budget = target - ranks.iter().filter(|r| **r < threshold).count();
+        let mut journal = self.journal.as_deref_mut();
         self.table.retain(|e| {
             let r = rank(e);
-            if r < threshold {
+            let keep = if r < threshold {
                 false
             } else if r == threshold && equal_budget > 0 {
                 equal_budget -= 1;
                 false
             } else {
                 true
+            };
+            if !keep {
+                // A journaled store writes the evicted client's last state, and loads it
+                // back when the client returns.
+                if let Some(j) = journal.as_deref_mut() {
+                    let expires = e.state.expires_at().as_millis();
+                    let hash = hasher.hash_one(&e.key);
+                    spill_into(j, hasher, hash, e.key.clone(), expires);
+                    j.evicted.push((e.key.clone(), e.state.clone()));
+                }
             }
+            keep
         });
     }
 }
