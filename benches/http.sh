@@ -16,9 +16,10 @@
 #
 # Configurations: bare, floodgate (memory store), floodgate-refusing, floodgate-sqlite (the
 # same rules as floodgate on an SqliteStore, its file in a fresh temp dir for every server
-# start), floodgate-redis (the same on a RedisStore, prefix `bench`, on a redis-server this
-# script starts on a free loopback port with `--save '' --appendonly no`, flushed before
-# every server start and stopped on exit), governor, governor-refusing.
+# start), floodgate-sqlite-batched (the same with Durability::Batched), floodgate-redis (the
+# same on a RedisStore, prefix `bench`, on a redis-server this script starts on a free
+# loopback port with `--save '' --appendonly no`, flushed before every server start and
+# stopped on exit), governor, governor-refusing.
 # The SQLite and Redis configurations are in the default list of the wrk part only. Callgrind
 # leaves them out by default (CG_CONFIGS): their decisions are made on another thread (the
 # SQLite store thread) or in another process (redis-server). Named in CG_CONFIGS, they are
@@ -29,8 +30,8 @@
 #
 # Settings (environment): DURATION (10s), CONNS (16), ROUNDS (2), N1 (2000), N2 (6000),
 # WARMUP (10000), PORT_BASE (18080), SKIP_WRK=1, SKIP_CALLGRIND=1, CONFIGS (all),
-# CG_CONFIGS (CONFIGS without floodgate-sqlite and floodgate-redis), REDIS_PORT (first free
-# port from 16379), PIN (1: with
+# CG_CONFIGS (CONFIGS without the floodgate-sqlite* and floodgate-redis ones), REDIS_PORT
+# (first free port from 16379), PIN (1: with
 # 2+ CPUs, servers run on CPU 0 and wrk on CPU 1, so that they never share a core by chance,
 # which otherwise makes latencies bimodal; 0: let the scheduler place them).
 # Output files (callgrind profiles and their annotations) go to $CARGO_TARGET_DIR/http-bench.
@@ -45,10 +46,10 @@ N1=${N1:-2000}
 N2=${N2:-6000}
 WARMUP=${WARMUP:-10000}
 PORT_BASE=${PORT_BASE:-18080}
-CONFIGS=(${CONFIGS:-bare floodgate floodgate-refusing floodgate-sqlite floodgate-redis governor governor-refusing})
+CONFIGS=(${CONFIGS:-bare floodgate floodgate-refusing floodgate-sqlite floodgate-sqlite-batched floodgate-redis governor governor-refusing})
 DEFAULT_CG=()
 for c in "${CONFIGS[@]}"; do
-  [[ $c == floodgate-sqlite || $c == floodgate-redis ]] || DEFAULT_CG+=("$c")
+  [[ $c == floodgate-sqlite* || $c == floodgate-redis ]] || DEFAULT_CG+=("$c")
 done
 CG_CONFIGS=(${CG_CONFIGS:-${DEFAULT_CG[*]}})
 PIN=${PIN:-1}
@@ -115,7 +116,7 @@ fi
 # directory for the SQLite file, or the Redis URL (the database emptied first).
 store_env() {
   case $1 in
-    floodgate-sqlite) echo "BENCH_SQLITE_DIR=$(mktemp -d "$STORE_TMP/sqlite.XXXXXX")" ;;
+    floodgate-sqlite*) echo "BENCH_SQLITE_DIR=$(mktemp -d "$STORE_TMP/sqlite.XXXXXX")" ;;
     floodgate-redis)
       exec 4<>"/dev/tcp/127.0.0.1/$REDIS_PORT"
       printf 'FLUSHALL\r\n' >&4
@@ -182,7 +183,7 @@ if [[ ${SKIP_WRK:-0} != 1 ]]; then
       # the ratio of their ratios to bare (which cancels drift between their runs).
       m = "floodgate"
       for (c in n) {
-        if (c !~ /^floodgate-(sqlite|redis)$/ || !(m in n)) continue
+        if (c !~ /^floodgate-(sqlite|sqlite-batched|redis)$/ || !(m in n)) continue
         printf "%s / %s: req/s %.3f, ratio to bare %.3f\n", c, m, (rps[c]/n[c]) / (rps[m]/n[m]), (rps[c]/brps[c]) / (rps[m]/brps[m])
       }
     }' "$RESULTS"

@@ -31,6 +31,9 @@ pub enum Config {
     /// [`Config::Floodgate`] on a [`floodgate::SqliteStore`] (default settings) in a fresh
     /// file: `floodgate.db` in `BENCH_SQLITE_DIR`.
     FloodgateSqlite,
+    /// [`Config::FloodgateSqlite`] with [`floodgate::Durability::Batched`] (decided in memory,
+    /// written behind).
+    FloodgateSqliteBatched,
     /// [`Config::Floodgate`] on a [`floodgate::RedisStore`] (prefix `bench`) at
     /// `BENCH_REDIS_URL`.
     FloodgateRedis,
@@ -127,8 +130,15 @@ pub fn run(config: Config) -> std::io::Result<()> {
                 let floodgate = crate::floodgate(config == Config::FloodgateRefusing);
                 serve!(port, handle, floodgate.clone())
             }
-            Config::FloodgateSqlite => {
-                let store = floodgate::SqliteStore::open(sqlite_dir()?.join("floodgate.db"))
+            Config::FloodgateSqlite | Config::FloodgateSqliteBatched => {
+                let durability = if config == Config::FloodgateSqliteBatched {
+                    floodgate::Durability::Batched
+                } else {
+                    floodgate::Durability::Normal
+                };
+                let store = floodgate::SqliteStore::builder(sqlite_dir()?.join("floodgate.db"))
+                    .durability(durability)
+                    .open()
                     .map_err(std::io::Error::other)?;
                 let floodgate = crate::floodgate(false).store(store);
                 serve!(port, handle, floodgate.clone())

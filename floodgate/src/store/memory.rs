@@ -63,7 +63,7 @@ struct Journal {
     /// Clients changed since the last [`MemoryStore::take_journal`] (repeats allowed).
     dirty: Vec<ClientKey>,
     /// Clients evicted while live, with their last state: written after `dirty`.
-    evicted: Vec<(ClientKey, ClientState)>,
+    evicted: Vec<Change>,
     /// Live clients whose state is only in the file (evicted, or there before this process
     /// started): a request from one of them loads its state before deciding.
     spilled: HashTable<Spilled>,
@@ -87,8 +87,16 @@ pub(crate) enum Journaled<R> {
     Load,
 }
 
-/// A change to write: the client's state, or `None` when the client is gone (swept).
-pub(crate) type Change = (ClientKey, Option<ClientState>);
+/// A change to write: the client's state (encoded, with its expiry in ms), or `None` when the
+/// client is gone (swept).
+pub(crate) type Change = (ClientKey, Option<Encoded>);
+
+/// A state as [`ClientState::encode`] gives it, and when it expires (ms).
+pub(crate) type Encoded = (Vec<u8>, u64);
+
+fn encoded(state: &ClientState) -> Encoded {
+    (state.encode(), state.expires_at().as_millis())
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -294,14 +302,14 @@ impl MemoryStore {
         Some(result)
     }
 
-    /// A copy of the client's state, if it is here.
-    pub(crate) fn snapshot(&self, key: &ClientKey) -> Option<ClientState> {
+    /// The client's state, encoded, if it is here.
+    pub(crate) fn snapshot(&self, key: &ClientKey) -> Option<Encoded> {
         let hash = self.hasher.hash_one(key);
         let shard = self.shard(hash);
         shard
             .table
             .find(hash, |e| e.key == *key)
-            .map(|e| e.state.clone())
+            .map(|e| encoded(&e.state))
     }
 
     /// Records that `key`'s live state (until `expires`) is in the file but not here.
@@ -378,10 +386,10 @@ impl MemoryStore {
                 let state = shard
                     .table
                     .find(hash, |e| e.key == key)
-                    .map(|e| e.state.clone());
+                    .map(|e| encoded(&e.state));
                 out.push((key, state));
             }
-            out.extend(evicted.into_iter().map(|(k, s)| (k, Some(s))));
+            out.extend(evicted);
         }
         out
     }
@@ -446,7 +454,7 @@ impl Shard {
                     let expires = e.state.expires_at().as_millis();
                     let hash = hasher.hash_one(&e.key);
                     spill_into(j, hasher, hash, e.key.clone(), expires);
-                    j.evicted.push((e.key.clone(), e.state.clone()));
+                    j.evicted.push((e.key.clone(), Some(encoded(&e.state))));
                 }
             }
             keep
