@@ -157,6 +157,9 @@ pub enum Durability {
 ///   An expired row is never read back as live state.
 /// - **Durability**: see [`Durability`]; bans, blacklists, blocks and block counts are fsynced
 ///   before they are answered in every mode.
+/// - **Checkpoints** (copying the WAL back into the database) run on a second thread with its
+///   own connection, so the store thread never waits for their fsyncs; should that thread
+///   fall behind, the store thread checkpoints itself once the WAL passes 64 MiB.
 /// - **Speed**: measured over HTTP (`tests/bench/sqlite_vs_memory.sh`: 2 workers, global
 ///   rules and a ban rule, wrk with 64 connections on the same 2 cores, a new client on every
 ///   request), as a share of the memory store's throughput in the same run: about 0.64 with
@@ -301,7 +304,8 @@ impl SqliteStoreBuilder {
             .map_err(err)?;
         // Checkpoint every 16 MiB of WAL rather than 4: a hot page rewritten by many batches
         // is copied back to the database once per checkpoint, so fewer checkpoints copy less.
-        conn.pragma_update(None, "wal_autocheckpoint", 4_096)
+        // (In the shared modes a checkpoint thread takes this over: `start_checkpointer`.)
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
             .map_err(err)?;
         migrate(&mut conn, &self.table, &shown, self.busy_timeout)?;
         check_columns(&conn, &self.table).map_err(err)??;
@@ -321,6 +325,10 @@ impl SqliteStoreBuilder {
         } else {
             None
         };
+
+        if batched.is_none() {
+            start_checkpointer(&mut conn, &self.path, flags, &shown, self.durability)?;
+        }
 
         let (jobs, rx) = mpsc::sync_channel(self.queue);
         let worker = Worker::new(conn, &self.table, &self);
@@ -576,6 +584,61 @@ impl Batched {
             self.latest.fetch_max(ms, Ordering::Relaxed);
         }
     }
+}
+
+/// WAL pages that start a checkpoint on the checkpoint thread.
+const CHECKPOINT_PAGES: i32 = 4_096;
+
+/// WAL pages past which the store thread checkpoints itself, should the checkpoint thread
+/// fall behind (its checkpoints never block the writer, so they may not catch up under load).
+const CHECKPOINT_BACKSTOP_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+
+/// Moves WAL checkpoints (copying pages back into the database, and their fsyncs) off the
+/// store thread, whose every decision a request waits for: a thread with its own connection
+/// runs them when the WAL grows past [`CHECKPOINT_PAGES`], in SQLite's `PASSIVE` mode, which
+/// never blocks the store thread. Measured over HTTP: the CPU left idle while requests wait
+/// for the store thread went from 13 % to 8.5 %, throughput up 2-9 %. Replaces SQLite's
+/// automatic checkpoints on `conn`.
+fn start_checkpointer(
+    conn: &mut Connection,
+    path: &Path,
+    flags: OpenFlags,
+    shown: &str,
+    durability: Durability,
+) -> Result<(), ConfigError> {
+    let err = |e: rusqlite::Error| path_error(shown, &e, Duration::ZERO);
+    let ckpt = Connection::open_with_flags(path, flags).map_err(err)?;
+    ckpt.pragma_update(None, "synchronous", durability.pragma())
+        .map_err(err)?;
+    let (tx, rx) = mpsc::sync_channel::<()>(1);
+    let shown_owned = shown.to_owned();
+    std::thread::Builder::new()
+        .name("floodgate-sqlite-checkpoint".into())
+        .spawn(move || {
+            // Ends when the store thread's connection (holding `tx`) is dropped.
+            while rx.recv().is_ok() {
+                let done =
+                    ckpt.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+                if let Err(e) = done {
+                    log::warn!("floodgate: checkpoint of {shown_owned} failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| {
+            ConfigError::invalid("path", format!("cannot start the checkpoint thread: {e}"))
+        })?;
+    conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        if pages >= CHECKPOINT_BACKSTOP_PAGES {
+            // Busy when the checkpoint thread is at work: then it is its job.
+            let _ = wal.checkpoint(); // PASSIVE
+        } else if pages >= CHECKPOINT_PAGES {
+            // Full: a checkpoint is already asked for.
+            let _ = tx.try_send(());
+        }
+        // An error here would fail the COMMIT that already happened: never return one.
+        Ok(())
+    }))
+    .map_err(err)
 }
 
 /// Records every row of `table` as spilled: its state is loaded on the client's first request.
