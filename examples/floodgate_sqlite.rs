@@ -37,7 +37,9 @@ async fn main() -> std::io::Result<()> {
     let port = floodgate_examples::port(8081);
 
     // A bad path or table name, or a file that is not a floodgate database, stops here with
-    // a message naming the problem.
+    // a message naming the problem. Every decision is made in the file, so several processes
+    // may share it; a server that owns its file can add
+    // `.durability(floodgate::Durability::Batched)` to decide in memory and write behind.
     let store = SqliteStore::builder("ip-data.db")
         .table("IP_Data")
         .open()

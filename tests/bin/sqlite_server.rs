@@ -6,7 +6,8 @@
 //! `FLOODGATE_FAKE_NOW_MS`, `PORT` (0: any; the bound port is printed as
 //! `listening on 127.0.0.1:PORT`), `FLOODGATE_BUSY_MS` (busy timeout), `FLOODGATE_DURABILITY`
 //! (`full`, `normal` or `batched`), `FLOODGATE_GLOBAL` (global rules such as `20/1s,100/10s`),
-//! `FLOODGATE_WORKERS` (default 2).
+//! `FLOODGATE_WORKERS` (default 2), `FLOODGATE_FLUSH_MS` (flush interval of
+//! `batched`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -114,11 +115,13 @@ async fn main() -> std::io::Result<()> {
         let busy = env("FLOODGATE_BUSY_MS")
             .and_then(|v| v.parse().ok())
             .unwrap_or(5_000);
-        let store = SqliteStore::builder(&db)
+        let mut builder = SqliteStore::builder(&db)
             .busy_timeout(Duration::from_millis(busy))
-            .durability(durability)
-            .open()
-            .map_err(std::io::Error::other)?;
+            .durability(durability);
+        if let Some(ms) = env("FLOODGATE_FLUSH_MS").and_then(|v| v.parse().ok()) {
+            builder = builder.flush_interval(Duration::from_millis(ms));
+        }
+        let store = builder.open().map_err(std::io::Error::other)?;
         floodgate = floodgate.store(store);
     } else {
         floodgate = floodgate.store(MemoryStore::new());

@@ -162,10 +162,11 @@ pub enum Durability {
 ///   fall behind, the store thread checkpoints itself once the WAL passes 64 MiB.
 /// - **Speed**: measured over HTTP (`tests/bench/sqlite_vs_memory.sh`: 2 workers, global
 ///   rules and a ban rule, wrk with 64 connections on the same 2 cores, a new client on every
-///   request), as a share of the memory store's throughput in the same run: about 0.64 with
-///   [`Durability::Normal`], about 0.78 with [`Durability::Batched`]. In the first two modes
-///   every decision crosses to the store thread and back (that hop alone, with no SQL, costs
-///   about a fifth of the throughput on two cores), then reads and writes its row.
+///   request), as a share of the memory store's throughput in the same run: 0.64-0.77 with
+///   [`Durability::Normal`], 0.71-0.84 with [`Durability::Batched`]; with 10,000 clients in
+///   turn, 0.70 and 0.93 (BENCHMARKS.md). In the first two modes every decision crosses to
+///   the store thread and back, which alone costs about a fifth of the throughput on two
+///   cores, then reads and writes its row.
 pub struct SqliteStore {
     jobs: SyncSender<Job>,
     path: PathBuf,
