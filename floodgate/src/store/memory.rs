@@ -379,7 +379,7 @@ impl MemoryStore {
             let mut dirty = std::mem::take(&mut j.dirty);
             let evicted = std::mem::take(&mut j.evicted);
             let hasher = &self.hasher;
-            dirty.sort_unstable_by_key(|k| hasher.hash_one(k));
+            dirty.sort_unstable();
             dirty.dedup();
             for key in dirty {
                 let hash = hasher.hash_one(&key);

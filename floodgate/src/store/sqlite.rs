@@ -86,9 +86,10 @@ pub enum Durability {
     /// The fastest mode, for one process that owns the file. Client state is kept in this
     /// process's memory (a bounded [`MemoryStore`]) and decided there, on the request path,
     /// with no wait for the store thread; the store thread writes changed clients behind, in
-    /// one transaction per round (group commit: a round takes every change made while the
-    /// previous one was being written). Bans, blacklists, blocks and block counts still wait
-    /// for their round, committed with `synchronous = FULL`, before they are answered.
+    /// one transaction per round, a round every
+    /// [`flush_interval`](SqliteStoreBuilder::flush_interval) (100 ms by default). A change
+    /// to a ban, a blacklist, a block or a block count starts a round at once and is answered
+    /// only once that round is committed with `synchronous = FULL`.
     ///
     /// The cost: the counts answered in the last round before a crash (the process killed,
     /// or the machine) may be lost, so a client may get that many more requests after a
