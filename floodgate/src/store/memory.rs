@@ -283,11 +283,24 @@ impl MemoryStore {
         if !create {
             return None;
         }
+        let mut state = ClientState::new();
+        let result = f(&mut state);
+        self.insert(shard, hash, key, state, now_ms);
+        Some(result)
+    }
+
+    /// Adds a client that is not in `shard`, evicting others first when the shard is full.
+    fn insert(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        key: &ClientKey,
+        state: ClientState,
+        now_ms: u64,
+    ) {
         if shard.table.len() >= self.per_shard {
             shard.evict(now_ms, self.per_shard, &self.hasher);
         }
-        let mut state = ClientState::new();
-        let result = f(&mut state);
         // The hash is recomputed from the key when the table grows (rare), instead of being
         // stored in every entry.
         let hasher = &self.hasher;
@@ -299,7 +312,6 @@ impl MemoryStore {
             },
             |e| hasher.hash_one(&e.key),
         );
-        Some(result)
     }
 
     /// The client's state, encoded, if it is here.
@@ -346,21 +358,9 @@ impl MemoryStore {
         if shard.table.find(hash, |e| e.key == *key).is_some() {
             return;
         }
-        let Some(state) = state.filter(|s| s.expires_at() > now) else {
-            return;
-        };
-        if shard.table.len() >= self.per_shard {
-            shard.evict(now.as_millis(), self.per_shard, &self.hasher);
+        if let Some(state) = state.filter(|s| s.expires_at() > now) {
+            self.insert(shard, hash, key, state, now.as_millis());
         }
-        let hasher = &self.hasher;
-        shard.table.insert_unique(
-            hash,
-            Entry {
-                key: key.clone(),
-                state,
-            },
-            |e| hasher.hash_one(&e.key),
-        );
     }
 
     /// Takes every change recorded since the last call: the current state of each changed

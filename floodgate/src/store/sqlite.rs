@@ -468,7 +468,7 @@ impl SqliteStore {
         F: Fn(&mut ClientState) -> T + Send + 'static,
     {
         b.note(now);
-        match self.batched_step(b, client, now, create, mark, &f) {
+        match (BatchedRef { jobs: &self.jobs }).step(b, client, now, create, mark, &f) {
             Some(step) => step,
             None => {
                 // Only in the file: load it on the store thread, then decide.
@@ -489,22 +489,6 @@ impl SqliteStore {
             }
         }
     }
-
-    fn batched_step<T, F>(
-        &self,
-        b: &Arc<Batched>,
-        client: &ClientKey,
-        now: Timestamp,
-        create: bool,
-        mark: bool,
-        f: &F,
-    ) -> Option<StoreFuture<Option<T>>>
-    where
-        T: Send + 'static,
-        F: Fn(&mut ClientState) -> T,
-    {
-        BatchedRef { jobs: &self.jobs }.step(b, client, now, create, mark, f)
-    }
 }
 
 /// What the request path of [`Durability::Batched`] needs of the store: its queue.
@@ -515,7 +499,6 @@ struct BatchedRef<'a> {
 impl BatchedRef<'_> {
     /// One attempt: `None` when the client's state must be loaded from the file first.
     /// `mark`: `f` may change the state (false for reads).
-    #[allow(clippy::too_many_arguments)]
     fn step<T, F>(
         &self,
         b: &Arc<Batched>,
@@ -557,7 +540,7 @@ impl BatchedRef<'_> {
     /// Wakes the store thread for a round now.
     fn request_round(&self) {
         // A full queue means the thread is busy: it runs a round after its current work.
-        let _ = self.jobs.try_send(Box::new(Wake));
+        let _ = self.jobs.try_send(Box::new(Signal { stop: false }));
     }
 }
 
@@ -679,7 +662,7 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
             // The thread writes what is left, then stops.
-            if self.jobs.send(Box::new(Shutdown)).is_ok() {
+            if self.jobs.send(Box::new(Signal { stop: true })).is_ok() {
                 let _ = thread.join();
             }
         }
@@ -996,7 +979,7 @@ trait Task: Send {
     fn stops(&self) -> bool {
         false
     }
-    /// True for a job that only wakes the thread ([`Wake`], [`Shutdown`]).
+    /// True for a job that only wakes the thread ([`Signal`]).
     fn signal(&self) -> bool {
         false
     }
@@ -1004,26 +987,13 @@ trait Task: Send {
 
 type Job = Box<dyn Task>;
 
-/// Asks the store thread of [`Durability::Batched`] for a round.
-struct Wake;
-
-/// Asks the store thread of [`Durability::Batched`] for a last round, then to stop.
-struct Shutdown;
-
-impl Task for Wake {
-    fn now(&self) -> u64 {
-        0
-    }
-    fn run(&mut self, _: &Worker) -> rusqlite::Result<bool> {
-        Ok(false)
-    }
-    fn finish(self: Box<Self>, _: Option<&str>) {}
-    fn signal(&self) -> bool {
-        true
-    }
+/// Wakes the store thread of [`Durability::Batched`]: for a round now, or for a last round
+/// before it stops (`stop`).
+struct Signal {
+    stop: bool,
 }
 
-impl Task for Shutdown {
+impl Task for Signal {
     fn now(&self) -> u64 {
         0
     }
@@ -1032,7 +1002,7 @@ impl Task for Shutdown {
     }
     fn finish(self: Box<Self>, _: Option<&str>) {}
     fn stops(&self) -> bool {
-        true
+        self.stop
     }
     fn signal(&self) -> bool {
         true
@@ -1122,31 +1092,46 @@ impl Worker {
         // Ends when every sender (the store) is dropped.
         while let Ok(first) = rx.recv() {
             batch.push(first);
-            while batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+            self.fill(&mut batch, &rx);
             let latest = batch.iter().map(|j| j.now()).max().unwrap_or(0);
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.execute(&mut batch)));
-            let failure = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(self.describe(&e)),
-                Err(_) => Some("the SQLite store panicked on this batch".to_owned()),
-            };
-            if failure.is_some() && !self.conn.is_autocommit() {
-                let _ = self.conn.execute_batch("ROLLBACK");
-            }
-            if let Some(f) = &failure {
-                log::warn!("floodgate: SQLite batch of {} failed: {f}", batch.len());
-            }
-            for job in batch.drain(..) {
-                job.finish(failure.as_deref());
-            }
+            self.settle(&mut batch, Worker::execute);
             if latest >= self.next_sweep {
                 self.sweep_step(latest);
             }
+        }
+    }
+
+    /// Adds the jobs waiting in the queue to `batch`, up to `max_batch` jobs.
+    fn fill(&self, batch: &mut Vec<Job>, rx: &Receiver<Job>) {
+        while batch.len() < self.max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Runs the batch with `run`, then answers each job: its result, or the failure of the
+    /// batch (rolled back) for all of them.
+    fn settle(
+        &mut self,
+        batch: &mut Vec<Job>,
+        run: impl FnOnce(&mut Worker, &mut [Job]) -> rusqlite::Result<()>,
+    ) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| run(self, batch)));
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(self.describe(&e)),
+            Err(_) => Some("the SQLite store panicked on this batch".to_owned()),
+        };
+        if failure.is_some() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if let Some(f) = &failure {
+            log::warn!("floodgate: SQLite batch of {} failed: {f}", batch.len());
+        }
+        for job in batch.drain(..) {
+            job.finish(failure.as_deref());
         }
     }
 
@@ -1162,12 +1147,7 @@ impl Worker {
                 Err(mpsc::RecvTimeoutError::Timeout) => false,
                 Ok(first) => {
                     batch.push(first);
-                    while batch.len() < self.max_batch {
-                        match rx.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
+                    self.fill(&mut batch, &rx);
                     let stop = batch.iter().any(|j| j.stops());
                     batch.retain(|j| !j.signal());
                     stop
@@ -1176,18 +1156,7 @@ impl Worker {
             };
             self.round(b, &mut pending);
             if !batch.is_empty() {
-                let outcome = catch_unwind(AssertUnwindSafe(|| self.transaction(&mut batch, true)));
-                let failure = match outcome {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(e)) => Some(self.describe(&e)),
-                    Err(_) => Some("the SQLite store panicked on this batch".to_owned()),
-                };
-                if failure.is_some() && !self.conn.is_autocommit() {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                }
-                for job in batch.drain(..) {
-                    job.finish(failure.as_deref());
-                }
+                self.settle(&mut batch, |w, jobs| w.transaction(jobs, true).map(|_| ()));
             }
             let latest = b.latest.load(Ordering::Relaxed);
             if latest >= self.next_sweep && latest > 0 {
