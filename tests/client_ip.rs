@@ -146,6 +146,29 @@ async fn trusted_proxies_read_forwarding_headers_from_the_loopback_peer() {
         200
     );
     assert_eq!(used(&fg, "5.5.5.5").await, 1);
+    // Forwarded is not the header this proxy writes: never read.
+    assert_eq!(
+        get_with(&srv, &[("forwarded", "for=4.4.4.4;proto=http")]).await,
+        200
+    );
+    assert_eq!(used(&fg, "4.4.4.4").await, 0);
+    assert_eq!(used(&fg, "127.0.0.1").await, 1);
+    // No forwarding header: the proxy itself is the client.
+    assert_eq!(get_with(&srv, &[]).await, 429);
+    assert_eq!(used(&fg, "127.0.0.1").await, 1);
+    // The ip_header is not consulted in this mode.
+    assert_eq!(get_with(&srv, &[(IP_HEADER, "3.3.3.3")]).await, 429);
+}
+
+#[actix_web::test]
+async fn trusted_proxies_writing_forwarded_are_read_through_it() {
+    let clock = FakeClock::new();
+    let fg = one_per_minute(&clock)
+        .trusted_proxies(["127.0.0.0/8"])
+        .unwrap()
+        .proxy_header(floodgate::ProxyHeader::Forwarded);
+    let srv = start(&fg);
+
     // Forwarded (RFC 7239), with quoting and a port.
     assert_eq!(
         get_with(&srv, &[("forwarded", "for=4.4.4.4;proto=http")]).await,
@@ -164,11 +187,10 @@ async fn trusted_proxies_read_forwarding_headers_from_the_loopback_peer() {
         200
     );
     assert_eq!(used(&fg, "2001:db8:4::1").await, 1);
-    // No forwarding header: the proxy itself is the client.
-    assert_eq!(get_with(&srv, &[]).await, 200);
+    // X-Forwarded-For is not the header this proxy writes: never read.
+    assert_eq!(get_with(&srv, &[("x-forwarded-for", "9.9.9.9")]).await, 200);
+    assert_eq!(used(&fg, "9.9.9.9").await, 0);
     assert_eq!(used(&fg, "127.0.0.1").await, 1);
-    // The ip_header is not consulted in this mode.
-    assert_eq!(get_with(&srv, &[(IP_HEADER, "3.3.3.3")]).await, 429);
 }
 
 #[actix_web::test]

@@ -202,3 +202,24 @@ pub fn pipelined(addr: std::net::SocketAddr, requests: &[String]) -> Vec<u16> {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Whether `app` starts: its service factory (every middleware's `new_transform` included)
+/// builds, as a server's worker builds it at start-up.
+pub async fn app_starts<T, B>(app: actix_web::App<T>) -> bool
+where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    use actix_service::{IntoServiceFactory, ServiceFactory};
+    let factory = app.into_factory();
+    factory
+        .new_service(actix_web::dev::AppConfig::default())
+        .await
+        .is_ok()
+}

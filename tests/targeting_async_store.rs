@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use actix_web::{get, App};
 use floodgate::{
-    BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate, HeaderKey, MemoryStore, Plan,
-    ProbeBan, ReportOutcome, Rule, Store, StoreFuture, Timestamp,
+    BanReason, BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate, HeaderKey,
+    MemoryStore, Plan, ProbeBan, ReportOutcome, Rule, Store, StoreFuture, Timestamp,
 };
 use targeting_common::{get, send};
 
@@ -45,6 +45,15 @@ impl Store for Deferred {
     }
     fn ban(&self, c: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
         defer(self.0.ban(c, until, now))
+    }
+    fn extend_ban(
+        &self,
+        c: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        defer(self.0.extend_ban(c, until, reason, now))
     }
     fn unban(&self, c: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         defer(self.0.unban(c, now))

@@ -58,6 +58,28 @@ impl ClientKey {
         ClientKey(Repr::Custom(key.into()))
     }
 
+    /// The network and prefix length of an IPv6 key.
+    pub(crate) fn v6_network(&self) -> Option<(Ipv6Addr, u8)> {
+        match &self.0 {
+            Repr::V6(o, prefix) => Some((Ipv6Addr::from(*o), *prefix)),
+            _ => None,
+        }
+    }
+
+    /// The length in bytes of a custom key (0 for an address).
+    pub(crate) fn custom_len(&self) -> usize {
+        match &self.0 {
+            Repr::Custom(k) => k.len(),
+            _ => 0,
+        }
+    }
+
+    /// The key for log lines: control characters of a custom key (which a client may choose,
+    /// from a path parameter or a header) are escaped, so a key cannot forge log lines.
+    pub(crate) fn logged(&self) -> Logged<'_> {
+        Logged(self)
+    }
+
     /// The address, for IP keys (the network address for IPv6).
     pub fn ip(&self) -> Option<IpAddr> {
         match &self.0 {
@@ -80,10 +102,53 @@ impl fmt::Display for ClientKey {
     }
 }
 
+/// A [`ClientKey`] shown in a log line (see [`ClientKey::logged`]).
+pub(crate) struct Logged<'a>(&'a ClientKey);
+
+impl fmt::Display for Logged<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 .0 {
+            Repr::Custom(k) => write_escaped(f, k),
+            _ => fmt::Display::fmt(self.0, f),
+        }
+    }
+}
+
+/// Writes `text` with its control characters (and backslashes) escaped as Rust does
+/// (`\n`, `\u{1b}`), leaving every other character as it is.
+pub(crate) fn write_escaped(f: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() || c == '\\' {
+            for e in c.escape_default() {
+                f.write_char(e)?;
+            }
+        } else {
+            f.write_char(c)?;
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientKey({self})")
+        write!(f, "ClientKey({})", self.logged())
     }
+}
+
+/// Which forwarding header the trusted proxies write (see
+/// [`Floodgate::proxy_header`](crate::Floodgate::proxy_header)).
+///
+/// Only the named header is ever read: a client that sends the other one itself (proxies
+/// usually pass unknown headers through untouched) changes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx's `$proxy_add_x_forwarded_for`,
+    /// HAProxy's `option forwardfor`, most cloud load balancers). The default.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https, for=proxy1`: its `for=` parameters.
+    Forwarded,
 }
 
 /// Where the client's address comes from.
@@ -94,16 +159,22 @@ pub(crate) enum IpSource {
     Peer,
     /// A header set by the app's own proxy; the right-most value of a list.
     Header(HeaderName),
-    /// `Forwarded` or `X-Forwarded-For`, read only when the peer is a trusted proxy, and walked
-    /// from the right past every trusted proxy.
-    TrustedProxies(Arc<[IpNet]>),
+    /// The operator's forwarding header, read only when the peer is a trusted proxy, and
+    /// walked from the right past every trusted proxy.
+    TrustedProxies(Arc<[IpNet]>, ProxyHeader),
 }
 
 /// Header values longer than this are not parsed (a forged header of megabytes costs nothing).
 const MAX_HEADER_LEN: usize = 8 * 1024;
 
+/// At most this many hops are walked (a forged header of thousands of hops costs nothing).
+const MAX_HOPS: usize = 64;
+
 impl IpSource {
-    /// The client's address; falls back to the peer when the header is missing or unusable.
+    /// The client's address. `None` when it cannot be known: no peer address (a Unix
+    /// socket), or a trusted proxy forwarded a hop that is not an address (`unknown`, an
+    /// obfuscated identifier, junk). Such requests share one client key that is never a
+    /// proxy's address and is on no allow list.
     pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         match self {
             IpSource::Peer => peer,
@@ -114,27 +185,30 @@ impl IpSource {
                 }
                 last.and_then(rightmost).or(peer)
             }
-            IpSource::TrustedProxies(proxies) => {
+            IpSource::TrustedProxies(proxies, header) => {
                 let peer = peer?;
                 let trusted = |ip: &IpAddr| proxies.iter().any(|net| net.contains(&unmap(*ip)));
                 if !trusted(&peer) {
                     return Some(peer);
                 }
-                let hops = forwarded_hops(headers);
-                let mut client = peer;
-                for hop in hops.iter().rev() {
+                let hops = forwarded_hops(headers, *header);
+                if hops.is_empty() {
+                    // The proxy's own request (a health check): it is the client.
+                    return Some(peer);
+                }
+                for (i, hop) in hops.iter().rev().enumerate() {
                     match hop {
-                        Some(ip) => {
-                            client = *ip;
-                            if !trusted(ip) {
-                                return Some(client);
-                            }
-                        }
-                        // An unparsable hop: nothing to its left can be trusted.
-                        None => return Some(client),
+                        // Past the walk's bound, the client is not known.
+                        _ if i >= MAX_HOPS => return None,
+                        Some(ip) if trusted(ip) => continue,
+                        Some(ip) => return Some(*ip),
+                        // An unparsable hop: its client is not known, and nothing to its
+                        // left can be believed. Never fall back to the proxy.
+                        None => return None,
                     }
                 }
-                Some(client)
+                // Every hop is a trusted proxy: the left-most one sent the request itself.
+                hops.first().copied().flatten()
             }
         }
     }
@@ -225,42 +299,73 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     None
 }
 
-/// Every hop of `Forwarded` (its `for=` parameters) or, when absent, `X-Forwarded-For`, in
-/// order; `None` for a hop that is not an address (`unknown`, an obfuscated name, garbage).
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+/// Every hop of the operator's forwarding header, left to right over all its lines; `None`
+/// for a hop that is not an address (`unknown`, an obfuscated identifier, junk, an element of
+/// `Forwarded` without `for=`, a line too long or not UTF-8).
+fn forwarded_hops(headers: &HeaderMap, header: ProxyHeader) -> Vec<Option<IpAddr>> {
+    let name = match header {
+        ProxyHeader::XForwardedFor => actix_web::http::header::X_FORWARDED_FOR,
+        ProxyHeader::Forwarded => actix_web::http::header::FORWARDED,
+    };
     let mut hops = Vec::new();
-    let forwarded: Vec<_> = headers
-        .get_all(actix_web::http::header::FORWARDED)
-        .collect();
-    if !forwarded.is_empty() {
-        for value in forwarded {
-            let Some(text) = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .filter(|t| t.len() <= MAX_HEADER_LEN)
-            else {
-                hops.push(None);
-                continue;
-            };
-            for element in text.split(',') {
-                let for_value = element.split(';').find_map(|pair| {
-                    let (k, v) = pair.split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then_some(v)
-                });
-                hops.push(for_value.and_then(parse_node));
-            }
-        }
-        return hops;
-    }
-    for value in headers.get_all("x-forwarded-for") {
-        match std::str::from_utf8(value.as_bytes())
+    for value in headers.get_all(name) {
+        let Some(text) = std::str::from_utf8(value.as_bytes())
             .ok()
             .filter(|t| t.len() <= MAX_HEADER_LEN)
-        {
-            Some(text) => hops.extend(text.split(',').map(parse_node)),
-            None => hops.push(None),
+        else {
+            hops.push(None);
+            continue;
+        };
+        match header {
+            ProxyHeader::XForwardedFor => hops.extend(text.split(',').map(parse_node)),
+            ProxyHeader::Forwarded => {
+                for element in split_unquoted(text, ',') {
+                    let mut for_value = None;
+                    let mut pairs = 0;
+                    for pair in split_unquoted(element, ';') {
+                        pairs += 1;
+                        let Some((k, v)) = pair.split_once('=') else {
+                            continue;
+                        };
+                        if k.trim().eq_ignore_ascii_case("for") {
+                            // Two `for=` in one element: ambiguous, so not an address.
+                            for_value = match for_value {
+                                None => Some(Some(v)),
+                                Some(_) => Some(None),
+                            };
+                        }
+                    }
+                    if pairs == 0 && element.trim().is_empty() {
+                        hops.push(None);
+                        continue;
+                    }
+                    hops.push(for_value.flatten().and_then(parse_node));
+                }
+            }
         }
     }
     hops
+}
+
+/// Splits `text` at `sep` outside double quotes (RFC 7230 quoted strings, with backslash escapes),
+/// so that `for="[2001:db8::1]:80, x"` stays one element.
+fn split_unquoted(text: &str, sep: char) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&text[start..]);
+    parts.into_iter()
 }
 
 #[cfg(test)]
@@ -369,31 +474,100 @@ mod tests {
         assert_eq!(src.client_ip(peer, &h), Some(ip("3.3.3.3")));
     }
 
+    fn nets(list: &[&str]) -> Arc<[IpNet]> {
+        list.iter()
+            .map(|n| n.parse().unwrap())
+            .collect::<Vec<_>>()
+            .into()
+    }
+
     #[test]
     fn trusted_proxies_walk_from_the_right() {
-        let nets: Arc<[IpNet]> = vec!["10.0.0.0/8".parse().unwrap()].into();
-        let src = IpSource::TrustedProxies(nets);
+        let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::XForwardedFor);
         let h = headers(&[("x-forwarded-for", b"6.6.6.6, 5.5.5.5, 10.1.1.1")]);
         // From a trusted proxy: the first untrusted hop from the right.
         assert_eq!(src.client_ip(Some(ip("10.0.0.2")), &h), Some(ip("5.5.5.5")));
         // From anyone else, the header is ignored.
         assert_eq!(src.client_ip(Some(ip("7.7.7.7")), &h), Some(ip("7.7.7.7")));
-        let h = headers(&[(
-            "forwarded",
-            b"for=6.6.6.6, for=\"[2001:db8::1]:80\";proto=https",
-        )]);
-        assert_eq!(
-            src.client_ip(Some(ip("10.0.0.2")), &h),
-            Some(ip("2001:db8::1"))
-        );
-        let h = headers(&[("x-forwarded-for", b"6.6.6.6, garbage, 10.1.1.1")]);
-        assert_eq!(
-            src.client_ip(Some(ip("10.0.0.2")), &h),
-            Some(ip("10.1.1.1"))
-        );
+        // The proxy's own request, with no header: the proxy is the client.
         assert_eq!(
             src.client_ip(Some(ip("10.0.0.2")), &HeaderMap::new()),
             Some(ip("10.0.0.2"))
         );
+        // Every hop trusted: the left-most one sent the request.
+        let h = headers(&[("x-forwarded-for", b"10.9.9.9, 10.1.1.1")]);
+        assert_eq!(
+            src.client_ip(Some(ip("10.0.0.2")), &h),
+            Some(ip("10.9.9.9"))
+        );
+        // Several header lines are one list, in order.
+        let h = headers(&[
+            ("x-forwarded-for", b"6.6.6.6"),
+            ("x-forwarded-for", b"5.5.5.5, 10.1.1.1"),
+        ]);
+        assert_eq!(src.client_ip(Some(ip("10.0.0.2")), &h), Some(ip("5.5.5.5")));
+    }
+
+    #[test]
+    fn an_unparsable_hop_never_makes_a_proxy_the_client() {
+        let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::XForwardedFor);
+        let proxy = Some(ip("10.0.0.2"));
+        for bad in [
+            &b"6.6.6.6, garbage, 10.1.1.1"[..],
+            b"unknown",
+            b"6.6.6.6, ",
+            b"_hidden",
+            b"",
+            b"\xff\xfe",
+        ] {
+            let h = headers(&[("x-forwarded-for", bad)]);
+            assert_eq!(src.client_ip(proxy, &h), None, "{bad:?}");
+        }
+        let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::Forwarded);
+        for bad in [
+            &b"for=unknown"[..],
+            b"for=_hidden",
+            b"proto=https",
+            b"for=1.2.3.4;for=5.6.7.8",
+            b"for=\"1.2.3.4",
+            b",",
+        ] {
+            let h = headers(&[("forwarded", bad)]);
+            assert_eq!(src.client_ip(proxy, &h), None, "{bad:?}");
+        }
+        // A hop list longer than the walk's bound, all trusted: not known.
+        let long = vec!["10.1.1.1"; MAX_HOPS + 5].join(", ");
+        let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::XForwardedFor);
+        let h = headers(&[("x-forwarded-for", long.as_bytes())]);
+        assert_eq!(src.client_ip(proxy, &h), None);
+    }
+
+    #[test]
+    fn only_the_named_forwarding_header_is_read() {
+        let xff = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::XForwardedFor);
+        let fwd = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::Forwarded);
+        let proxy = Some(ip("10.0.0.2"));
+        // The client sent its own Forwarded; the proxy wrote X-Forwarded-For.
+        let h = headers(&[
+            ("forwarded", b"for=1.1.1.1"),
+            ("x-forwarded-for", b"5.5.5.5"),
+        ]);
+        assert_eq!(xff.client_ip(proxy, &h), Some(ip("5.5.5.5")));
+        assert_eq!(fwd.client_ip(proxy, &h), Some(ip("1.1.1.1")));
+        // The other header alone is never a fallback.
+        let h = headers(&[("forwarded", b"for=1.1.1.1")]);
+        assert_eq!(xff.client_ip(proxy, &h), proxy);
+        let h = headers(&[("x-forwarded-for", b"5.5.5.5")]);
+        assert_eq!(fwd.client_ip(proxy, &h), proxy);
+        // Forwarded with quotes, ports, brackets, case and commas inside quotes.
+        let h = headers(&[(
+            "forwarded",
+            b"for=6.6.6.6, For=\"[2001:db8::1]:80\";proto=https, for=10.1.1.1",
+        )]);
+        assert_eq!(fwd.client_ip(proxy, &h), Some(ip("2001:db8::1")));
+        let h = headers(&[("forwarded", b"for=\"1.2.3.4, 10.1.1.1\"")]);
+        assert_eq!(fwd.client_ip(proxy, &h), None);
+        let h = headers(&[("forwarded", b"proto=https;for=\"4.4.4.4:8080\";by=10.0.0.2")]);
+        assert_eq!(fwd.client_ip(proxy, &h), Some(ip("4.4.4.4")));
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::{ready, Ready};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,12 +12,15 @@ use actix_web::dev::Payload;
 use actix_web::http::Method;
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 
-use crate::client::{ClientKey, IpSource};
+use crate::client::{ClientKey, IpSource, ProxyHeader};
 use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::error::ConfigError;
 use crate::error::StoreError;
 use crate::policy::Policy;
 use crate::response::Refusal;
+use crate::rotation::{Ipv6Rotation, RotationWatch};
 use crate::rules::{BanRule, Rule};
+use crate::state::BanReason;
 use crate::state::{ReportOutcome, ScopeId};
 use crate::status::{ClientStatus, ScopeInfo};
 use crate::store::memory::MemoryStore;
@@ -30,7 +33,14 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ip_source: IpSource,
+    /// The header trusted proxies write (used by `trusted_proxies`).
+    pub(crate) proxy_header: Option<ProxyHeader>,
     pub(crate) v6_prefix: u8,
+    pub(crate) ipv6_rotation: Ipv6Rotation,
+    /// The bans seen per IPv6 network (runtime state, shared by every fork).
+    pub(crate) rotation_watch: Arc<RotationWatch>,
+    /// Mistakes made with infallible builder methods, reported when the app starts.
+    pub(crate) config_errors: Vec<ConfigError>,
     pub(crate) ban_rule: Option<BanRule>,
     pub(crate) global_rules: Vec<Rule>,
     pub(crate) excluded_methods: Vec<Method>,
@@ -46,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) scopes: Mutex<HashMap<ScopeId, ScopeInfo>>,
     /// Last time (ms) a store failure was logged, so failures are logged once per interval.
     last_failure_log: AtomicU64,
+    /// Whether the "unknown client address" warning was logged (once per floodgate).
+    unknown_logged: AtomicBool,
 }
 
 impl Shared {
@@ -54,7 +66,11 @@ impl Shared {
             store: Arc::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
             ip_source: IpSource::Peer,
+            proxy_header: None,
             v6_prefix: 64,
+            ipv6_rotation: Ipv6Rotation::new(),
+            rotation_watch: Arc::default(),
+            config_errors: Vec::new(),
             ban_rule: None,
             global_rules: Vec::new(),
             excluded_methods: Vec::new(),
@@ -67,6 +83,7 @@ impl Shared {
             targeting: Arc::default(),
             scopes: Mutex::new(HashMap::new()),
             last_failure_log: AtomicU64::new(0),
+            unknown_logged: AtomicBool::new(false),
         }
     }
 
@@ -76,7 +93,11 @@ impl Shared {
             store: self.store.clone(),
             clock: self.clock.clone(),
             ip_source: self.ip_source.clone(),
+            proxy_header: self.proxy_header,
             v6_prefix: self.v6_prefix,
+            ipv6_rotation: self.ipv6_rotation,
+            rotation_watch: self.rotation_watch.clone(),
+            config_errors: self.config_errors.clone(),
             ban_rule: self.ban_rule,
             global_rules: self.global_rules.clone(),
             excluded_methods: self.excluded_methods.clone(),
@@ -89,6 +110,7 @@ impl Shared {
             targeting: self.targeting.clone(),
             scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
             last_failure_log: AtomicU64::new(0),
+            unknown_logged: AtomicBool::new(false),
         }
     }
 
@@ -115,9 +137,10 @@ impl Shared {
             Some(ip) => self.key_of_ip(ip),
             None => {
                 self.log_once(
-                    "floodgate: a request has no peer address (a Unix socket?) and no usable IP \
-                     header; such requests share the client key \"unknown\". Configure \
-                     Floodgate::ip_header behind a proxy.",
+                    "floodgate: a request's client address is not known (no peer address, as on \
+                     a Unix socket, or a trusted proxy forwarded a hop that is not an address, \
+                     such as `unknown`); such requests share the client key \"unknown\" (logged \
+                     once)",
                 );
                 ClientKey::custom("unknown")
             }
@@ -152,8 +175,82 @@ impl Shared {
     }
 
     fn log_once(&self, message: &str) {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| log::warn!("{message}"));
+        if !self.unknown_logged.swap(true, Ordering::Relaxed) {
+            log::warn!("{message}");
+        }
+    }
+
+    /// Every configuration mistake, the first one first: recorded ones, then the checks of
+    /// the settings as a whole.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(err) = self.config_errors.first() {
+            return Err(err.clone());
+        }
+        crate::validate::rules("rate_limit_rules", &self.global_rules)?;
+        if let Some(rule) = &self.ban_rule {
+            crate::validate::ban_rule(rule)?;
+        }
+        crate::validate::policy("default_policy", &self.default_policy)?;
+        self.ipv6_rotation.validate(self.v6_prefix)?;
+        if self.proxy_header.is_some() && !matches!(self.ip_source, IpSource::TrustedProxies(..)) {
+            return Err(ConfigError::invalid(
+                "proxy_header",
+                "is set, but no trusted_proxies are: set Floodgate::trusted_proxies to the \
+                 addresses of the proxies that write it",
+            ));
+        }
+        self.targeting.validate()
+    }
+
+    /// Notes a ban of `client` for IPv6 rotation, and imposes the network bans it tips.
+    pub(crate) fn note_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> Option<crate::store::StoreFuture<()>> {
+        if !self.ipv6_rotation.is_on() {
+            return None;
+        }
+        let tipped = self
+            .rotation_watch
+            .banned(&self.ipv6_rotation, client, until, reason, now);
+        if tipped.is_empty() {
+            return None;
+        }
+        let mut steps = Vec::with_capacity(tipped.len());
+        for ban in tipped {
+            log::warn!(
+                "floodgate: network {} banned until {} ({reason:?}): {} was the last of enough \
+                 of its client networks banned within {:?} (IPv6 rotation)",
+                ban.network,
+                ban.until,
+                client.logged(),
+                self.ipv6_rotation.window(),
+            );
+            steps.push(
+                self.store
+                    .extend_ban(&ban.network, Some(ban.until), ban.reason, now),
+            );
+        }
+        let mut ready = true;
+        for step in &mut steps {
+            match step.take_ready() {
+                Some(Err(err)) => self.store_failed("an IPv6 network ban", &err),
+                Some(Ok(())) => {}
+                None => ready = false,
+            }
+        }
+        if ready {
+            return None;
+        }
+        Some(crate::store::StoreFuture::pending(async move {
+            for step in steps {
+                step.await?;
+            }
+            Ok(())
+        }))
     }
 }
 
@@ -283,13 +380,26 @@ impl GateKeeper {
         match self.shared.store.report(&key, &rule, now).await {
             Ok(outcome) => {
                 match outcome {
-                    ReportOutcome::Banned { until } => log::warn!(
-                        "floodgate: {key} banned until {until} after {} reported offences",
-                        rule.count()
-                    ),
-                    ReportOutcome::Recorded { offences } => {
-                        log::debug!("floodgate: offence {offences}/{} for {key}", rule.count())
+                    ReportOutcome::Banned { until } => {
+                        log::warn!(
+                            "floodgate: {} banned until {until} after {} reported offences",
+                            key.logged(),
+                            rule.count()
+                        );
+                        let network =
+                            self.shared
+                                .note_ban(&key, Some(until), BanReason::Reported, now);
+                        if let Some(step) = network {
+                            if let Err(err) = step.await {
+                                self.shared.store_failed("an IPv6 network ban", &err);
+                            }
+                        }
                     }
+                    ReportOutcome::Recorded { offences } => log::debug!(
+                        "floodgate: offence {offences}/{} for {}",
+                        rule.count(),
+                        key.logged()
+                    ),
                 }
                 Some(outcome)
             }
@@ -313,7 +423,10 @@ impl GateKeeper {
             .store
             .ban(&key, Some(now + duration), now)
             .await?;
-        log::warn!("floodgate: {key} banned by operator for {duration:?}");
+        log::warn!(
+            "floodgate: {} banned by operator for {duration:?}",
+            key.logged()
+        );
         Ok(())
     }
 
@@ -322,7 +435,7 @@ impl GateKeeper {
         let key = self.key(client.into());
         let now = self.shared.now();
         self.shared.store.ban(&key, None, now).await?;
-        log::warn!("floodgate: {key} blacklisted by operator");
+        log::warn!("floodgate: {} blacklisted by operator", key.logged());
         Ok(())
     }
 
@@ -331,7 +444,10 @@ impl GateKeeper {
     pub async fn unban(&self, client: impl Into<Client>) -> Result<bool, StoreError> {
         let key = self.key(client.into());
         let was = self.shared.store.unban(&key, self.shared.now()).await?;
-        log::info!("floodgate: {key} unbanned by operator (was banned: {was})");
+        log::info!(
+            "floodgate: {} unbanned by operator (was banned: {was})",
+            key.logged()
+        );
         Ok(was)
     }
 

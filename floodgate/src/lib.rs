@@ -88,23 +88,30 @@ mod clock;
 mod error;
 mod gatekeeper;
 mod middleware;
+mod outcome;
+mod plans;
 mod policy;
 mod response;
+mod rotation;
 mod route;
+mod route_spec;
 mod rules;
 mod state;
 mod state_codec;
 mod status;
 pub mod store;
 pub mod targeting;
+mod validate;
 
-pub use client::ClientKey;
+pub use client::{ClientKey, ProxyHeader};
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ConfigError, DecodeError, StoreError};
 pub use gatekeeper::{Client, GateKeeper};
-pub use middleware::{Floodgate, FloodgateFuture, FloodgateMiddleware};
+pub use middleware::{Floodgate, FloodgateMiddleware};
+pub use outcome::FloodgateFuture;
 pub use policy::{Adaptive, Grace, Policy, Punishment, RequestCheck};
 pub use response::{Refusal, RefusalKind, RATELIMIT, RATELIMIT_POLICY};
+pub use rotation::Ipv6Rotation;
 pub use route::{RouteRules, RouteRulesMiddleware};
 pub use rules::{parse_duration, BanRule, Rule};
 pub use state::{
@@ -129,7 +136,7 @@ pub use floodgate_macros::{bypass, rate_limited, specific};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::policy::PolicyOverrides;
-    pub use crate::route::{PolicySpec, RouteSpec};
+    pub use crate::route_spec::{PolicySpec, RouteSpec};
     pub use crate::targeting::keys::{into_key, RouteKey};
     pub use actix_web::HttpRequest;
     pub use std::borrow::Cow;

@@ -3,32 +3,31 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::{ready, Future, Ready};
-use std::pin::Pin;
+use std::future::{ready, Ready};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{ready as ready_poll, Context, Poll};
 
 use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::error::InternalError;
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::header::HeaderName;
+use actix_web::http::Method;
 use actix_web::{Error, HttpResponse};
 use ipnet::IpNet;
-use pin_project_lite::pin_project;
 
-use crate::client::{ClientKey, IpSource};
-use crate::clock::{Clock, Timestamp};
-use crate::error::{ConfigError, StoreError};
+use crate::client::{ClientKey, IpSource, ProxyHeader};
+use crate::clock::Clock;
+use crate::error::ConfigError;
 use crate::gatekeeper::{GateKeeper, Shared};
+use crate::outcome::{denied, key_missing, FloodgateFuture};
+use crate::plans::{route_plans, RoutePlan, RoutePlans};
 use crate::policy::Policy;
-use crate::response::{self, Refusal, RefusalKind};
-use crate::route::{PolicySpec, RouteSpec, WorkerCtx, WorkerLink};
+use crate::response::Refusal;
+use crate::rotation::Ipv6Rotation;
+use crate::route_spec::{Mark, WorkerCtx, WorkerLink};
 use crate::rules::{BanRule, Rule};
-use crate::state::{Decision, Plan, Quota, ScopeId};
+use crate::state::{Plan, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
-use crate::store::{Store, StoreFailure, StoreFuture};
-use crate::targeting::{self, DenyReason, KeyChoice, NotFound, NotFoundReport};
+use crate::store::{Store, StoreFailure};
+use crate::targeting::{self, KeyChoice, NotFound, NotFoundReport};
 
 /// Rate limiting and banning for an actix-web `App` (or scope): wrap it with this.
 ///
@@ -58,14 +57,23 @@ use crate::targeting::{self, DenyReason, KeyChoice, NotFound, NotFoundReport};
 /// }
 /// ```
 ///
+/// # Configuration mistakes
+///
+/// A setting that cannot work (a rule of count 0 or a window under a millisecond, a target
+/// that does nothing, an invalid header name given to an infallible setter, ...) stops the app
+/// from starting: the middleware's factory fails and the message, naming the setting, is
+/// logged at error and printed to stderr. Call [`validate`](Self::validate) first to get it
+/// as a [`ConfigError`].
+///
 /// # Security
 ///
 /// By default the client is the TCP peer. Behind a reverse proxy every client would then be
-/// the proxy: use [`ip_header`](Self::ip_header) or [`trusted_proxies`](Self::trusted_proxies).
-/// `ip_header` trusts the header blindly, so it is only safe when the proxy always sets it and
-/// clients cannot reach the app directly; otherwise any client can pick its own address and
-/// evade limits or frame another client. `trusted_proxies` reads forwarding headers only from
-/// the listed proxies.
+/// the proxy: use [`trusted_proxies`](Self::trusted_proxies) (with
+/// [`proxy_header`](Self::proxy_header)) or [`ip_header`](Self::ip_header). `ip_header`
+/// trusts the header blindly, so it is only safe when the proxy always sets it and clients
+/// cannot reach the app directly; otherwise any client can pick its own address and evade
+/// limits or frame another client. `trusted_proxies` reads the forwarding header only from
+/// the listed proxies. See the README's threat model.
 #[derive(Clone)]
 pub struct Floodgate {
     pub(crate) shared: Arc<Shared>,
@@ -104,15 +112,12 @@ impl Floodgate {
     /// Reads the client's address from this header, set by your reverse proxy (the right-most
     /// value when it holds a list). A missing or unparsable value falls back to the peer.
     ///
-    /// An invalid header name is logged as an error and the peer address is used; see
-    /// [`try_ip_header`](Self::try_ip_header) to get the error instead.
+    /// An invalid header name stops the app from starting (see [`validate`](Self::validate));
+    /// [`try_ip_header`](Self::try_ip_header) gives the error at once.
     pub fn ip_header(self, name: &str) -> Self {
         match self.clone().try_ip_header(name) {
             Ok(this) => this,
-            Err(err) => {
-                log::error!("floodgate: {err}; using the peer address");
-                self
-            }
+            Err(err) => self.edit(|s| s.config_errors.push(err)),
         }
     }
 
@@ -124,9 +129,18 @@ impl Floodgate {
         Ok(self.edit(|s| s.ip_source = IpSource::Header(header)))
     }
 
-    /// Trusts `Forwarded` and `X-Forwarded-For` only from these proxies (CIDRs such as
+    /// Trusts the forwarding header (`X-Forwarded-For` by default, see
+    /// [`proxy_header`](Self::proxy_header)) only from these proxies (CIDRs such as
     /// `"10.0.0.0/8"` or single addresses): the client is the right-most hop that is not a
     /// trusted proxy. Requests from anyone else are keyed by their peer address.
+    ///
+    /// # Security
+    ///
+    /// Only the named header is read, never the other one: a client that sends its own
+    /// `Forwarded` through a proxy that writes `X-Forwarded-For` changes nothing. A hop that
+    /// is not an address (`unknown`, an obfuscated identifier, junk) ends the walk: such a
+    /// request is keyed as an unknown client (the key `unknown`, shared by all of them, on no
+    /// allow list), never as the proxy. List every proxy of the chain, and nothing else.
     pub fn trusted_proxies<I, T>(self, proxies: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = T>,
@@ -146,7 +160,43 @@ impl Floodgate {
                 })?;
             nets.push(net);
         }
-        Ok(self.edit(|s| s.ip_source = IpSource::TrustedProxies(nets.into())))
+        Ok(self.edit(|s| {
+            s.ip_source = IpSource::TrustedProxies(nets.into(), s.proxy_header.unwrap_or_default())
+        }))
+    }
+
+    /// The header your trusted proxies write: [`ProxyHeader::XForwardedFor`] (the default) or
+    /// [`ProxyHeader::Forwarded`] (RFC 7239). Only this header is read. Needs
+    /// [`trusted_proxies`](Self::trusted_proxies) (before or after this call).
+    pub fn proxy_header(self, header: ProxyHeader) -> Self {
+        self.edit(|s| {
+            s.proxy_header = Some(header);
+            if let IpSource::TrustedProxies(nets, _) = &s.ip_source {
+                s.ip_source = IpSource::TrustedProxies(nets.clone(), header);
+            }
+        })
+    }
+
+    /// Bans a whole IPv6 network when enough of its client networks (/64s) were banned within
+    /// a window (see [`Ipv6Rotation`]; on by default, [`Ipv6Rotation::off`] to turn it off).
+    pub fn ipv6_rotation(self, rotation: Ipv6Rotation) -> Self {
+        self.edit(|s| s.ipv6_rotation = rotation)
+    }
+
+    /// Checks the settings as the app's start will: the first configuration mistake, naming
+    /// the setting. An app whose floodgate fails this does not start.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodgate::{Floodgate, Rule};
+    ///
+    /// let bad = Floodgate::new().rate_limit_rules([Rule::new(10, Duration::ZERO)]);
+    /// let err = bad.validate().unwrap_err();
+    /// assert_eq!(err.field(), "rate_limit_rules");
+    /// assert!(Floodgate::new().validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.shared.validate()
     }
 
     /// Keys IPv6 clients by their first `bits` bits (default 64; 128 keys each address).
@@ -159,14 +209,10 @@ impl Floodgate {
         self.edit(|s| s.ban_rule = Some(rule))
     }
 
-    /// The global rules, applied to every route that is not `standalone` or `#[bypass]`.
+    /// The global rules, applied to every route that is not `standalone` or `#[bypass]`. A
+    /// rule of count 0 or with a window under a millisecond stops the app from starting.
     pub fn rate_limit_rules(self, rules: impl IntoIterator<Item = Rule>) -> Self {
         let rules: Vec<Rule> = rules.into_iter().collect();
-        for r in &rules {
-            if r.count() == 0 || r.window().is_zero() {
-                log::warn!("floodgate: global rule {r} refuses every request or never refuses");
-            }
-        }
         self.edit(|s| s.global_rules = rules)
     }
 
@@ -231,92 +277,6 @@ impl Floodgate {
         }
     }
 }
-
-/// A route's plan with what its responses need.
-#[derive(Debug)]
-struct RoutePlan {
-    plan: Arc<Plan>,
-    policy_header: Option<HeaderValue>,
-    ratelimit: response::RateLimitCache,
-}
-
-/// Plans for one annotated route.
-#[derive(Debug)]
-struct RoutePlans {
-    /// Keeps the spec alive, so its address (the cache key) is never reused.
-    _spec: Arc<RouteSpec>,
-    full: Option<Rc<RoutePlan>>,
-    /// Without the policy, for requests its `request_data_check` exempts.
-    exempt: Option<Rc<RoutePlan>>,
-}
-
-impl RoutePlan {
-    fn new(shared: &Shared, plan: Plan) -> Option<Rc<RoutePlan>> {
-        let policy_header = if shared.ratelimit_headers {
-            response::policy_header(plan.limits())
-        } else {
-            None
-        };
-        Some(Rc::new(RoutePlan {
-            plan: Arc::new(plan),
-            policy_header,
-            ratelimit: response::RateLimitCache::default(),
-        }))
-    }
-}
-
-fn route_plans(shared: &Shared, spec: &Arc<RouteSpec>) -> RoutePlans {
-    if spec.bypass {
-        return RoutePlans {
-            _spec: spec.clone(),
-            full: None,
-            exempt: None,
-        };
-    }
-    let policy = spec.policy.map(|p| match p {
-        PolicySpec::Full(p) => p,
-        PolicySpec::Overrides(o) => shared.default_policy.with_overrides(&o),
-    });
-    let use_global = !spec.standalone && (policy.is_none() || shared.policies_use_global_rules);
-    let mut logs = Vec::new();
-    if use_global && !shared.global_rules.is_empty() {
-        logs.push((ScopeId::GLOBAL, shared.global_rules.clone()));
-    }
-    if !spec.rules.is_empty() {
-        let label = format!("rules {}", spec.name);
-        let id = ScopeId::named(&label);
-        shared.register_scope(
-            id,
-            ScopeInfo {
-                label,
-                kind: ScopeKind::Rules(spec.rules.to_vec()),
-            },
-        );
-        logs.push((id, spec.rules.to_vec()));
-    }
-    let policy = policy.map(|p| {
-        let label = format!("policy {}", spec.name);
-        let id = ScopeId::named(&label);
-        shared.register_scope(
-            id,
-            ScopeInfo {
-                label,
-                kind: ScopeKind::Policy(p),
-            },
-        );
-        (id, p)
-    });
-    let exempt = policy
-        .is_some()
-        .then(|| RoutePlan::new(shared, Plan::new(logs.clone(), None)))
-        .flatten();
-    RoutePlans {
-        _spec: spec.clone(),
-        full: RoutePlan::new(shared, Plan::new(logs, policy)),
-        exempt,
-    }
-}
-
 impl<S, B> Transform<S, ServiceRequest> for Floodgate
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -330,6 +290,13 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         let shared = self.shared.clone();
+        if let Err(err) = shared.validate() {
+            // actix-web takes no error value from a middleware's factory: say it here, where
+            // the app fails to start, whether or not a logger is installed.
+            log::error!("floodgate: {err}; the app does not start");
+            eprintln!("floodgate: configuration error: {err}; the app does not start");
+            return ready(Err(()));
+        }
         if !shared.global_rules.is_empty() {
             shared.register_scope(
                 ScopeId::GLOBAL,
@@ -366,8 +333,8 @@ pub struct FloodgateMiddleware<S> {
     shared: Arc<Shared>,
     ctx: Rc<WorkerCtx>,
     data: Rc<Extensions>,
-    global: Option<Rc<RoutePlan>>,
-    ban_only: Option<Rc<RoutePlan>>,
+    global: Rc<RoutePlan>,
+    ban_only: Rc<RoutePlan>,
     routes: RefCell<HashMap<usize, RoutePlans>>,
     /// Route plans extended by matching targets, by (base plan, target bits).
     targeted: RefCell<HashMap<(usize, u64), Rc<RoutePlan>>>,
@@ -383,25 +350,25 @@ impl<S> fmt::Debug for FloodgateMiddleware<S> {
 
 impl<S> FloodgateMiddleware<S> {
     /// The plan for what routing chose; `None` when nothing applies (bypass).
-    fn plan(&self, mark: Option<crate::route::Mark>, excluded: bool) -> Option<Rc<RoutePlan>> {
+    fn plan(&self, mark: Option<Mark>, excluded: bool) -> Option<Rc<RoutePlan>> {
         let Some(mark) = mark else {
-            return if excluded {
+            return Some(if excluded {
                 self.ban_only.clone()
             } else {
                 self.global.clone()
-            };
+            });
         };
         if mark.spec.bypass {
             return None;
         }
         if excluded {
-            return self.ban_only.clone();
+            return Some(self.ban_only.clone());
         }
         let key = Arc::as_ptr(&mark.spec) as usize;
         let mut routes = self.routes.borrow_mut();
         let plans = routes
             .entry(key)
-            .or_insert_with(|| route_plans(&self.shared, &mark.spec));
+            .or_insert_with(|| route_plans(&self.shared, &mark.spec, false));
         if mark.exempt {
             plans.exempt.clone()
         } else {
@@ -418,9 +385,7 @@ impl<S> FloodgateMiddleware<S> {
         let extra = self.shared.targeting.target_logs(bits);
         let logs = base.plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
         let policy = base.plan.policy.as_ref().map(|p| (p.scope, p.policy));
-        let Some(plan) = RoutePlan::new(&self.shared, Plan::new(logs.chain(extra), policy)) else {
-            return base;
-        };
+        let plan = RoutePlan::new(&self.shared, Plan::new(logs.chain(extra), policy));
         let mut cache = self.targeted.borrow_mut();
         if cache.len() >= 4096 {
             cache.clear();
@@ -485,318 +450,22 @@ where
             .probe
             .then(|| shared.targeting.probe_step(shared, &ip_key, now))
             .flatten();
-        let mut pending = targeting::decide(&shared.store, &ip_key, &key, &route.plan, now, probe);
-        match pending.take_ready() {
-            Some(result) => match settle(shared, &route, &key, result, now) {
-                Ok(headers) => FloodgateFuture::pass(fut, headers),
-                Err(refusal) => FloodgateFuture::refused(refusal),
-            },
-            None => FloodgateFuture {
-                state: State::Deciding {
-                    decision: pending,
-                    fut: Some(fut),
-                    wait: Some(Box::new(Waiting {
-                        shared: shared.clone(),
-                        route,
-                        key,
-                        now,
-                    })),
-                },
-            },
-        }
+        let bans = ban_keys(shared, &ip_key, &key);
+        let decision = targeting::decide(&shared.store, bans, &key, &route.plan, now, probe);
+        FloodgateFuture::decided(shared, &route, &key, decision, now, fut)
     }
 }
 
-/// What an allowed response gets: the RateLimit fields.
-struct Headers {
-    route: Rc<RoutePlan>,
-    quota: Option<Quota>,
-    ietf: bool,
-    legacy: bool,
-}
-
-impl Headers {
-    fn apply(self, headers: &mut actix_web::http::header::HeaderMap) {
-        if self.ietf {
-            if let Some(v) = &self.route.policy_header {
-                headers.insert(response::RATELIMIT_POLICY, v.clone());
-            }
-        }
-        if let Some(q) = self.quota {
-            response::insert_quota(
-                headers,
-                self.route.plan.limits(),
-                q,
-                &self.route.ratelimit,
-                self.legacy,
-                self.ietf,
-            );
-        }
+/// The keys whose bans refuse a request counted under `key`, besides `key` itself: the IP
+/// address's when the request is counted under another key, and the IPv6 networks around
+/// it that [`Ipv6Rotation`] may have banned.
+pub(crate) fn ban_keys(shared: &Shared, ip_key: &ClientKey, key: &ClientKey) -> Vec<ClientKey> {
+    let mut bans = Vec::new();
+    if key != ip_key {
+        bans.push(ip_key.clone());
     }
-}
-
-/// Turns the store's answer into what the request gets: headers to add, or a refusal.
-fn settle(
-    shared: &Shared,
-    route: &Rc<RoutePlan>,
-    key: &ClientKey,
-    result: Result<Decision, StoreError>,
-    now: Timestamp,
-) -> Result<Option<Headers>, Error> {
-    let headers_on = shared.ratelimit_headers || shared.legacy_headers;
-    let decision = match result {
-        Ok(d) => d,
-        Err(err) => {
-            shared.store_failed("a request", &err);
-            return match shared.store_failure {
-                StoreFailure::Open => Ok(None),
-                StoreFailure::Closed => Err(refusal_error(
-                    shared,
-                    Refusal {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        client: key,
-                        retry_after: Some(std::time::Duration::from_secs(1)),
-                        kind: RefusalKind::StoreUnavailable,
-                    },
-                    None,
-                )),
-            };
-        }
-    };
-    match decision {
-        Decision::Allowed { quota } => {
-            log::trace!("floodgate: {key} allowed");
-            Ok(headers_on.then(|| Headers {
-                route: route.clone(),
-                quota,
-                ietf: shared.ratelimit_headers,
-                legacy: shared.legacy_headers,
-            }))
-        }
-        Decision::Limited {
-            reason,
-            limit,
-            retry_after,
-            started,
-        } => {
-            let limits = route.plan.limits();
-            let Some(info) = limits.get(limit) else {
-                return Ok(None);
-            };
-            if started {
-                log::info!(
-                    "floodgate: {key} blocked for {}s by policy {}",
-                    response::retry_after_secs(retry_after),
-                    info.name
-                );
-            } else {
-                log::debug!("floodgate: {key} limited by {} ({reason:?})", info.name);
-            }
-            let headers = headers_on.then(|| Headers {
-                route: route.clone(),
-                quota: Some(Quota {
-                    limit,
-                    remaining: 0,
-                    reset: retry_after,
-                }),
-                ietf: shared.ratelimit_headers,
-                legacy: shared.legacy_headers,
-            });
-            Err(refusal_error(
-                shared,
-                Refusal {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    client: key,
-                    retry_after: Some(retry_after),
-                    kind: RefusalKind::Limited {
-                        reason,
-                        limit: info,
-                    },
-                },
-                headers,
-            ))
-        }
-        Decision::Banned {
-            until,
-            reason,
-            started,
-        } => {
-            if started {
-                match until {
-                    Some(t) => log::warn!("floodgate: {key} banned until {t} ({reason:?})"),
-                    None => log::warn!("floodgate: {key} blacklisted ({reason:?})"),
-                }
-            } else {
-                log::debug!("floodgate: {key} refused: banned ({reason:?})");
-            }
-            let retry_after = until.map(|t| t.saturating_since(now));
-            // A blacklist has no reset time: the policy field only, no RateLimit field.
-            let headers = (headers_on && !route.plan.limits().is_empty()).then(|| Headers {
-                route: route.clone(),
-                quota: retry_after.map(|reset| Quota {
-                    limit: 0,
-                    remaining: 0,
-                    reset,
-                }),
-                ietf: shared.ratelimit_headers,
-                legacy: shared.legacy_headers,
-            });
-            Err(refusal_error(
-                shared,
-                Refusal {
-                    status: StatusCode::FORBIDDEN,
-                    client: key,
-                    retry_after,
-                    kind: RefusalKind::Banned { until, reason },
-                },
-                headers,
-            ))
-        }
+    if shared.ipv6_rotation.is_on() {
+        bans.extend(shared.ipv6_rotation.networks(ip_key));
     }
-}
-
-/// A client refused by a deny list, a country rule or a denying target (403, permanent).
-fn denied(shared: &Shared, client: &ClientKey, reason: &DenyReason) -> Error {
-    log::debug!("floodgate: {client} denied ({reason:?})");
-    refusal_error(
-        shared,
-        Refusal {
-            status: StatusCode::FORBIDDEN,
-            client,
-            retry_after: None,
-            kind: RefusalKind::Denied { reason },
-        },
-        None,
-    )
-}
-
-/// A request without the key its route is counted under ([`MissingKey::Refuse`](crate::MissingKey::Refuse)).
-fn key_missing(shared: &Shared, client: &ClientKey, status: StatusCode) -> Error {
-    log::debug!("floodgate: {client} sent no key; refused with {status}");
-    refusal_error(
-        shared,
-        Refusal {
-            status,
-            client,
-            retry_after: None,
-            kind: RefusalKind::MissingKey,
-        },
-        None,
-    )
-}
-
-fn refusal_error(shared: &Shared, refusal: Refusal<'_>, headers: Option<Headers>) -> Error {
-    let mut res = match &shared.refusal_hook {
-        Some(hook) => hook(&refusal),
-        None => refusal.default_response(),
-    };
-    let h = res.headers_mut();
-    response::insert_retry_after(h, refusal.retry_after);
-    if let Some(headers) = headers {
-        if !h.contains_key(response::RATELIMIT) {
-            headers.apply(h);
-        }
-    }
-    InternalError::from_response("request refused by floodgate", res).into()
-}
-
-struct Waiting {
-    shared: Arc<Shared>,
-    route: Rc<RoutePlan>,
-    key: ClientKey,
-    now: Timestamp,
-}
-
-pin_project! {
-    /// The response future of [`FloodgateMiddleware`].
-    pub struct FloodgateFuture<F> {
-        #[pin]
-        state: State<F>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        // Waiting for an asynchronous store; the route's future is not polled until allowed.
-        Deciding {
-            decision: StoreFuture<Decision>,
-            fut: Option<F>,
-            wait: Option<Box<Waiting>>,
-        },
-        Serving {
-            #[pin]
-            fut: F,
-            headers: Option<Headers>,
-        },
-        Refused {
-            error: Option<Error>,
-        },
-    }
-}
-
-impl<F> FloodgateFuture<F> {
-    fn pass(fut: F, headers: Option<Headers>) -> Self {
-        FloodgateFuture {
-            state: State::Serving { fut, headers },
-        }
-    }
-
-    fn refused(error: Error) -> Self {
-        FloodgateFuture {
-            state: State::Refused { error: Some(error) },
-        }
-    }
-}
-
-impl<F> fmt::Debug for FloodgateFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FloodgateFuture")
-    }
-}
-
-impl<F, B> Future for FloodgateFuture<F>
-where
-    F: Future<Output = Result<ServiceResponse<B>, Error>>,
-{
-    type Output = Result<ServiceResponse<B>, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let this = self.as_mut().project();
-            match this.state.project() {
-                StateProj::Deciding {
-                    decision,
-                    fut,
-                    wait,
-                } => {
-                    let result = ready_poll!(Pin::new(decision).poll(cx));
-                    let (Some(fut), Some(w)) = (fut.take(), wait.take()) else {
-                        return Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
-                            "floodgate future polled after completion",
-                        )));
-                    };
-                    let next = match settle(&w.shared, &w.route, &w.key, result, w.now) {
-                        Ok(headers) => State::Serving { fut, headers },
-                        Err(error) => State::Refused { error: Some(error) },
-                    };
-                    self.as_mut().project().state.set(next);
-                }
-                StateProj::Serving { fut, headers } => {
-                    let mut res = ready_poll!(fut.poll(cx))?;
-                    if let Some(h) = headers.take() {
-                        h.apply(res.headers_mut());
-                    }
-                    return Poll::Ready(Ok(res));
-                }
-                StateProj::Refused { error } => {
-                    return Poll::Ready(Err(error.take().unwrap_or_else(|| {
-                        actix_web::error::ErrorInternalServerError(
-                            "floodgate future polled after completion",
-                        )
-                    })));
-                }
-            }
-        }
-    }
+    bans
 }

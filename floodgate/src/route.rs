@@ -8,52 +8,29 @@
 //! `RouteRules::call` writes its route into a per-worker slot that `Floodgate` reads as soon as
 //! its call returns: the decision is made before any handler or extractor code runs, knowing
 //! exactly which route (and method) was chosen.
+//!
+//! A middleware between `Floodgate` and the routes may call them later, when its own future
+//! is polled (`middleware::from_fn`, session and auth middleware): then `RouteRules` is called
+//! after `Floodgate`'s call returned, and decides its route's own rules itself, still before
+//! the handler runs (see `RouteRulesMiddleware::deferred`).
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::{ready, Ready};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::Error;
 
+use crate::gatekeeper::GateKeeper;
+use crate::outcome::{key_missing, FloodgateFuture};
+use crate::plans::{route_plans, RoutePlans};
 use crate::policy::{Policy, PolicyOverrides};
+use crate::route_spec::{Mark, PolicySpec, RouteSpec, WorkerLink};
 use crate::rules::Rule;
-
-/// The rules of one route. Built by the attribute macros (as a `static`) or by [`RouteRules`].
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub struct RouteSpec {
-    /// Stable and unique per route: the handler's module path and name for the macros.
-    pub name: Cow<'static, str>,
-    pub bypass: bool,
-    pub rules: Cow<'static, [Rule]>,
-    pub standalone: bool,
-    pub policy: Option<PolicySpec>,
-    /// The route's key extractor (`key = path::to::fn`), evaluated during routing.
-    pub key: Option<crate::targeting::keys::RouteKey>,
-}
-
-/// A route's policy: keys given in an attribute (over the app's default policy), or a whole
-/// [`Policy`].
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug)]
-pub enum PolicySpec {
-    Overrides(PolicyOverrides),
-    Full(Policy),
-}
-
-impl RouteSpec {
-    pub(crate) fn data_check(&self) -> Option<crate::policy::RequestCheck> {
-        match &self.policy {
-            Some(PolicySpec::Overrides(o)) => o.request_data_check,
-            Some(PolicySpec::Full(p)) => p.request_data_check,
-            None => None,
-        }
-    }
-}
+use crate::targeting::keys::{extract_safely, Found};
+use crate::targeting::KeyChoice;
 
 /// Rules for one route registered without the attribute macros: wrap the resource with it.
 ///
@@ -153,35 +130,6 @@ impl RouteRules {
     }
 }
 
-/// What routing chose, written by `RouteRules` during the app-wide middleware's call.
-#[derive(Debug)]
-pub(crate) struct Mark {
-    pub(crate) spec: Arc<RouteSpec>,
-    /// The policy's `request_data_check` returned true for this request.
-    pub(crate) exempt: bool,
-    /// What the route's key extractor found, when it has one.
-    pub(crate) key: Option<Option<crate::ClientKey>>,
-}
-
-/// Per-worker state shared by `Floodgate` and the `RouteRules` of that worker's routes.
-#[derive(Default)]
-pub(crate) struct WorkerCtx {
-    pub(crate) in_call: Cell<bool>,
-    pub(crate) mark: Cell<Option<Mark>>,
-}
-
-impl fmt::Debug for WorkerCtx {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerCtx")
-            .field("in_call", &self.in_call.get())
-            .finish_non_exhaustive()
-    }
-}
-
-/// How `RouteRules` finds its worker's `Floodgate` (through the request's app data).
-#[derive(Clone, Debug)]
-pub(crate) struct WorkerLink(pub(crate) Rc<WorkerCtx>);
-
 impl<S, B> Transform<S, ServiceRequest> for RouteRules
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -193,17 +141,30 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
+        if let Err(err) = self.spec.validate() {
+            log::error!("floodgate: {err}; the app does not start");
+            eprintln!("floodgate: configuration error: {err}; the app does not start");
+            return ready(Err(()));
+        }
         ready(Ok(RouteRulesMiddleware {
             service,
             spec: self.spec.clone(),
+            plans: RefCell::new(None),
+            warned: Cell::new(false),
         }))
     }
 }
 
-/// The service of [`RouteRules`]: marks the route and calls through.
+/// The service of [`RouteRules`]: marks the route for the app-wide middleware, or decides
+/// itself when it is called after that middleware's call returned.
 pub struct RouteRulesMiddleware<S> {
     service: S,
     spec: Arc<RouteSpec>,
+    /// This route's plans without the global rules, for deferred routing, with the address
+    /// of the floodgate settings they were built from.
+    plans: RefCell<Option<(usize, RoutePlans)>>,
+    /// Whether this worker's copy of the route has logged its warning.
+    warned: Cell<bool>,
 }
 
 impl<S> fmt::Debug for RouteRulesMiddleware<S> {
@@ -214,46 +175,132 @@ impl<S> fmt::Debug for RouteRulesMiddleware<S> {
     }
 }
 
+impl<S> RouteRulesMiddleware<S> {
+    /// Whether the policy's `request_data_check` exempts this request.
+    fn exempt(&self, req: &ServiceRequest) -> bool {
+        self.spec.data_check().is_some_and(|check| {
+            // A panicking check must not take the worker down: count the request.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(req.request())))
+                .unwrap_or_else(|_| {
+                    log::error!(
+                        "floodgate: request_data_check of route {} panicked; the request is \
+                         counted",
+                        self.spec.name
+                    );
+                    false
+                })
+        })
+    }
+
+    fn route_key(&self, req: &ServiceRequest) -> Option<Found> {
+        self.spec.key.as_ref().map(|k| {
+            extract_safely(&format!("route {}", self.spec.name), || {
+                k.extract(req.request())
+            })
+        })
+    }
+
+    /// Logs `problem` once per route and worker.
+    fn warn(&self, level: log::Level, problem: &str) {
+        if !self.warned.replace(true) {
+            log::log!(level, "floodgate: route {} {problem}", self.spec.name);
+        }
+    }
+}
+
 impl<S, B> Service<ServiceRequest> for RouteRulesMiddleware<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
 {
     type Response = ServiceResponse<B>;
     type Error = Error;
-    type Future = S::Future;
+    type Future = FloodgateFuture<S::Future>;
 
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         match req.app_data::<WorkerLink>() {
             Some(WorkerLink(ctx)) if ctx.in_call.get() => {
-                let exempt = self.spec.data_check().is_some_and(|check| {
-                    // A panicking check must not take the worker down: count the request.
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(req.request())))
-                        .unwrap_or_else(|_| {
-                            log::error!(
-                                "floodgate: request_data_check of route {} panicked; the request is counted",
-                                self.spec.name
-                            );
-                            false
-                        })
-                });
-                let key = self.spec.key.as_ref().map(|k| k.extract(req.request()));
+                let exempt = self.exempt(&req);
+                let key = self.route_key(&req);
                 ctx.mark.set(Some(Mark {
                     spec: self.spec.clone(),
                     exempt,
                     key,
                 }));
+                FloodgateFuture::pass(self.service.call(req), None)
             }
-            Some(_) => warn_once(&self.spec.name, "was routed after the Floodgate middleware returned: a middleware between Floodgate and the routes defers routing. call .wrap(floodgate) before that middleware's .wrap(), so that Floodgate sits inside it, next to the routes"),
-            None => warn_once(&self.spec.name, "carries floodgate rules, but no Floodgate wraps its App or scope: add .wrap(floodgate.clone())"),
+            Some(_) => self.deferred(req),
+            None => {
+                self.warn(
+                    log::Level::Error,
+                    "carries floodgate rules, but no Floodgate wraps its App or scope: add \
+                     .wrap(floodgate.clone()); its rules are not applied",
+                );
+                FloodgateFuture::pass(self.service.call(req), None)
+            }
         }
-        self.service.call(req)
     }
 }
 
-fn warn_once(route: &str, problem: &str) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    WARNED
-        .call_once(|| log::error!("floodgate: route {route} {problem}; its rules are not applied"));
+impl<S, B> RouteRulesMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    /// Routing happened after `Floodgate`'s call returned (a middleware between them calls
+    /// the routes only when polled): `Floodgate` has already checked the bans and counted
+    /// the global rules (and targets) under the app's key or the IP address, so this route
+    /// decides its own rules and policy now, before its handler runs.
+    fn deferred(&self, req: ServiceRequest) -> FloodgateFuture<S::Future> {
+        let Some(shared) = req.app_data::<GateKeeper>().map(|gk| gk.shared.clone()) else {
+            return FloodgateFuture::pass(self.service.call(req), None);
+        };
+        self.warn(
+            log::Level::Debug,
+            "is routed after the Floodgate middleware's call (a middleware between them defers \
+             routing): it decides its own rules; the global rules were counted before routing",
+        );
+        if self.spec.bypass || shared.excluded_methods.contains(req.method()) {
+            return FloodgateFuture::pass(self.service.call(req), None);
+        }
+        let ip = shared
+            .ip_source
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
+        let ip_key = shared.key_of(ip);
+        let mut pre = shared.targeting.before_routing(&req, ip);
+        if pre.skip {
+            return FloodgateFuture::pass(self.service.call(req), None);
+        }
+        let exempt = self.exempt(&req);
+        let key = match shared.targeting.choose_key(&mut pre, self.route_key(&req)) {
+            KeyChoice::Ip => ip_key,
+            KeyChoice::Custom(key) => key,
+            KeyChoice::Skip => return FloodgateFuture::pass(self.service.call(req), None),
+            KeyChoice::Refuse(status) => {
+                return FloodgateFuture::refused(key_missing(&shared, &ip_key, status))
+            }
+        };
+        let id = Arc::as_ptr(&shared) as usize;
+        let route = {
+            let mut cache = self.plans.borrow_mut();
+            let plans = match &mut *cache {
+                Some((built_for, plans)) if *built_for == id => plans,
+                slot => {
+                    let plans = route_plans(&shared, &self.spec, true);
+                    &mut slot.insert((id, plans)).1
+                }
+            };
+            if exempt {
+                plans.exempt.clone()
+            } else {
+                plans.full.clone()
+            }
+        };
+        let Some(route) = route else {
+            return FloodgateFuture::pass(self.service.call(req), None);
+        };
+        let now = shared.now();
+        let decision = shared.store.check(&key, &route.plan, now);
+        FloodgateFuture::decided(&shared, &route, &key, decision, now, self.service.call(req))
+    }
 }

@@ -181,6 +181,8 @@ pub enum BanReason {
     Operator,
     /// A policy's block limit was exceeded.
     Punished,
+    /// The client asked for a scanner path ([`ProbeBan`](crate::ProbeBan)).
+    Probe,
 }
 
 /// The outcome of checking one request.
@@ -887,6 +889,14 @@ impl ClientState {
         self.last_seen = self.last_seen.max(now.as_millis());
         let until = until.map_or(NEVER, Timestamp::as_millis);
         self.rare_mut().ban = Some((until, BanReason::Operator));
+    }
+
+    /// Bans the client until `until` (`None`: forever) for `reason`, unless a ban that ends
+    /// later is in force: automatic bans only ever lengthen a ban (a probe never shortens a
+    /// blacklist). Only an operator's [`ban`](Self::ban) or [`unban`](Self::unban) shortens one.
+    pub fn extend_ban(&mut self, until: Option<Timestamp>, reason: BanReason, now: Timestamp) {
+        self.last_seen = self.last_seen.max(now.as_millis());
+        self.set_ban(until.map_or(NEVER, Timestamp::as_millis), reason);
     }
 
     /// Lifts any ban or blacklist, forgets unspent offences, and clears policy blocks and

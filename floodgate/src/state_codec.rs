@@ -6,7 +6,7 @@
 //! ```text
 //! format: u8 = 1
 //! last_seen
-//! ban: u8 (0 = none, 1 = some) [until, reason: u8 (0 reported, 1 operator, 2 punished)]
+//! ban: u8 (0 = none, 1 = some) [until, reason: u8 (0 reported, 1 operator, 2 punished, 3 probe)]
 //! offences: times
 //! offences_expire
 //! scopes: count, then each: id: u64 little-endian, kind: u8
@@ -58,6 +58,7 @@ impl ClientState {
                     BanReason::Reported => 0,
                     BanReason::Operator => 1,
                     BanReason::Punished => 2,
+                    BanReason::Probe => 3,
                 });
             }
         }
@@ -124,6 +125,7 @@ impl ClientState {
                     0 => BanReason::Reported,
                     1 => BanReason::Operator,
                     2 => BanReason::Punished,
+                    3 => BanReason::Probe,
                     n => return Err(DecodeError::new(format!("unknown ban reason {n}"))),
                 };
                 Some((until, reason))
@@ -299,6 +301,7 @@ mod tests {
                 BanReason::Reported,
                 BanReason::Operator,
                 BanReason::Punished,
+                BanReason::Probe,
             ] {
                 out.push(ClientState::from_parts(
                     v,

@@ -10,7 +10,7 @@ use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
 use crate::error::StoreError;
 use crate::rules::BanRule;
-use crate::state::{ClientState, Decision, Plan, ReportOutcome};
+use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
 /// Wraps a primary store (typically a [`RedisStore`](crate::RedisStore)) so that its failure
 /// never stops the app.
@@ -271,6 +271,21 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
         )
     }
 
+    fn extend_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        let key = client.clone();
+        self.call(
+            now,
+            |s| s.extend_ban(client, until, reason, now),
+            move |b| b.extend_ban(&key, until, reason, now),
+        )
+    }
+
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         let key = client.clone();
         self.call(now, |s| s.unban(client, now), move |b| b.unban(&key, now))
@@ -315,6 +330,15 @@ mod tests {
         }
         fn ban(&self, c: &ClientKey, u: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
             self.inner.ban(c, u, now)
+        }
+        fn extend_ban(
+            &self,
+            c: &ClientKey,
+            u: Option<Timestamp>,
+            r: BanReason,
+            now: Timestamp,
+        ) -> StoreFuture<()> {
+            self.inner.extend_ban(c, u, r, now)
         }
         fn unban(&self, c: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
             self.inner.unban(c, now)

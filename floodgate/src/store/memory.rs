@@ -12,7 +12,7 @@ use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
 use crate::rules::BanRule;
-use crate::state::{ClientState, Decision, Plan, ReportOutcome};
+use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
 /// Clients tracked by default before the least recently seen are evicted.
 pub const DEFAULT_MAX_CLIENTS: usize = 200_000;
@@ -484,6 +484,17 @@ impl Store for MemoryStore {
 
     fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
         self.with_state(client, now, true, |s| s.ban(until, now));
+        StoreFuture::ready(Ok(()))
+    }
+
+    fn extend_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        self.with_state(client, now, true, |s| s.extend_ban(until, reason, now));
         StoreFuture::ready(Ok(()))
     }
 

@@ -16,7 +16,7 @@ use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::rules::BanRule;
-use crate::state::{ClientState, Decision, Plan, ReportOutcome};
+use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
 pub mod failover;
 pub mod memory;
@@ -102,6 +102,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Bans `client` until `until`, or forever for `None` (see [`ClientState::ban`]).
     fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()>;
 
+    /// Bans `client` until `until` (`None`: forever) for `reason`, unless a ban that ends
+    /// later is in force (see [`ClientState::extend_ban`]): automatic bans, such as a probe's,
+    /// only ever lengthen a ban.
+    fn extend_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()>;
+
     /// Lifts a ban (see [`ClientState::unban`]); true when one was in force.
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool>;
 
@@ -126,6 +137,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
         (**self).ban(client, until, now)
+    }
+    fn extend_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        (**self).extend_ban(client, until, reason, now)
     }
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         (**self).unban(client, now)

@@ -60,7 +60,7 @@ end
 
 -- ClientState: "1 last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope.."
 -- scope: "L id expires n t.." | "P id <the 13 PF fields>"; ban_reason 0 = no ban,
--- 1 reported, 2 operator, 3 punished.
+-- 1 reported, 2 operator, 3 punished, 4 probe.
 local function decode(blob)
   local st = { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
   if not blob then return st end
@@ -483,6 +483,15 @@ elseif op == 'ban' then
   st.ban_reason = 2
   save(key, st, now)
   return { 0 }
+elseif op == 'extend' then
+  -- ClientState::extend_ban: an automatic ban only ever lengthens the one in force.
+  local nx = reader(args)
+  local untl = num(nx())
+  local reason = tonumber(nx()) or 2
+  st.last_seen = mmax(st.last_seen, now)
+  set_ban(st, untl, reason)
+  save(key, st, now)
+  return { enc(st.ban_until), st.ban_reason }
 elseif op == 'unban' then
   if blob == nil then return { 0 } end
   local was = unban(st, now)

@@ -391,10 +391,21 @@ fn encode_plan(plan: &Plan) -> String {
     out
 }
 
+/// The script's code of a ban reason (see `decode` in `redis.lua`).
+fn ban_code(reason: BanReason) -> i64 {
+    match reason {
+        BanReason::Reported => 1,
+        BanReason::Operator => 2,
+        BanReason::Punished => 3,
+        BanReason::Probe => 4,
+    }
+}
+
 fn ban_reason(code: i64) -> BanReason {
     match code {
         1 => BanReason::Reported,
         3 => BanReason::Punished,
+        4 => BanReason::Probe,
         _ => BanReason::Operator,
     }
 }
@@ -655,6 +666,35 @@ impl Store for RedisStore {
                 cache.put(&client, until, BanReason::Operator, now.as_millis(), epoch);
             }
             Ok(())
+        })
+    }
+
+    fn extend_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        let mut args = lua_time(until.map_or(u64::MAX, Timestamp::as_millis));
+        let _ = write!(args, " {}", ban_code(reason));
+        let epoch = self.cache.as_ref().map_or(0, |c| c.epoch());
+        let call = self.run(client, "extend", now, args);
+        let cache = self.cache.clone();
+        let client = client.clone();
+        StoreFuture::pending(async move {
+            let reply = call.await?;
+            match reply.as_slice() {
+                [until, code] => {
+                    if let Some(cache) = &cache {
+                        // The ban now in force: this one, or a longer one kept.
+                        let until = rust_time(*until);
+                        cache.put(&client, until, ban_reason(*code), now.as_millis(), epoch);
+                    }
+                    Ok(())
+                }
+                _ => Err(malformed("extend", &reply)),
+            }
         })
     }
 

@@ -710,6 +710,19 @@ impl Store for SqliteStore {
         )
     }
 
+    fn extend_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        map(
+            self.with_state(client, now, true, move |s| s.extend_ban(until, reason, now)),
+            |_| (),
+        )
+    }
+
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         map(
             self.with_state(client, now, false, move |s| s.unban(now)),

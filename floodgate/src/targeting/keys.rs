@@ -39,6 +39,51 @@ use crate::error::ConfigError;
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The request's key, `None` when it has none.
     fn extract(&self, req: &HttpRequest) -> Option<ClientKey>;
+
+    /// A configuration mistake in this extractor (an invalid header name, say). Checked when
+    /// the app starts: an error stops it from starting, naming the setting.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// Custom keys longer than this are not used: the request is counted under its IP address
+/// (a key of megabytes must not cost megabytes of every store).
+pub(crate) const MAX_KEY_LEN: usize = 1024;
+
+/// What a key extractor found for one request.
+#[derive(Debug)]
+pub(crate) enum Found {
+    Key(ClientKey),
+    /// The request has no key: the [`MissingKey`] outcome applies.
+    Missing,
+    /// The extractor panicked or gave a key longer than [`MAX_KEY_LEN`]: the request is
+    /// counted under its IP address, whatever [`MissingKey`] says (a client must not escape
+    /// its limits by making the extractor fail).
+    Unusable,
+}
+
+/// Runs an extractor, isolating a panic and refusing over-long keys.
+pub(crate) fn extract_safely(who: &str, f: impl FnOnce() -> Option<ClientKey>) -> Found {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Some(key)) if key.custom_len() > MAX_KEY_LEN => {
+            log::debug!(
+                "floodgate: the key extractor of {who} gave a key of {} bytes (over {MAX_KEY_LEN}); \
+                 the request is counted under its IP address",
+                key.custom_len()
+            );
+            Found::Unusable
+        }
+        Ok(Some(key)) => Found::Key(key),
+        Ok(None) => Found::Missing,
+        Err(_) => {
+            log::error!(
+                "floodgate: the key extractor of {who} panicked; the request is counted under \
+                 its IP address"
+            );
+            Found::Unusable
+        }
+    }
 }
 
 impl<F, K> KeyExtractor for F
@@ -56,25 +101,28 @@ where
 #[derive(Clone, Debug)]
 pub struct HeaderKey {
     name: HeaderName,
+    invalid: Option<ConfigError>,
 }
 
 impl HeaderKey {
     /// Keys by header `name`. A header missing, empty, not text or longer than 1 KiB gives no
-    /// key. An invalid header name is logged as an error and gives an extractor that never
-    /// finds a key; see [`try_new`](Self::try_new) to get the error instead.
+    /// key. An invalid header name stops the app from starting (the `Floodgate` or
+    /// `RouteRules` it is given to reports it); see [`try_new`](Self::try_new) to get the
+    /// error at once instead.
     pub fn new(name: &str) -> Self {
-        HeaderKey::try_new(name).unwrap_or_else(|err| {
-            log::error!("floodgate: {err}; HeaderKey finds no key");
-            HeaderKey {
-                name: HeaderName::from_static("x-floodgate-invalid-header-name"),
-            }
+        HeaderKey::try_new(name).unwrap_or_else(|err| HeaderKey {
+            name: HeaderName::from_static("x-floodgate-invalid-header-name"),
+            invalid: Some(err),
         })
     }
 
     /// Like [`new`](Self::new), but an invalid header name is an error.
     pub fn try_new(name: &str) -> Result<Self, ConfigError> {
         HeaderName::from_bytes(name.trim().as_bytes())
-            .map(|name| HeaderKey { name })
+            .map(|name| HeaderKey {
+                name,
+                invalid: None,
+            })
             .map_err(|_| {
                 ConfigError::invalid("key", format!("{name:?} is not a valid header name"))
             })
@@ -88,6 +136,10 @@ impl KeyExtractor for HeaderKey {
             return None;
         }
         Some(ClientKey::custom(format!("{}:{v}", self.name)))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.invalid.clone().map_or(Ok(()), Err)
     }
 }
 
@@ -138,6 +190,13 @@ impl RouteKey {
             RouteKey::Dyn(k) => k.extract(req),
         }
     }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            RouteKey::Fn(_) => Ok(()),
+            RouteKey::Dyn(k) => k.validate(),
+        }
+    }
 }
 
 impl fmt::Debug for RouteKey {
@@ -177,6 +236,8 @@ mod tests {
             .to_http_request();
         assert_eq!(k.extract(&req), None);
         assert_eq!(HeaderKey::new("bad header").extract(&req), None);
+        assert!(HeaderKey::new("bad header").validate().is_err());
+        assert!(HeaderKey::new("x-api-key").validate().is_ok());
 
         let by_path = |req: &HttpRequest| Some(format!("path:{}", req.path()));
         let req = TestRequest::with_uri("/a/b").to_http_request();

@@ -30,11 +30,11 @@ use pin_project_lite::pin_project;
 
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, StoreError};
 use crate::gatekeeper::Shared;
 use crate::middleware::Floodgate;
 use crate::rules::Rule;
-use crate::state::{Decision, Plan, ReportOutcome, ScopeId};
+use crate::state::{BanReason, Decision, Plan, ReportOutcome, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
 use crate::store::{Store, StoreFuture};
 
@@ -114,7 +114,7 @@ pub(crate) struct Pre {
     /// A probe path that no route matches.
     pub(crate) probe: bool,
     /// The app-wide extractor's answer, when there is one.
-    app_key: Option<Option<ClientKey>>,
+    app_key: Option<keys::Found>,
     /// The targets with rules that match, as bits.
     pub(crate) targets: u64,
 }
@@ -175,30 +175,52 @@ impl Targeting {
             }
         }
         if let Some(p) = &self.probes {
-            pre.probe = p.is_probe(req.path()) && req.request().match_pattern().is_none();
+            pre.probe = p.is_probe(routed_path(req)) && req.request().match_pattern().is_none();
         }
         if let Some(k) = &self.key {
-            pre.app_key = Some(k.extract(req.request()));
+            pre.app_key = Some(keys::extract_safely("the app", || k.extract(req.request())));
         }
         pre
     }
 
     /// The key: the route's extractor's (found during routing), else the app's, else the IP.
-    pub(crate) fn choose_key(
-        &self,
-        pre: &mut Pre,
-        route_key: Option<Option<ClientKey>>,
-    ) -> KeyChoice {
+    pub(crate) fn choose_key(&self, pre: &mut Pre, route_key: Option<keys::Found>) -> KeyChoice {
         let found = match route_key.or_else(|| pre.app_key.take()) {
             None => return KeyChoice::Ip,
             Some(found) => found,
         };
         match (found, self.missing_key) {
-            (Some(k), _) => KeyChoice::Custom(k),
-            (None, MissingKey::UseIp) => KeyChoice::Ip,
-            (None, MissingKey::Skip) => KeyChoice::Skip,
-            (None, MissingKey::Refuse(status)) => KeyChoice::Refuse(status),
+            (keys::Found::Key(k), _) => KeyChoice::Custom(k),
+            (keys::Found::Unusable, _) => KeyChoice::Ip,
+            (keys::Found::Missing, MissingKey::UseIp) => KeyChoice::Ip,
+            (keys::Found::Missing, MissingKey::Skip) => KeyChoice::Skip,
+            (keys::Found::Missing, MissingKey::Refuse(status)) => KeyChoice::Refuse(status),
         }
+    }
+
+    /// Configuration mistakes: targets that limit nothing or with unusable rules, key
+    /// extractors with an invalid setting.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for t in &self.targets {
+            let field = format!("target {}", t.name);
+            match &t.action {
+                Action::None => {
+                    return Err(ConfigError::invalid(
+                        field,
+                        "has neither rules (.limit) nor .deny(): it would do nothing",
+                    ))
+                }
+                Action::Limit(rules) if rules.is_empty() => {
+                    return Err(ConfigError::invalid(field, "has an empty rule list"))
+                }
+                Action::Limit(rules) => crate::validate::rules(&field, rules)?,
+                Action::Deny => {}
+            }
+        }
+        if let Some(k) = &self.key {
+            k.validate().map_err(|e| e.in_field("key"))?;
+        }
+        Ok(())
     }
 
     /// The `(scope, rules)` of the targets in `bits`.
@@ -226,10 +248,19 @@ impl Targeting {
         now: Timestamp,
     ) -> Option<StoreFuture<()>> {
         let action = self.probes.as_ref()?.action;
-        log::info!("floodgate: {ip_key} probed a scanner path ({action:?})");
+        log::info!(
+            "floodgate: {} probed a scanner path ({action:?})",
+            ip_key.logged()
+        );
         match action {
+            // Never shortens a longer ban or a blacklist in force.
             ProbeAction::Ban(duration) => {
-                Some(shared.store.ban(ip_key, duration.map(|d| now + d), now))
+                let until = duration.map(|d| now + d);
+                let ban = shared
+                    .store
+                    .extend_ban(ip_key, until, BanReason::Probe, now);
+                let network = shared.note_ban(ip_key, until, BanReason::Probe, now);
+                Some(then(ban, network))
             }
             ProbeAction::Report => {
                 let Some(rule) = shared.ban_rule else {
@@ -246,60 +277,140 @@ impl Targeting {
     }
 }
 
-/// The decision for one request: the probe's store operation first, then the IP's ban when
-/// the request is counted under another key, then `plan` under `key`. Synchronous stores
-/// answer at once; otherwise the steps left run in one future.
+/// The decision for one request: the probe's store operation first, then the bans of `bans`
+/// (the IP address's when the request is counted under another key, the IPv6 networks around
+/// it), then `plan` under `key`. A ban found anywhere refuses. A store failure while checking
+/// `bans` is the answer unless `plan` refuses, so that the store-failure policy applies to it
+/// (fail-closed refuses with 503). Synchronous stores answer at once; otherwise the steps
+/// left run in one future.
 pub(crate) fn decide(
     store: &Arc<dyn Store>,
-    ip_key: &ClientKey,
+    bans: Vec<ClientKey>,
     key: &ClientKey,
     plan: &Arc<Plan>,
     now: Timestamp,
     probe: Option<StoreFuture<()>>,
 ) -> StoreFuture<Decision> {
-    let ip_ban = key != ip_key;
+    let mut steps = Steps {
+        store: store.clone(),
+        bans,
+        next: 0,
+        key: key.clone(),
+        plan: plan.clone(),
+        now,
+        failed: None,
+    };
     if let Some(mut step) = probe {
         match step.take_ready() {
             Some(r) => log_failure(r),
             None => {
-                let (store, ip_key, key, plan) =
-                    (store.clone(), ip_key.clone(), key.clone(), plan.clone());
                 return StoreFuture::pending(async move {
                     log_failure(step.await);
-                    if ip_ban {
-                        if let Ok(d @ Decision::Banned { .. }) =
-                            store.check(&ip_key, ban_only(), now).await
-                        {
-                            return Ok(d);
-                        }
-                    }
-                    store.check(&key, &plan, now).await
-                });
+                    steps.finish().await
+                })
             }
         }
     }
-    if ip_ban {
-        let mut ban = store.check(ip_key, ban_only(), now);
+    while let Some(ban_key) = steps.bans.get(steps.next) {
+        let mut ban = store.check(ban_key, ban_only(), now);
+        steps.next += 1;
         match ban.take_ready() {
-            Some(Ok(d @ Decision::Banned { .. })) => return StoreFuture::ready(Ok(d)),
-            Some(_) => {}
+            Some(r) => {
+                if let Some(banned) = steps.ban_answer(r) {
+                    return StoreFuture::ready(Ok(banned));
+                }
+            }
             None => {
-                let (store, key, plan) = (store.clone(), key.clone(), plan.clone());
                 return StoreFuture::pending(async move {
-                    if let Ok(d @ Decision::Banned { .. }) = ban.await {
-                        return Ok(d);
+                    if let Some(banned) = steps.ban_answer(ban.await) {
+                        return Ok(banned);
                     }
-                    store.check(&key, &plan, now).await
-                });
+                    steps.finish().await
+                })
             }
         }
     }
-    store.check(key, plan, now)
+    let mut main = store.check(key, plan, now);
+    match main.take_ready() {
+        Some(r) => StoreFuture::ready(steps.combine(r)),
+        None => StoreFuture::pending(async move { steps.combine(main.await) }),
+    }
+}
+
+/// The steps of [`decide`] left to run.
+struct Steps {
+    store: Arc<dyn Store>,
+    bans: Vec<ClientKey>,
+    next: usize,
+    key: ClientKey,
+    plan: Arc<Plan>,
+    now: Timestamp,
+    failed: Option<StoreError>,
+}
+
+impl Steps {
+    /// A ban check's answer: the refusal when it found a ban.
+    fn ban_answer(&mut self, r: Result<Decision, StoreError>) -> Option<Decision> {
+        match r {
+            Ok(d @ Decision::Banned { .. }) => Some(d),
+            Ok(_) => None,
+            Err(err) => {
+                self.failed.get_or_insert(err);
+                None
+            }
+        }
+    }
+
+    fn combine(self, r: Result<Decision, StoreError>) -> Result<Decision, StoreError> {
+        match (r, self.failed) {
+            (Ok(Decision::Allowed { .. }), Some(err)) => Err(err),
+            (r, _) => r,
+        }
+    }
+
+    async fn finish(mut self) -> Result<Decision, StoreError> {
+        while let Some(ban_key) = self.bans.get(self.next).cloned() {
+            self.next += 1;
+            let r = self.store.check(&ban_key, ban_only(), self.now).await;
+            if let Some(banned) = self.ban_answer(r) {
+                return Ok(banned);
+            }
+        }
+        let r = self.store.check(&self.key, &self.plan, self.now).await;
+        self.combine(r)
+    }
+}
+
+/// The path as actix-web's router matches it: percent-decoded (but for `%2F`, `%25` and `%2B`),
+/// so that `/%6Cogin` is `/login` for targets and probe patterns, as it is for the route.
+pub(crate) fn routed_path(req: &ServiceRequest) -> &str {
+    req.match_info().as_str()
 }
 
 fn ban_only() -> &'static Arc<Plan> {
     static PLAN: std::sync::OnceLock<Arc<Plan>> = std::sync::OnceLock::new();
     PLAN.get_or_init(|| Arc::new(Plan::ban_only()))
+}
+
+/// `first`, then `second` when there is one.
+fn then(mut first: StoreFuture<()>, second: Option<StoreFuture<()>>) -> StoreFuture<()> {
+    let Some(mut second) = second else {
+        return first;
+    };
+    match (first.take_ready(), second.take_ready()) {
+        (Some(a), Some(b)) => StoreFuture::ready(a.and(b)),
+        (a, b) => StoreFuture::pending(async move {
+            let a = match a {
+                Some(a) => a,
+                None => first.await,
+            };
+            let b = match b {
+                Some(b) => b,
+                None => second.await,
+            };
+            a.and(b)
+        }),
+    }
 }
 
 fn log_failure(r: Result<(), crate::error::StoreError>) {
@@ -315,6 +426,20 @@ pub(crate) struct NotFound {
 }
 
 impl NotFound {
+    /// Feeds a ban this reporter caused to IPv6 rotation.
+    fn note_ban(&self, until: Timestamp, now: Timestamp) {
+        if let Some(step) = self
+            .shared
+            .note_ban(&self.key, Some(until), BanReason::Reported, now)
+        {
+            actix_web::rt::spawn(async move {
+                if let Err(err) = step.await {
+                    log::warn!("floodgate: store failed while banning a network: {err}");
+                }
+            });
+        }
+    }
+
     /// The reporter for this request, when 404s count and it can be reported.
     pub(crate) fn new(shared: &Arc<Shared>, pre: &Pre, ip_key: &ClientKey) -> Option<Box<Self>> {
         (shared.targeting.reports_not_found()
@@ -395,12 +520,15 @@ where
         };
         log::debug!(
             "floodgate: {} got a 404 for an unrouted path: reported",
-            reporter.key
+            reporter.key.logged()
         );
         let now = reporter.shared.now();
         let mut report = reporter.shared.store.report(&reporter.key, &rule, now);
         match report.take_ready() {
             Some(r) => {
+                if let Ok(ReportOutcome::Banned { until }) = r {
+                    reporter.note_ban(until, now);
+                }
                 log_report(r);
                 Poll::Ready(Ok(res))
             }
@@ -502,15 +630,12 @@ impl Floodgate {
     }
 
     /// Adds a targeted rule set (see [`Target`]). An invalid target (a bad country code or
-    /// header name) is logged as an error and left out; see
-    /// [`try_target`](Self::try_target) to get the error instead.
+    /// header name, no rules and no deny, a rule of count 0) stops the app from starting with
+    /// a message naming it; see [`try_target`](Self::try_target) to get the error at once.
     pub fn target(self, target: Target) -> Self {
         match self.clone().try_target(target) {
             Ok(this) => this,
-            Err(err) => {
-                log::error!("floodgate: {err}; the target is not applied");
-                self
-            }
+            Err(err) => self.edit(|s| s.config_errors.push(err)),
         }
     }
 
@@ -532,16 +657,11 @@ impl Floodgate {
                 format!("at most {MAX_TARGETS} targets"),
             ));
         }
-        match &target.action {
-            Action::None => log::warn!(
-                "floodgate: target {} has neither rules nor deny: it does nothing",
-                target.name
-            ),
-            Action::Limit(rules) if rules.is_empty() => {
-                log::warn!("floodgate: target {} has an empty rule list", target.name)
-            }
-            _ => {}
-        }
+        let single = Targeting {
+            targets: vec![target.clone()],
+            ..Targeting::default()
+        };
+        single.validate()?;
         if target.needs_country() && self.shared.targeting.geo.is_none() {
             log::warn!(
                 "floodgate: target {} uses countries but no geo database is set (yet): \

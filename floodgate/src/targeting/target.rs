@@ -194,14 +194,18 @@ impl Target {
         if !self.methods.is_empty() && !self.methods.contains(req.method()) {
             return false;
         }
-        if !self.paths.is_empty() && !self.paths.iter().any(|g| g.matches(req.path())) {
-            return false;
+        if !self.paths.is_empty() {
+            let path = super::routed_path(req);
+            if !self.paths.iter().any(|g| g.matches(path)) {
+                return false;
+            }
         }
         for (name, value) in &self.headers {
             let mut values = req.headers().get_all(name);
             let ok = match value {
                 None => values.next().is_some(),
-                Some(g) => values.any(|v| v.to_str().is_ok_and(|v| g.matches(v))),
+                // Bytes that are not visible ASCII must not hide a value from its pattern.
+                Some(g) => values.any(|v| g.matches(&String::from_utf8_lossy(v.as_bytes()))),
             };
             if !ok {
                 return false;

@@ -1,0 +1,108 @@
+//! Route plans: what is checked for a request on one route (the global rules, its own rules,
+//! its policy), with the response parts that depend only on the plan, built once per route and
+//! worker.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::http::header::HeaderValue;
+
+use crate::gatekeeper::Shared;
+use crate::response;
+use crate::route_spec::{PolicySpec, RouteSpec};
+use crate::state::{Plan, ScopeId};
+use crate::status::{ScopeInfo, ScopeKind};
+
+/// A route's plan with what its responses need.
+#[derive(Debug)]
+pub(crate) struct RoutePlan {
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) policy_header: Option<HeaderValue>,
+    pub(crate) ratelimit: response::RateLimitCache,
+}
+
+/// Plans for one annotated route.
+#[derive(Debug)]
+pub(crate) struct RoutePlans {
+    /// Keeps the spec alive, so its address (the cache key) is never reused.
+    _spec: Arc<RouteSpec>,
+    /// `None` for a `#[bypass]` route.
+    pub(crate) full: Option<Rc<RoutePlan>>,
+    /// Without the policy, for requests its `request_data_check` exempts.
+    pub(crate) exempt: Option<Rc<RoutePlan>>,
+}
+
+impl RoutePlan {
+    pub(crate) fn new(shared: &Shared, plan: Plan) -> Rc<RoutePlan> {
+        let policy_header = if shared.ratelimit_headers {
+            response::policy_header(plan.limits())
+        } else {
+            None
+        };
+        Rc::new(RoutePlan {
+            plan: Arc::new(plan),
+            policy_header,
+            ratelimit: response::RateLimitCache::default(),
+        })
+    }
+}
+
+/// The plans of the route `spec`. `global_applied`: the app-wide middleware already counted
+/// the global rules for this request (routing was deferred past its call), so they are left
+/// out.
+pub(crate) fn route_plans(
+    shared: &Shared,
+    spec: &Arc<RouteSpec>,
+    global_applied: bool,
+) -> RoutePlans {
+    if spec.bypass {
+        return RoutePlans {
+            _spec: spec.clone(),
+            full: None,
+            exempt: None,
+        };
+    }
+    let policy = spec.policy.map(|p| match p {
+        PolicySpec::Full(p) => p,
+        PolicySpec::Overrides(o) => shared.default_policy.with_overrides(&o),
+    });
+    let use_global = !global_applied
+        && !spec.standalone
+        && (policy.is_none() || shared.policies_use_global_rules);
+    let mut logs = Vec::new();
+    if use_global && !shared.global_rules.is_empty() {
+        logs.push((ScopeId::GLOBAL, shared.global_rules.clone()));
+    }
+    if !spec.rules.is_empty() {
+        let label = format!("rules {}", spec.name);
+        let id = ScopeId::named(&label);
+        shared.register_scope(
+            id,
+            ScopeInfo {
+                label,
+                kind: ScopeKind::Rules(spec.rules.to_vec()),
+            },
+        );
+        logs.push((id, spec.rules.to_vec()));
+    }
+    let policy = policy.map(|p| {
+        let label = format!("policy {}", spec.name);
+        let id = ScopeId::named(&label);
+        shared.register_scope(
+            id,
+            ScopeInfo {
+                label,
+                kind: ScopeKind::Policy(p),
+            },
+        );
+        (id, p)
+    });
+    let exempt = policy
+        .is_some()
+        .then(|| RoutePlan::new(shared, Plan::new(logs.clone(), None)));
+    RoutePlans {
+        _spec: spec.clone(),
+        full: Some(RoutePlan::new(shared, Plan::new(logs, policy))),
+        exempt,
+    }
+}
