@@ -347,9 +347,11 @@ fn forwarded_hops(headers: &HeaderMap, header: ProxyHeader) -> Vec<Option<IpAddr
     hops
 }
 
-/// Splits `text` at `sep` outside double quotes (RFC 7230 quoted strings, with backslash escapes),
-/// so that `for="[2001:db8::1]:80, x"` stays one element.
-fn split_unquoted(text: &str, sep: char) -> impl Iterator<Item = &str> {
+/// Splits `text` at `sep` outside double quotes (RFC 7230 quoted strings, with backslash
+/// escapes), so that `for="[2001:db8::1]:80, x"` stays one element. A quote left open splits
+/// at every `sep`: a client's unbalanced quote must not swallow the hop a proxy appends
+/// after it.
+fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
     for (i, c) in text.char_indices() {
@@ -364,8 +366,11 @@ fn split_unquoted(text: &str, sep: char) -> impl Iterator<Item = &str> {
             start = i + c.len_utf8();
         }
     }
+    if quoted {
+        return text.split(sep).collect();
+    }
     parts.push(&text[start..]);
-    parts.into_iter()
+    parts
 }
 
 #[cfg(test)]
@@ -569,5 +574,13 @@ mod tests {
         assert_eq!(fwd.client_ip(proxy, &h), None);
         let h = headers(&[("forwarded", b"proto=https;for=\"4.4.4.4:8080\";by=10.0.0.2")]);
         assert_eq!(fwd.client_ip(proxy, &h), Some(ip("4.4.4.4")));
+        // A client's unbalanced quote does not swallow the hop the proxy appended to its line.
+        for forged in [
+            &b"for=\"1.2.3.4, for=5.6.7.8"[..],
+            b"for=\"a\\\", for=\"5.6.7.8:80\"",
+        ] {
+            let h = headers(&[("forwarded", forged)]);
+            assert_eq!(fwd.client_ip(proxy, &h), Some(ip("5.6.7.8")), "{forged:?}");
+        }
     }
 }

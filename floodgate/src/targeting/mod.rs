@@ -291,6 +291,10 @@ pub(crate) fn decide(
     now: Timestamp,
     probe: Option<StoreFuture<()>>,
 ) -> StoreFuture<Decision> {
+    if probe.is_none() && bans.is_empty() {
+        // The common case: one store call, nothing to clone.
+        return store.check(key, plan, now);
+    }
     let mut steps = Steps {
         store: store.clone(),
         bans,
