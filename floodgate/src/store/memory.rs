@@ -427,13 +427,13 @@ impl MemoryStore {
                 None => Journaled::Missing,
             };
         };
-        if shard.table.find(hash, |e| e.key == *key).is_none()
-            && (journal.overflowed || journal.spilled.find(hash, |s| s.key == *key).is_some())
-        {
-            return Journaled::Load(LoadTicket(journal.epoch));
-        }
-        if create && !self.has_room(shard, now_ms) {
-            return Journaled::Full;
+        if shard.table.find(hash, |e| e.key == *key).is_none() {
+            if journal.overflowed || journal.spilled.find(hash, |s| s.key == *key).is_some() {
+                return Journaled::Load(LoadTicket(journal.epoch));
+            }
+            if create && !self.has_room(shard, now_ms) {
+                return Journaled::Full;
+            }
         }
         match self.with_state_in(shard, key, hash, now_ms, create, mark, f) {
             Some(r) => Journaled::Done(r),

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -104,6 +104,29 @@ pub enum Durability {
     /// Clients beyond [`memory_clients`](SqliteStoreBuilder::memory_clients) are evicted from
     /// memory as the memory store does and stay in the file; a request from one of them
     /// (and the first request of each client after a restart) loads its state first.
+    ///
+    /// **Memory is bounded**, whatever the clients and whatever the file does, with `M` =
+    /// [`memory_clients`](SqliteStoreBuilder::memory_clients) and `S` =
+    /// [`spilled_clients`](SqliteStoreBuilder::spilled_clients) (default `M`):
+    ///
+    /// - the clients in memory: a [`MemoryStore`] of `M` clients (about 120 to 200 bytes
+    ///   each under one small rule or policy; see its docs);
+    /// - the index of clients whose state is only in the file: at most `S` records of 50
+    ///   to 90 bytes (plus custom keys' length). Past it, a client unknown to memory is
+    ///   looked up in the file before it is treated as new (one read on the store thread,
+    ///   as in [`Normal`](Durability::Normal)), so a ban in the file is never missed. At
+    ///   open, at most `S` rows are indexed; a file with more is handled the same way;
+    /// - the changes waiting for a round: one per client (the newest), at most `M` changed
+    ///   clients in memory and `M` evicted ones between two rounds;
+    /// - when rounds fail (a full disk, a broken file), their changes are kept, one per
+    ///   client, and written by the next round that succeeds; once `M` of them wait, the
+    ///   memory store takes no new client: a request that needs one waits for the next
+    ///   round and, when it fails too, fails with it (the
+    ///   [`StoreFailure`](crate::StoreFailure) policy applies). Clients already in memory,
+    ///   and so every ban and blacklist there, go on being decided. In all, at most about
+    ///   `3 × M` changes (each a key and its encoded state, tens to hundreds of bytes).
+    ///
+    /// [`SqliteStore::batched_usage`] reports these figures.
     Batched,
 }
 
@@ -346,6 +369,7 @@ impl SqliteStoreBuilder {
                 mirror,
                 waiters: Mutex::new(Vec::new()),
                 latest: AtomicU64::new(0),
+                unwritten: AtomicUsize::new(0),
             }))
         } else {
             None
@@ -422,6 +446,38 @@ impl SqliteStore {
     pub fn table(&self) -> &str {
         &self.table
     }
+
+    /// With [`Durability::Batched`], what the store holds in memory now (see the bounds in
+    /// [`Durability::Batched`]); `None` in the other modes.
+    pub fn batched_usage(&self) -> Option<BatchedUsage> {
+        let b = self.batched.as_ref()?;
+        Some(BatchedUsage {
+            memory_clients: b.mirror.len(),
+            memory_capacity: b.mirror.capacity(),
+            spilled_clients: b.mirror.spilled_len(),
+            spilled_capacity: b.mirror.spill_capacity(),
+            unwritten: b.unwritten.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// What a [`Durability::Batched`] store holds in memory ([`SqliteStore::batched_usage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchedUsage {
+    /// Clients whose state is in memory.
+    pub memory_clients: usize,
+    /// The most clients in memory (see [`MemoryStore::capacity`]).
+    pub memory_capacity: usize,
+    /// Clients indexed as having their state only in the file.
+    pub spilled_clients: usize,
+    /// The most clients that index holds.
+    pub spilled_capacity: usize,
+    /// Changes of clients that failed rounds left unwritten (0 while the file works).
+    pub unwritten: usize,
+}
+
+impl SqliteStore {
 
     /// Sends `f` to the store thread; it runs inside the batch's transaction.
     fn call<T, F>(&self, now: Timestamp, f: F) -> StoreFuture<T>
@@ -641,6 +697,8 @@ struct Batched {
     waiters: Mutex<Vec<Waiter>>,
     /// The latest floodgate time of a request (ms), for the store thread's sweeps.
     latest: AtomicU64,
+    /// Changes that failed rounds left unwritten, as of the last round.
+    unwritten: AtomicUsize,
 }
 
 impl Batched {
@@ -1323,6 +1381,7 @@ impl Worker {
         }
         b.mirror
             .set_backlog_full(self.pending.len() >= self.backlog);
+        b.unwritten.store(self.pending.len(), Ordering::Relaxed);
         for (_, w) in waiters {
             let answer = match &failure {
                 None => Ok(()),
