@@ -132,7 +132,10 @@ impl Server {
                 codes.extend(t.join().expect("flood thread"));
             }
             let len = self.store.len();
-            assert!(len <= MAX_CLIENTS, "{len} clients tracked, bound {MAX_CLIENTS}");
+            assert!(
+                len <= MAX_CLIENTS,
+                "{len} clients tracked, bound {MAX_CLIENTS}"
+            );
             self.clock.advance(millis(10));
         }
         codes
@@ -161,7 +164,10 @@ async fn blacklists_and_operator_bans_outlast_floods_of_new_and_banned_clients()
     // the pinned and ban budgets overflow many times over.
     let listers: Vec<String> = (0..2_000).map(v4).collect();
     let codes = s.flood("/blacklist", &listers, 2);
-    assert!(codes.chunks(2).all(|c| c == [200, 403]), "every flooder blacklisted");
+    assert!(
+        codes.chunks(2).all(|c| c == [200, 403]),
+        "every flooder blacklisted"
+    );
     let reported: Vec<String> = (2_000..4_000).map(v4).collect();
     // Each second report bans (the reporting request itself is served).
     let codes = s.flood("/report", &reported, 2);

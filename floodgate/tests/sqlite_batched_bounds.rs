@@ -54,7 +54,10 @@ fn at(ms: u64) -> Timestamp {
 
 fn plan() -> Arc<Plan> {
     Arc::new(Plan::new(
-        [(ScopeId::GLOBAL, vec![Rule::new(5, Duration::from_secs(3_600))])],
+        [(
+            ScopeId::GLOBAL,
+            vec![Rule::new(5, Duration::from_secs(3_600))],
+        )],
         None,
     ))
 }
@@ -106,7 +109,10 @@ fn assert_bounded(store: &SqliteStore) {
 }
 
 fn banned(store: &SqliteStore, n: u32, t: Timestamp) -> bool {
-    matches!(run(store.check(&key(n), &plan(), t)), Decision::Banned { .. })
+    matches!(
+        run(store.check(&key(n), &plan(), t)),
+        Decision::Banned { .. }
+    )
 }
 
 #[test]
@@ -192,4 +198,3 @@ fn failing_rounds_do_not_grow_memory_past_the_bound() {
     assert!(banned(&store, 1, at(20_000)), "the ban in memory was lost");
     assert_bounded(&store);
 }
-

@@ -930,7 +930,10 @@ mod tests {
 
     fn log_plan() -> Arc<Plan> {
         Arc::new(Plan::new(
-            [(ScopeId::GLOBAL, vec![Rule::new(5, Duration::from_secs(3600))])],
+            [(
+                ScopeId::GLOBAL,
+                vec![Rule::new(5, Duration::from_secs(3600))],
+            )],
             None,
         ))
     }
@@ -976,7 +979,10 @@ mod tests {
         // Far more new clients than the store holds, many times over.
         flood(&store, 1_000, 20_000, 10);
         for n in 0..4 {
-            assert!(banned(&store, n, 30_000), "client {n} was freed by the flood");
+            assert!(
+                banned(&store, n, 30_000),
+                "client {n} was freed by the flood"
+            );
         }
     }
 
@@ -991,7 +997,11 @@ mod tests {
         }
         flood(&store, 1_000, 5_000, 10);
         let kept: Vec<u32> = (0..30).filter(|&n| banned(&store, n, 10_000)).collect();
-        assert_eq!(kept, (14..30).collect::<Vec<_>>(), "the 16 longest-ending stay");
+        assert_eq!(
+            kept,
+            (14..30).collect::<Vec<_>>(),
+            "the 16 longest-ending stay"
+        );
 
         // New bans, all longer: each takes the place of the soonest-ending one.
         for n in 100..104u32 {
@@ -1017,7 +1027,10 @@ mod tests {
         flood(&store, 1_000, 5_000, 10_000);
         let kept: Vec<u32> = (0..40).filter(|&n| banned(&store, n, 20_000)).collect();
         assert_eq!(kept.len(), 24, "{kept:?}");
-        assert!((0..8).all(|n| kept.contains(&n)), "the first 8 are pinned: {kept:?}");
+        assert!(
+            (0..8).all(|n| kept.contains(&n)),
+            "the first 8 are pinned: {kept:?}"
+        );
         // A flood of blacklisted clients stays bounded too.
         for n in 10_000..12_000 {
             blacklist(&store, n, 30_000 + u64::from(n));

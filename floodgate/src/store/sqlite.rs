@@ -1,12 +1,12 @@
 //! The SQLite store: client state in a database file that survives restarts and crashes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -478,7 +478,6 @@ pub struct BatchedUsage {
 }
 
 impl SqliteStore {
-
     /// Sends `f` to the store thread; it runs inside the batch's transaction.
     fn call<T, F>(&self, now: Timestamp, f: F) -> StoreFuture<T>
     where
@@ -770,9 +769,7 @@ fn start_checkpointer(
 /// clients it does not index are looked up in the file.
 fn spill_rows(conn: &Connection, table: &str, mirror: &MemoryStore) -> rusqlite::Result<()> {
     let cap = mirror.spill_capacity();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT key, expires_at FROM \"{table}\" LIMIT ?1"
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT key, expires_at FROM \"{table}\" LIMIT ?1"))?;
     let mut rows = stmt.query([i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX)])?;
     let mut seen = 0;
     while let Some(row) = rows.next()? {
@@ -1413,11 +1410,8 @@ impl Worker {
             self.conn.execute_batch("PRAGMA synchronous = FULL")?;
         }
         // In key order: neighbouring rows share pages, so the b-tree is walked once.
-        let mut rows: Vec<(String, &Option<Encoded>)> = self
-            .pending
-            .iter()
-            .map(|(c, s)| (key_text(c), s))
-            .collect();
+        let mut rows: Vec<(String, &Option<Encoded>)> =
+            self.pending.iter().map(|(c, s)| (key_text(c), s)).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         {
