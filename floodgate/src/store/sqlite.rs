@@ -1,10 +1,11 @@
 //! The SQLite store: client state in a database file that survives restarts and crashes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::memory::{Change, Encoded, Journaled, MemoryStore, DEFAULT_MAX_CLIENTS};
+use super::memory::{Encoded, Journaled, LoadTicket, MemoryStore, DEFAULT_MAX_CLIENTS};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -103,6 +104,29 @@ pub enum Durability {
     /// Clients beyond [`memory_clients`](SqliteStoreBuilder::memory_clients) are evicted from
     /// memory as the memory store does and stay in the file; a request from one of them
     /// (and the first request of each client after a restart) loads its state first.
+    ///
+    /// **Memory is bounded**, whatever the clients and whatever the file does, with `M` =
+    /// [`memory_clients`](SqliteStoreBuilder::memory_clients) and `S` =
+    /// [`spilled_clients`](SqliteStoreBuilder::spilled_clients) (default `M`):
+    ///
+    /// - the clients in memory: a [`MemoryStore`] of `M` clients (about 120 to 200 bytes
+    ///   each under one small rule or policy; see its docs);
+    /// - the index of clients whose state is only in the file: at most `S` records of 50
+    ///   to 90 bytes (plus custom keys' length). Past it, a client unknown to memory is
+    ///   looked up in the file before it is treated as new (one read on the store thread,
+    ///   as in [`Normal`](Durability::Normal)), so a ban in the file is never missed. At
+    ///   open, at most `S` rows are indexed; a file with more is handled the same way;
+    /// - the changes waiting for a round: one per client (the newest), at most `M` changed
+    ///   clients in memory and `M` evicted ones between two rounds;
+    /// - when rounds fail (a full disk, a broken file), their changes are kept, one per
+    ///   client, and written by the next round that succeeds; once `M` of them wait, the
+    ///   memory store takes no new client: a request that needs one waits for the next
+    ///   round and, when it fails too, fails with it (the
+    ///   [`StoreFailure`](crate::StoreFailure) policy applies). Clients already in memory,
+    ///   and so every ban and blacklist there, go on being decided. In all, at most about
+    ///   `3 × M` changes (each a key and its encoded state, tens to hundreds of bytes).
+    ///
+    /// [`SqliteStore::batched_usage`] reports these figures.
     Batched,
 }
 
@@ -200,6 +224,7 @@ pub struct SqliteStoreBuilder {
     max_batch: usize,
     sweep_interval: Duration,
     memory_clients: usize,
+    spilled_clients: Option<usize>,
     flush_interval: Duration,
 }
 
@@ -253,9 +278,30 @@ impl SqliteStoreBuilder {
     }
 
     /// With [`Durability::Batched`], the most clients kept in memory (default
-    /// [`DEFAULT_MAX_CLIENTS`]); the others stay in the file. Ignored in the other modes.
+    /// [`DEFAULT_MAX_CLIENTS`]), evicted as the [`MemoryStore`] evicts (bans and clients
+    /// with escalation at stake last); the others stay in the file. Ignored in the other
+    /// modes.
+    ///
+    /// Memory: as a [`MemoryStore`] of this many clients (about 120 to 200 bytes each under
+    /// one small rule or policy), plus the write-behind journal and backlog, at most about
+    /// three changes per memory client (see [`Durability::Batched`]).
     pub fn memory_clients(mut self, n: usize) -> Self {
         self.memory_clients = n.max(1);
+        self
+    }
+
+    /// With [`Durability::Batched`], the most clients indexed as "in the file, not in
+    /// memory" (default: [`memory_clients`](Self::memory_clients)). Such a client's first
+    /// request loads its state from the file. Past this bound (or when the file holds more
+    /// rows than it at open), a client unknown to memory is looked up in the file before it
+    /// is treated as new: correct, but each new client then costs a read on the store
+    /// thread, as in [`Durability::Normal`]. A ban in the file is never missed either way.
+    /// Ignored in the other modes.
+    ///
+    /// Memory: about 50 to 90 bytes per indexed client (a 40-byte record in a hash table),
+    /// plus the length of custom keys.
+    pub fn spilled_clients(mut self, n: usize) -> Self {
+        self.spilled_clients = Some(n);
         self
     }
 
@@ -317,12 +363,13 @@ impl SqliteStoreBuilder {
                 .map_err(err)?;
             let mirror = MemoryStore::builder()
                 .max_clients(self.memory_clients)
-                .build_with(true);
+                .build_with(Some(self.spilled_clients.unwrap_or(self.memory_clients)));
             spill_rows(&conn, &self.table, &mirror).map_err(err)?;
             Some(Arc::new(Batched {
                 mirror,
                 waiters: Mutex::new(Vec::new()),
                 latest: AtomicU64::new(0),
+                unwritten: AtomicUsize::new(0),
             }))
         } else {
             None
@@ -385,6 +432,7 @@ impl SqliteStore {
             max_batch: 512,
             sweep_interval: Duration::from_secs(60),
             memory_clients: DEFAULT_MAX_CLIENTS,
+            spilled_clients: None,
             flush_interval: Duration::from_millis(100),
         }
     }
@@ -399,32 +447,44 @@ impl SqliteStore {
         &self.table
     }
 
+    /// With [`Durability::Batched`], what the store holds in memory now (see the bounds in
+    /// [`Durability::Batched`]); `None` in the other modes.
+    pub fn batched_usage(&self) -> Option<BatchedUsage> {
+        let b = self.batched.as_ref()?;
+        Some(BatchedUsage {
+            memory_clients: b.mirror.len(),
+            memory_capacity: b.mirror.capacity(),
+            spilled_clients: b.mirror.spilled_len(),
+            spilled_capacity: b.mirror.spill_capacity(),
+            unwritten: b.unwritten.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// What a [`Durability::Batched`] store holds in memory ([`SqliteStore::batched_usage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchedUsage {
+    /// Clients whose state is in memory.
+    pub memory_clients: usize,
+    /// The most clients in memory (see [`MemoryStore::capacity`]).
+    pub memory_capacity: usize,
+    /// Clients indexed as having their state only in the file.
+    pub spilled_clients: usize,
+    /// The most clients that index holds.
+    pub spilled_capacity: usize,
+    /// Changes of clients that failed rounds left unwritten (0 while the file works).
+    pub unwritten: usize,
+}
+
+impl SqliteStore {
     /// Sends `f` to the store thread; it runs inside the batch's transaction.
     fn call<T, F>(&self, now: Timestamp, f: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnMut(&Worker) -> rusqlite::Result<(Result<T, StoreError>, bool)> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(Call {
-            f,
-            now: now.as_millis(),
-            result: None,
-            reply,
-        });
-        match self.jobs.try_send(job) {
-            Ok(()) => StoreFuture::pending(async move {
-                answer
-                    .await
-                    .unwrap_or_else(|_| Err(StoreError::new("the SQLite store thread stopped")))
-            }),
-            Err(TrySendError::Full(_)) => StoreFuture::ready(Err(StoreError::new(
-                "the SQLite store is overloaded: its queue is full",
-            ))),
-            Err(TrySendError::Disconnected(_)) => {
-                StoreFuture::ready(Err(StoreError::new("the SQLite store thread stopped")))
-            }
-        }
+        call_on(&self.jobs, now, f)
     }
 
     /// Runs `f` on `client`'s state (fresh when it has none and `create`), in one transaction
@@ -450,10 +510,44 @@ impl SqliteStore {
     }
 }
 
+/// Sends `f` to the store thread on `jobs`; it runs inside the batch's transaction.
+fn call_on<T, F>(jobs: &SyncSender<Job>, now: Timestamp, f: F) -> StoreFuture<T>
+where
+    T: Send + 'static,
+    F: FnMut(&Worker) -> rusqlite::Result<(Result<T, StoreError>, bool)> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job: Job = Box::new(Call {
+        f,
+        now: now.as_millis(),
+        result: None,
+        reply,
+    });
+    match jobs.try_send(job) {
+        Ok(()) => StoreFuture::pending(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::new("the SQLite store thread stopped")))
+        }),
+        Err(TrySendError::Full(_)) => StoreFuture::ready(Err(StoreError::new(
+            "the SQLite store is overloaded: its queue is full",
+        ))),
+        Err(TrySendError::Disconnected(_)) => {
+            StoreFuture::ready(Err(StoreError::new("the SQLite store thread stopped")))
+        }
+    }
+}
+
+/// Loads and round waits one [`Durability::Batched`] request may go through before it fails:
+/// each retry follows an eviction racing with its load, or a round that freed no room.
+const BATCHED_ATTEMPTS: usize = 8;
+
 impl SqliteStore {
     /// [`Durability::Batched`]: runs `f` on the client's state in memory (loading it from the
-    /// file first when it is only there), records the change for the next round, and answers
-    /// at once, or after the round when `f` changed a ban, a block or a block count.
+    /// file first when it may be only there), records the change for the next round, and
+    /// answers at once, or after the round when `f` changed a ban, a block or a block count.
+    /// When the client needs room that only a round can free (the write backlog is full), it
+    /// waits for the next round, and fails with it.
     fn batched<T, F>(
         &self,
         b: &Arc<Batched>,
@@ -468,27 +562,65 @@ impl SqliteStore {
         F: Fn(&mut ClientState) -> T + Send + 'static,
     {
         b.note(now);
-        match (BatchedRef { jobs: &self.jobs }).step(b, client, now, create, mark, &f) {
-            Some(step) => step,
-            None => {
-                // Only in the file: load it on the store thread, then decide.
-                let key = key_text(client);
-                let load = self.call(now, move |w| Ok((w.read(&key, now.as_millis()), false)));
-                let (b, client, jobs) = (Arc::clone(b), client.clone(), self.jobs.clone());
-                StoreFuture::pending(async move {
-                    let state = load.await?;
-                    b.mirror.insert_loaded(&client, state, now);
-                    let store = BatchedRef { jobs: &jobs };
-                    match store.step(&b, &client, now, create, mark, &f) {
-                        Some(step) => step.await,
-                        None => Err(StoreError::new(
-                            "the SQLite store could not load this client's state",
-                        )),
+        let store = BatchedRef { jobs: &self.jobs };
+        let outcome = b
+            .mirror
+            .with_journal(client, now, create, mark, |s| tracked(&f, s));
+        let mut next = match store.answer(b, client, outcome) {
+            Ok(answer) => return answer,
+            Err(next) => next,
+        };
+        let (b, client, jobs) = (Arc::clone(b), client.clone(), self.jobs.clone());
+        StoreFuture::pending(async move {
+            let store = BatchedRef { jobs: &jobs };
+            for _ in 0..BATCHED_ATTEMPTS {
+                let outcome = match next {
+                    Next::Load(ticket) => {
+                        // Only in the file (or not known to be absent): load it on the store
+                        // thread, then decide.
+                        let (key, who) = (key_text(&client), client.clone());
+                        let state = call_on(&jobs, now, move |w| {
+                            Ok((w.read_batched(&who, &key, now.as_millis()), false))
+                        })
+                        .await?;
+                        b.mirror
+                            .with_loaded(&client, state, ticket, now, create, mark, |s| {
+                                tracked(&f, s)
+                            })
                     }
-                })
+                    Next::Round => {
+                        store.round_for(&b, &client).await?;
+                        b.mirror
+                            .with_journal(&client, now, create, mark, |s| tracked(&f, s))
+                    }
+                };
+                match store.answer(&b, &client, outcome) {
+                    Ok(answer) => return answer.await,
+                    Err(again) => next = again,
+                }
             }
-        }
+            Err(StoreError::new(
+                "the SQLite store could not load this client's state or make room for it \
+                 (its write backlog is full)",
+            ))
+        })
     }
+}
+
+/// Runs `f`, and tells whether it changed the state's durable part (see [`durable_part`]).
+fn tracked<T>(f: &impl Fn(&mut ClientState) -> T, s: &mut ClientState) -> (T, bool) {
+    let before = durable_part(s);
+    let result = f(s);
+    (result, durable_part(s) != before)
+}
+
+/// What a [`Durability::Batched`] request must wait for before the memory store can answer.
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    /// A load of the client's state from the file.
+    Load(LoadTicket),
+    /// A round, to free room in the memory store.
+    Round,
 }
 
 /// What the request path of [`Durability::Batched`] needs of the store: its queue.
@@ -497,42 +629,46 @@ struct BatchedRef<'a> {
 }
 
 impl BatchedRef<'_> {
-    /// One attempt: `None` when the client's state must be loaded from the file first.
-    /// `mark`: `f` may change the state (false for reads).
-    fn step<T, F>(
+    /// The answer to an outcome of the memory store, or what must happen first.
+    fn answer<T>(
         &self,
         b: &Arc<Batched>,
         client: &ClientKey,
-        now: Timestamp,
-        create: bool,
-        mark: bool,
-        f: &F,
-    ) -> Option<StoreFuture<Option<T>>>
+        outcome: Journaled<(T, bool)>,
+    ) -> Result<StoreFuture<Option<T>>, Next>
     where
         T: Send + 'static,
-        F: Fn(&mut ClientState) -> T,
     {
-        let outcome = b.mirror.with_journal(client, now, create, mark, |s| {
-            let before = durable_part(s);
-            let result = f(s);
-            (result, durable_part(s) != before)
-        });
         match outcome {
-            Journaled::Load => None,
-            Journaled::Missing => Some(StoreFuture::ready(Ok(None))),
+            Journaled::Load(ticket) => Err(Next::Load(ticket)),
+            Journaled::Full => Err(Next::Round),
+            Journaled::Missing => Ok(StoreFuture::ready(Ok(None))),
             // Written by the next round, at most a flush interval away.
-            Journaled::Done((result, false)) => Some(StoreFuture::ready(Ok(Some(result)))),
+            Journaled::Done((result, false)) => Ok(StoreFuture::ready(Ok(Some(result)))),
             Journaled::Done((result, true)) => {
-                let (tx, rx) = oneshot::channel();
-                lock(&b.waiters).push((client.clone(), tx));
-                self.request_round();
-                Some(StoreFuture::pending(async move {
-                    match rx.await {
-                        Ok(Ok(())) => Ok(Some(result)),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err(StoreError::new("the SQLite store thread stopped")),
-                    }
+                let round = self.round_for(b, client);
+                Ok(StoreFuture::pending(async move {
+                    round.await?;
+                    Ok(Some(result))
                 }))
+            }
+        }
+    }
+
+    /// Waits for the next round (written and fsynced), which also writes `client`'s state
+    /// when it is in memory.
+    fn round_for(
+        &self,
+        b: &Arc<Batched>,
+        client: &ClientKey,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        lock(&b.waiters).push((client.clone(), tx));
+        self.request_round();
+        async move {
+            match rx.await {
+                Ok(answer) => answer,
+                Err(_) => Err(StoreError::new("the SQLite store thread stopped")),
             }
         }
     }
@@ -560,6 +696,8 @@ struct Batched {
     waiters: Mutex<Vec<Waiter>>,
     /// The latest floodgate time of a request (ms), for the store thread's sweeps.
     latest: AtomicU64,
+    /// Changes that failed rounds left unwritten, as of the last round.
+    unwritten: AtomicUsize,
 }
 
 impl Batched {
@@ -626,15 +764,25 @@ fn start_checkpointer(
     .map_err(err)
 }
 
-/// Records every row of `table` as spilled: its state is loaded on the client's first request.
+/// Records the rows of `table` as spilled, up to the index's bound: their state is loaded on
+/// the client's first request. A file with more rows marks every shard as overflowed, so that
+/// clients it does not index are looked up in the file.
 fn spill_rows(conn: &Connection, table: &str, mirror: &MemoryStore) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(&format!("SELECT key, expires_at FROM \"{table}\""))?;
-    let mut rows = stmt.query([])?;
+    let cap = mirror.spill_capacity();
+    let mut stmt = conn.prepare(&format!("SELECT key, expires_at FROM \"{table}\" LIMIT ?1"))?;
+    let mut rows = stmt.query([i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX)])?;
+    let mut seen = 0;
     while let Some(row) = rows.next()? {
+        seen += 1;
+        if seen > cap {
+            mirror.overflow_all();
+            break;
+        }
         let text: String = row.get(0)?;
         let expires: i64 = row.get(1)?;
         if let Some(key) = key_from_text(&text) {
-            mirror.spill(key, u64::try_from(expires).unwrap_or(0));
+            // False when this key's shard is full: that shard then overflowed.
+            let _ = mirror.spill(key, u64::try_from(expires).unwrap_or(0));
         }
     }
     Ok(())
@@ -1071,6 +1219,12 @@ struct Worker {
     sweep_ms: u64,
     next_sweep: u64,
     flush_interval: Duration,
+    /// [`Durability::Batched`]: the newest change of each client that no round has written
+    /// yet (rounds failed), written again by the next round. Loads read it before the file.
+    pending: HashMap<ClientKey, Option<Encoded>>,
+    /// [`Durability::Batched`]: past this many pending changes, the memory store takes no
+    /// new client until a round succeeds.
+    backlog: usize,
 }
 
 /// Rows looked at per periodic sweep step, so that a sweep never holds the lock for long.
@@ -1097,6 +1251,8 @@ impl Worker {
             busy: b.busy_timeout,
             sweep_ms: duration_millis(b.sweep_interval).max(1),
             next_sweep: 0,
+            pending: HashMap::new(),
+            backlog: b.memory_clients,
         }
     }
 
@@ -1153,8 +1309,6 @@ impl Worker {
     /// (loads of spilled clients, sweeps).
     fn run_batched(mut self, rx: Receiver<Job>, b: &Batched) {
         let mut batch: Vec<Job> = Vec::with_capacity(self.max_batch);
-        // Changes of rounds that failed, written again by the next round.
-        let mut pending: Vec<Change> = Vec::new();
         loop {
             let stop = match rx.recv_timeout(self.flush_interval) {
                 Err(mpsc::RecvTimeoutError::Timeout) => false,
@@ -1167,7 +1321,7 @@ impl Worker {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => true,
             };
-            self.round(b, &mut pending);
+            self.round(b);
             if !batch.is_empty() {
                 self.settle(&mut batch, |w, jobs| w.transaction(jobs, true).map(|_| ()));
             }
@@ -1177,11 +1331,11 @@ impl Worker {
             }
             if stop {
                 // What was recorded since the round above.
-                self.round(b, &mut pending);
-                if !pending.is_empty() {
+                self.round(b);
+                if !self.pending.is_empty() {
                     log::warn!(
                         "floodgate: SQLite store stopped with {} client changes unwritten",
-                        pending.len()
+                        self.pending.len()
                     );
                 }
                 return;
@@ -1189,13 +1343,21 @@ impl Worker {
         }
     }
 
-    /// One round of [`Durability::Batched`]: writes every change recorded in memory in one
-    /// transaction (fsynced when one of them must be), then answers the requests waiting
-    /// for it.
-    fn round(&mut self, b: &Batched, pending: &mut Vec<Change>) {
+    /// One round of [`Durability::Batched`]: writes every change recorded in memory (and
+    /// those of failed rounds) in one transaction, fsynced when one of them must be, then
+    /// answers the requests waiting for it.
+    ///
+    /// Changes are kept one per client, the newest, so that a file that stays broken costs
+    /// memory bounded by the clients changed meanwhile; and once they pass
+    /// [`backlog`](Worker::backlog), the memory store takes no new client (its requests
+    /// wait for a round and fail with it) until a round succeeds.
+    fn round(&mut self, b: &Batched) {
         let waiters = std::mem::take(&mut *lock(&b.waiters));
-        pending.extend(b.mirror.take_journal());
-        if pending.is_empty() && waiters.is_empty() {
+        // In order: a later change of a client replaces an earlier one.
+        for (client, change) in b.mirror.take_journal() {
+            self.pending.insert(client, change);
+        }
+        if self.pending.is_empty() && waiters.is_empty() {
             return;
         }
         // Each waiting client's state is written (again) in this fsynced transaction, so that
@@ -1203,11 +1365,11 @@ impl Worker {
         let durable = !waiters.is_empty();
         for (client, _) in &waiters {
             if let Some(state) = b.mirror.snapshot(client) {
-                pending.push((client.clone(), Some(state)));
+                self.pending.insert(client.clone(), Some(state));
             }
         }
         let now = b.latest.load(Ordering::Relaxed);
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.write(pending, now, durable)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.write(now, durable)));
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(self.describe(&e)),
@@ -1222,21 +1384,14 @@ impl Worker {
             }
             log::warn!(
                 "floodgate: SQLite round of {} client changes failed (kept for the next): {f}",
-                pending.len()
+                self.pending.len()
             );
-            // Keep one change per client (the last), so that a file that stays broken
-            // costs memory bounded by the number of clients.
-            let mut seen = std::collections::HashSet::new();
-            let mut kept: Vec<Change> = pending
-                .drain(..)
-                .rev()
-                .filter(|(k, _)| seen.insert(k.clone()))
-                .collect();
-            kept.reverse();
-            *pending = kept;
         } else {
-            pending.clear();
+            self.pending.clear();
         }
+        b.mirror
+            .set_backlog_full(self.pending.len() >= self.backlog);
+        b.unwritten.store(self.pending.len(), Ordering::Relaxed);
         for (_, w) in waiters {
             let answer = match &failure {
                 None => Ok(()),
@@ -1246,15 +1401,30 @@ impl Worker {
         }
     }
 
-    /// Writes `changes` in one transaction: each client's row replaced, or deleted when the
-    /// client is gone or its state has expired by `now`.
-    fn write(&mut self, changes: &[Change], now: u64, durable: bool) -> rusqlite::Result<()> {
+    /// [`Durability::Batched`]: the live state of `client` (row `key`): its pending change
+    /// when a failed round left one (newer than the file), else the file's row.
+    fn read_batched(
+        &self,
+        client: &ClientKey,
+        key: &str,
+        now: u64,
+    ) -> Result<Option<ClientState>, StoreError> {
+        match self.pending.get(client) {
+            Some(Some((bytes, _))) => decode_live(key, bytes, now),
+            Some(None) => Ok(None),
+            None => self.read(key, now),
+        }
+    }
+
+    /// Writes the pending changes in one transaction: each client's row replaced, or deleted
+    /// when the client is gone or its state has expired by `now`.
+    fn write(&mut self, now: u64, durable: bool) -> rusqlite::Result<()> {
         if durable {
             self.conn.execute_batch("PRAGMA synchronous = FULL")?;
         }
         // In key order: neighbouring rows share pages, so the b-tree is walked once.
         let mut rows: Vec<(String, &Option<Encoded>)> =
-            changes.iter().map(|(c, s)| (key_text(c), s)).collect();
+            self.pending.iter().map(|(c, s)| (key_text(c), s)).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         {
@@ -1337,12 +1507,7 @@ impl Worker {
         let Some((bytes, _)) = row else {
             return Ok(None);
         };
-        let mut state = ClientState::decode(&bytes).map_err(|e| {
-            StoreError::with_source(format!("the SQLite row of {key} is corrupt"), e)
-        })?;
-        let now_ts = Timestamp::from_millis(now);
-        state.prune(now_ts);
-        Ok(Some(state).filter(|s| s.expires_at() > now_ts))
+        decode_live(key, &bytes, now)
     }
 
     /// Reads `key`'s state, runs `f` on it and writes it back. The outer error fails the
@@ -1440,6 +1605,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// Decodes the state of row `key`, pruned to `now`; `None` when nothing of it is live.
+fn decode_live(key: &str, bytes: &[u8], now: u64) -> Result<Option<ClientState>, StoreError> {
+    let mut state = ClientState::decode(bytes)
+        .map_err(|e| StoreError::with_source(format!("the SQLite row of {key} is corrupt"), e))?;
+    let now_ts = Timestamp::from_millis(now);
+    state.prune(now_ts);
+    Ok(Some(state).filter(|s| s.expires_at() > now_ts))
 }
 
 /// The parts of a state that must be fsynced before they are answered: the ban, and each
