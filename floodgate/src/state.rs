@@ -90,6 +90,10 @@ impl Plan {
     }
 
     /// A plan checking the ban, then every `(scope, rules)` sliding log and the policy.
+    ///
+    /// Every plan that names a scope must give it the same rules: a log keeps only as many
+    /// times as its largest count needs, so a scope checked under a smaller count too would
+    /// forget requests that the larger one still counts.
     pub fn new(
         logs: impl IntoIterator<Item = (ScopeId, Vec<Rule>)>,
         policy: Option<(ScopeId, Policy)>,
