@@ -17,6 +17,7 @@ use floodgate::{
     ScopeId, Timestamp,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -247,7 +248,14 @@ fn any_op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // Failures are saved beside this file (see the top), wherever the crate's lib.rs is.
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_core_decides_as_the_model(
