@@ -583,4 +583,196 @@ mod tests {
             assert_eq!(fwd.client_ip(proxy, &h), Some(ip("5.6.7.8")), "{forged:?}");
         }
     }
+
+    mod props {
+        //! Property tests: the forwarding-header walk against a reference model, over hops
+        //! written every way a proxy (or a lying client) writes them.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One hop: an address written in some style, or something that is not an address.
+        #[derive(Clone, Debug)]
+        enum Hop {
+            Addr(IpAddr, u8),
+            Junk(&'static str),
+        }
+
+        fn addr() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                // Trusted proxies (10.0.0.0/8) and clients, IPv4 and IPv6.
+                (any::<u8>(), any::<u8>()).prop_map(|(a, b)| IpAddr::from([10, a, b, 1])),
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u16; 8]>().prop_map(|s| IpAddr::from(Ipv6Addr::from(s))),
+            ]
+        }
+
+        fn hop() -> impl Strategy<Value = Hop> {
+            prop_oneof![
+                4 => (addr(), 0u8..4).prop_map(|(a, style)| Hop::Addr(a, style)),
+                1 => prop::sample::select(vec![
+                    "unknown", "_hidden", "_a1-b2", "", "garbage", "1.2.3", "[::1", "1.2.3.4:",
+                    "::1]:80", "\"1.2.3.4",
+                ])
+                .prop_map(Hop::Junk),
+            ]
+        }
+
+        /// The hop as X-Forwarded-For writes it.
+        fn xff_text(h: &Hop) -> String {
+            match h {
+                Hop::Addr(IpAddr::V4(a), 1) => format!("{a}:8080"),
+                Hop::Addr(IpAddr::V6(a), 1) => format!("[{a}]:443"),
+                Hop::Addr(IpAddr::V6(a), 2) => format!("[{a}]"),
+                Hop::Addr(a, 3) => format!(" \"{a}\" "),
+                Hop::Addr(a, _) => format!(" {a}"),
+                Hop::Junk(j) => (*j).to_owned(),
+            }
+        }
+
+        /// The hop as a `Forwarded` element.
+        fn forwarded_text(h: &Hop) -> String {
+            match h {
+                Hop::Addr(IpAddr::V4(a), 1) => format!("for=\"{a}:8080\";proto=https"),
+                Hop::Addr(IpAddr::V6(a), 1) => format!("For=\"[{a}]:443\""),
+                Hop::Addr(IpAddr::V6(a), _) => format!("proto=http;for=\"[{a}]\";by=_p"),
+                Hop::Addr(a, _) => format!("for={a}"),
+                Hop::Junk("") => "proto=https".to_owned(),
+                Hop::Junk(j) => format!("for={j}"),
+            }
+        }
+
+        /// Whether a junk hop could be read as an address in this header (never: the junk
+        /// list holds none).
+        fn trusted(ip: &IpAddr) -> bool {
+            matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 10)
+        }
+
+        /// The reference: from the right, skip trusted proxies; the first other address is
+        /// the client; a hop that is not an address, or a walk past 64 hops, is unknown; all
+        /// trusted: the left-most; none: the peer.
+        fn model(hops: &[Hop], peer: IpAddr) -> Option<IpAddr> {
+            if hops.is_empty() {
+                return Some(peer);
+            }
+            for (i, h) in hops.iter().rev().enumerate() {
+                if i >= MAX_HOPS {
+                    return None;
+                }
+                match h {
+                    Hop::Addr(a, _) if trusted(a) => continue,
+                    Hop::Addr(a, _) => return Some(*a),
+                    Hop::Junk(_) => return None,
+                }
+            }
+            match &hops[0] {
+                Hop::Addr(a, _) => Some(*a),
+                Hop::Junk(_) => None,
+            }
+        }
+
+        /// `parts` joined by `sep`, cut into header lines at the `cuts` positions.
+        fn lines(parts: &[String], cuts: &[usize]) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut current: Vec<String> = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                if cuts.contains(&i) && !current.is_empty() {
+                    out.push(current.join(","));
+                    current.clear();
+                }
+                current.push(p.clone());
+            }
+            if !current.is_empty() {
+                out.push(current.join(","));
+            }
+            out
+        }
+
+        fn map(name: &str, values: &[String], other: (&str, &str)) -> HeaderMap {
+            let mut m = HeaderMap::new();
+            for v in values {
+                m.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    actix_web::http::header::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            // The header the proxy does not write, as a client would forge it.
+            m.append(
+                HeaderName::from_bytes(other.0.as_bytes()).unwrap(),
+                actix_web::http::header::HeaderValue::from_str(other.1).unwrap(),
+            );
+            m
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn the_xff_walk_matches_the_model(
+                hops in prop::collection::vec(hop(), 0..8),
+                cuts in prop::collection::vec(0usize..8, 0..3),
+                forged in addr(),
+            ) {
+                let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::XForwardedFor);
+                let peer = IpAddr::from([10, 0, 0, 2]);
+                let parts: Vec<String> = hops.iter().map(xff_text).collect();
+                let forged = format!("for={forged}");
+                let h = map("x-forwarded-for", &lines(&parts, &cuts), ("forwarded", &forged));
+                prop_assert_eq!(src.client_ip(Some(peer), &h), model(&hops, peer));
+            }
+
+            #[test]
+            fn the_forwarded_walk_matches_the_model(
+                hops in prop::collection::vec(hop(), 0..8),
+                cuts in prop::collection::vec(0usize..8, 0..3),
+                forged in addr(),
+            ) {
+                let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), ProxyHeader::Forwarded);
+                let peer = IpAddr::from([10, 0, 0, 2]);
+                let parts: Vec<String> = hops.iter().map(forwarded_text).collect();
+                let forged = forged.to_string();
+                let h = map("forwarded", &lines(&parts, &cuts), ("x-forwarded-for", &forged));
+                prop_assert_eq!(src.client_ip(Some(peer), &h), model(&hops, peer));
+            }
+
+            #[test]
+            fn an_untrusted_peer_is_always_the_client(
+                hops in prop::collection::vec(hop(), 0..8),
+                peer in any::<[u8; 4]>().prop_filter("not a proxy", |p| p[0] != 10),
+            ) {
+                let peer = IpAddr::from(peer);
+                let parts: Vec<String> = hops.iter().map(xff_text).collect();
+                let h = map("x-forwarded-for", &[parts.join(",")], ("forwarded", "for=1.1.1.1"));
+                for header in [ProxyHeader::XForwardedFor, ProxyHeader::Forwarded] {
+                    let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), header);
+                    prop_assert_eq!(src.client_ip(Some(peer), &h), Some(peer));
+                }
+            }
+
+            #[test]
+            fn any_bytes_give_an_answer_and_never_a_proxy_from_junk(
+                values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..4),
+            ) {
+                let peer = IpAddr::from([10, 0, 0, 2]);
+                for (name, header) in [
+                    ("x-forwarded-for", ProxyHeader::XForwardedFor),
+                    ("forwarded", ProxyHeader::Forwarded),
+                ] {
+                    let mut m = HeaderMap::new();
+                    for v in &values {
+                        if let Ok(v) = actix_web::http::header::HeaderValue::from_bytes(v) {
+                            m.append(HeaderName::from_static(name), v);
+                        }
+                    }
+                    let src = IpSource::TrustedProxies(nets(&["10.0.0.0/8"]), header);
+                    let found = src.client_ip(Some(peer), &m);
+                    // Whatever the bytes, the result is the peer only when no hop was sent.
+                    if found == Some(peer) {
+                        prop_assert!(m.get(name).is_none());
+                    }
+                    let ip_header = IpSource::Header(HeaderName::from_static(name));
+                    prop_assert!(ip_header.client_ip(Some(peer), &m).is_some());
+                }
+            }
+        }
+    }
 }

@@ -38,9 +38,11 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 
-    /// This time as a [`SystemTime`] (saturating at [`Timestamp::NEVER`]).
+    /// This time as a [`SystemTime`], at most 9999-12-31T23:59:59.999Z: the last instant
+    /// that every platform's `SystemTime` (Windows' ends some 30,000 years from now) and
+    /// RFC 3339 can hold, so [`Timestamp::NEVER`] converts everywhere, and alike.
     pub fn to_system_time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.0)
+        UNIX_EPOCH + Duration::from_millis(self.0.min(LAST_RFC3339_MILLI))
     }
 }
 
@@ -67,6 +69,9 @@ impl fmt::Display for Timestamp {
         }
     }
 }
+
+/// 9999-12-31T23:59:59.999Z in milliseconds since the epoch.
+const LAST_RFC3339_MILLI: u64 = 253_402_300_799_999;
 
 /// A duration in whole milliseconds, saturating instead of overflowing.
 pub(crate) fn duration_millis(d: Duration) -> u64 {
@@ -184,5 +189,59 @@ mod tests {
     #[test]
     fn system_clock_is_after_2020() {
         assert!(SystemClock.now().as_millis() > 1_577_836_800_000);
+    }
+
+    #[test]
+    fn duration_max_saturates_everywhere() {
+        assert_eq!(duration_millis(Duration::MAX), u64::MAX);
+        assert_eq!(duration_millis(Duration::from_millis(u64::MAX)), u64::MAX);
+        assert_eq!(
+            duration_millis(Duration::from_millis(u64::MAX) + Duration::from_micros(999)),
+            u64::MAX
+        );
+        let near_end = Timestamp::from_millis(u64::MAX - 1);
+        for t in [
+            Timestamp::EPOCH,
+            Timestamp::from_millis(1),
+            near_end,
+            Timestamp::NEVER,
+        ] {
+            assert_eq!(t + Duration::MAX, Timestamp::NEVER);
+            assert_eq!(t - Duration::MAX, Timestamp::EPOCH);
+            assert_eq!(
+                Timestamp::NEVER.saturating_since(t),
+                Duration::from_millis(u64::MAX - t.as_millis())
+            );
+            assert_eq!(t.saturating_since(Timestamp::NEVER), Duration::ZERO);
+        }
+        assert_eq!(near_end + Duration::from_millis(1), Timestamp::NEVER);
+        assert_eq!(Timestamp::NEVER.to_string(), "never");
+        assert_eq!(near_end.to_string(), "18446744073709551.614s");
+    }
+
+    #[test]
+    fn system_times_stop_at_the_year_9999() {
+        let last = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
+        assert_eq!(Timestamp::NEVER.to_system_time(), last);
+        assert_eq!(Timestamp::from_millis(u64::MAX - 1).to_system_time(), last);
+        assert_eq!(
+            Timestamp::from_millis(253_402_300_799_999).to_system_time(),
+            last
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_500).to_system_time(),
+            UNIX_EPOCH + Duration::from_millis(1_500)
+        );
+    }
+
+    #[test]
+    fn a_fake_clock_advanced_past_the_end_of_time_stays_there() {
+        let clock = FakeClock::starting_at(Timestamp::from_millis(u64::MAX - 5));
+        clock.advance(Duration::from_millis(3));
+        assert_eq!(clock.now(), Timestamp::from_millis(u64::MAX - 2));
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now(), Timestamp::NEVER);
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now(), Timestamp::NEVER);
     }
 }

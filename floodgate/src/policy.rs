@@ -58,8 +58,16 @@ impl Adaptive {
         } else {
             1.0
         };
+        let base_ms = duration_millis(base);
+        if base_ms == 0 {
+            // 0 x factor^n is 0, even when factor^n overflows to infinity (0 x inf is NaN).
+            return Duration::ZERO;
+        }
         let max_ms = duration_millis(self.max) as f64;
-        let ms = (duration_millis(base) as f64) * factor.powi(n.min(1024) as i32);
+        // Past f64's range the product is +inf, which `min` caps; a float-to-integer `as`
+        // saturates, so a `max` of `Duration::MAX` (2^64 - 1 ms, 2^64 as f64) gives
+        // `u64::MAX` ms rather than wrapping.
+        let ms = (base_ms as f64) * factor.powi(n.min(1024) as i32);
         Duration::from_millis(ms.min(max_ms).max(0.0) as u64)
     }
 }
@@ -400,5 +408,52 @@ mod tests {
         assert_eq!(p.punishment, Punishment::Blacklist);
         assert_eq!(p.accumulate_cap, Some(3));
         assert_eq!(p.time_window_ms, 60_000);
+    }
+
+    #[test]
+    fn adaptive_lengths_saturate_and_a_zero_base_stays_zero() {
+        let huge = Adaptive {
+            factor: f64::MAX,
+            max: Duration::MAX,
+            jitter: Duration::MAX,
+        };
+        // factor^n overflows f64 to +inf; the cap holds it, and Duration::MAX caps at
+        // u64::MAX ms (2^64 as f64 casts back saturating).
+        for n in [0, 1, 2, 1024, u32::MAX] {
+            let want = if n == 0 { 1 } else { u64::MAX };
+            assert_eq!(
+                huge.length(Duration::from_millis(1), n),
+                Duration::from_millis(want)
+            );
+            assert_eq!(
+                huge.length(Duration::MAX, n),
+                Duration::from_millis(u64::MAX)
+            );
+            // 0 x inf is NaN, which the cap would turn into `max`: a zero base is zero.
+            assert_eq!(huge.length(Duration::ZERO, n), Duration::ZERO, "n = {n}");
+        }
+        let odd = Adaptive {
+            factor: f64::NAN,
+            max: Duration::ZERO,
+            jitter: Duration::ZERO,
+        };
+        assert_eq!(odd.length(Duration::MAX, 7), Duration::ZERO);
+    }
+
+    #[test]
+    fn every_duration_setting_takes_duration_max() {
+        let p = Policy::new(u32::MAX, Duration::MAX)
+            .time_window(Duration::MAX)
+            .block_duration(Duration::MAX)
+            .cooldown(Duration::MAX)
+            .max_window_duration(Some(Duration::MAX))
+            .block_exceed_duration(Some(Duration::MAX))
+            .accumulate_requests(true);
+        let max = Duration::from_millis(u64::MAX);
+        assert_eq!((p.window(), p.block_length()), (max, max));
+        assert_eq!((p.block_ms(), p.cooldown_ms), (u64::MAX, u64::MAX));
+        assert_eq!(p.max_window_ms, Some(u64::MAX));
+        assert_eq!(p.accumulate_cap, Some(u32::MAX));
+        assert_eq!(p.name(), "4294967295/18446744073709551615ms");
     }
 }

@@ -348,4 +348,65 @@ mod tests {
             "application/problem+json"
         );
     }
+
+    #[test]
+    fn the_longest_durations_give_the_largest_header_values() {
+        let max = u64::MAX.to_string();
+        // Duration::MAX is u64::MAX s + 999 999 999 ns: rounded up, one past u64::MAX.
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX);
+        assert_eq!(secs_ceil(Duration::MAX), u64::MAX);
+        assert_eq!(
+            retry_after_secs(Duration::from_millis(u64::MAX)),
+            u64::MAX / 1000 + 1
+        );
+        let mut headers = HeaderMap::new();
+        insert_retry_after(&mut headers, Some(Duration::MAX));
+        assert_eq!(headers.get(RETRY_AFTER).unwrap().to_str().unwrap(), max);
+
+        let limits = [LimitInfo {
+            name: "4294967295/18446744073709551615ms".into(),
+            quota: u32::MAX,
+            window: Duration::MAX,
+        }];
+        let v = policy_header(&limits).unwrap();
+        assert_eq!(
+            v.to_str().unwrap(),
+            format!("\"4294967295/18446744073709551615ms\";q=4294967295;w={max}")
+        );
+        let quota = Quota {
+            limit: 0,
+            remaining: u32::MAX,
+            reset: Duration::MAX,
+        };
+        let cache = RateLimitCache::default();
+        insert_quota(&mut headers, &limits, quota, &cache, true, true);
+        assert_eq!(
+            headers.get(RATELIMIT).unwrap().to_str().unwrap(),
+            format!("\"4294967295/18446744073709551615ms\";r=4294967295;t={max}")
+        );
+        assert_eq!(headers.get(X_RESET).unwrap().to_str().unwrap(), max);
+        assert_eq!(
+            headers.get(X_REMAINING).unwrap().to_str().unwrap(),
+            "4294967295"
+        );
+
+        let key = ClientKey::custom("k");
+        let res = Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            client: &key,
+            retry_after: Some(Duration::MAX),
+            kind: RefusalKind::Limited {
+                reason: LimitReason::Cooldown,
+                limit: &limits[0],
+            },
+        }
+        .default_response();
+        assert_eq!(res.status(), 429);
+        let body = actix_web::body::to_bytes(res.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        let body = std::str::from_utf8(&body).unwrap();
+        assert!(body.contains(&format!("\"retry_after\":{max}}}")), "{body}");
+    }
 }

@@ -283,4 +283,47 @@ mod tests {
             1
         );
     }
+
+    #[test]
+    fn the_largest_rules_saturate_and_round_trip() {
+        let huge = Rule::new(u32::MAX, Duration::MAX);
+        assert_eq!(huge.count(), u32::MAX);
+        assert_eq!(huge.window(), Duration::from_millis(u64::MAX));
+        assert_eq!(huge.to_string(), "4294967295/18446744073709551615ms");
+        assert_eq!(huge.to_string().parse::<Rule>().unwrap(), huge);
+        assert_eq!(Rule::try_new(u32::MAX, Duration::MAX).unwrap(), huge);
+        // Past the largest count or window: errors, never a wrap or a panic.
+        for s in [
+            "4294967296/1s",
+            "1/18446744073709551616ms",
+            "1/18446744073709551615s",
+            "1/213503982335d",
+            "1/99999999999999999999999999999999w",
+        ] {
+            let err = s.parse::<Rule>().unwrap_err();
+            assert!(err.to_string().contains("rule"), "{s}: {err}");
+        }
+        assert_eq!(
+            parse_duration("18446744073709551615ms").unwrap(),
+            Duration::from_millis(u64::MAX)
+        );
+        assert_eq!(
+            parse_duration("30500568904w").unwrap(),
+            Duration::from_millis(30_500_568_904 * 604_800_000)
+        );
+        assert!(parse_duration("30500568905w").is_err());
+    }
+
+    #[test]
+    fn ban_rules_of_duration_max_saturate() {
+        let rule = BanRule::new(u32::MAX, Duration::MAX, Duration::MAX);
+        assert_eq!(rule.count(), u32::MAX);
+        assert_eq!((rule.window_ms(), rule.duration_ms()), (u64::MAX, u64::MAX));
+        assert_eq!(rule.duration(), Duration::from_millis(u64::MAX));
+        let rule = BanRule::new(0, Duration::ZERO, Duration::ZERO);
+        assert_eq!(
+            (rule.count(), rule.window_ms(), rule.duration_ms()),
+            (1, 0, 0)
+        );
+    }
 }

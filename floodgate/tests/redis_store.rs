@@ -906,6 +906,137 @@ async fn keys_are_prefixed_and_expire_with_the_state() {
     assert!(s.state(&c, at(3)).await.unwrap().is_some());
 }
 
+/// 2^53 ms: the script's "never" (see `RedisStore`'s docs, "Very long durations").
+const LUA_NEVER: u64 = 1 << 53;
+
+#[actix_rt::test]
+async fn durations_of_duration_max_mean_forever_in_the_script_too() {
+    let server = RedisServer::start();
+    let redis = redis_store(&server, Duration::ZERO).await;
+    let memory = MemoryStore::new();
+    let stores = (&redis, &memory);
+    async fn both(
+        (redis, memory): (&RedisStore, &MemoryStore),
+        plan: Arc<Plan>,
+        c: ClientKey,
+        ms: u64,
+    ) -> (Decision, Decision) {
+        let r = redis
+            .check(&c, &plan, at(ms))
+            .await
+            .expect("the script answers");
+        let m = memory.check(&c, &plan, at(ms)).await.unwrap();
+        (r, m)
+    }
+    let forever = |d: Decision| matches!(d, Decision::Banned { until: None, .. });
+
+    // A rule and a cooldown of Duration::MAX: refused until "never", which the script holds
+    // as 2^53 ms (memory: u64::MAX ms). Odd times: a sum past 2^53 would round.
+    let rule = Arc::new(Plan::new(
+        [(ScopeId::GLOBAL, vec![Rule::new(1, Duration::MAX)])],
+        None,
+    ));
+    let cooldown = policy_plan(Policy::new(u32::MAX, Duration::MAX).cooldown(Duration::MAX));
+    for (plan, c) in [(rule, client(60)), (cooldown, client(61))] {
+        let (r, m) = both(stores, plan.clone(), c.clone(), 1).await;
+        assert!(r.is_allowed() && m.is_allowed(), "{r:?} {m:?}");
+        for ms in [1, 3, 1_001] {
+            let (r, m) = both(stores, plan.clone(), c.clone(), ms).await;
+            let now = T0 + ms;
+            assert_eq!(
+                retry(r),
+                Some(Duration::from_millis(LUA_NEVER - now)),
+                "{r:?}"
+            );
+            assert_eq!(
+                retry(m),
+                Some(Duration::from_millis(u64::MAX - now)),
+                "{m:?}"
+            );
+        }
+    }
+
+    // A block and an adaptive punishment of Duration::MAX (factor f64::MAX, jitter
+    // Duration::MAX): blocked to the end, then banned for good, in both stores.
+    let punish = policy_plan(
+        Policy::new(1, Duration::MAX)
+            .block_duration(Duration::MAX)
+            .block_limit(1)
+            .punishment(Punishment::Ban(Duration::MAX))
+            .adaptive(Adaptive {
+                factor: f64::MAX,
+                max: Duration::MAX,
+                jitter: Duration::MAX,
+            }),
+    );
+    let c = client(62);
+    let (r, m) = both(stores, punish.clone(), c.clone(), 1).await;
+    assert!(r.is_allowed() && m.is_allowed());
+    let (r, m) = both(stores, punish.clone(), c.clone(), 3).await;
+    assert_eq!(
+        retry(r),
+        Some(Duration::from_millis(LUA_NEVER - (T0 + 3))),
+        "{r:?}"
+    );
+    assert_eq!(
+        retry(m),
+        Some(Duration::from_millis(u64::MAX - (T0 + 3))),
+        "{m:?}"
+    );
+    assert!(redis.unban(&c, at(5)).await.unwrap() == memory.unban(&c, at(5)).await.unwrap());
+
+    // Ban rules and operator bans of Duration::MAX: permanent in both.
+    let ban_rule = BanRule::new(1, Duration::MAX, Duration::MAX);
+    let c = client(63);
+    let r = redis.report(&c, &ban_rule, at(7)).await.unwrap();
+    let m = memory.report(&c, &ban_rule, at(7)).await.unwrap();
+    assert_eq!(
+        (r, m),
+        (
+            ReportOutcome::Banned {
+                until: Timestamp::NEVER
+            },
+            r
+        )
+    );
+    let (r, m) = both(stores, global(&[(1, 1)]), c.clone(), 9).await;
+    assert!(forever(r) && forever(m), "{r:?} {m:?}");
+    let c = client(64);
+    for s in [&redis as &dyn Store, &memory] {
+        s.ban(&c, Some(at(11) + Duration::MAX), at(11))
+            .await
+            .unwrap();
+    }
+    let (r, m) = both(stores, global(&[(1, 1)]), c.clone(), 13).await;
+    assert!(forever(r) && forever(m), "{r:?} {m:?}");
+    assert_eq!(server.cli(&["PTTL", "test:ip:203.0.113.64"]), "-1");
+
+    // A zero-length ban under an adaptive factor whose powers overflow to infinity: 0 x inf
+    // is NaN in the script's doubles, which it must not answer with. Every third punishment.
+    let zero = policy_plan(
+        Policy::new(1, Duration::from_millis(1))
+            .block_limit(0)
+            .punishment(Punishment::Ban(Duration::ZERO))
+            .adaptive(Adaptive {
+                factor: 1e300,
+                max: Duration::from_secs(60),
+                jitter: Duration::ZERO,
+            }),
+    );
+    let c = client(65);
+    for n in 0..4 {
+        let t = 100 + n * 10;
+        let (r, m) = both(stores, zero.clone(), c.clone(), t).await;
+        assert_eq!(r, m, "request {n}");
+        let (r, m) = both(stores, zero.clone(), c.clone(), t).await;
+        assert_eq!(r, m, "punishment {n}");
+        assert!(
+            matches!(r, Decision::Banned { until: Some(u), .. } if u == at(t)),
+            "a zero-length ban: {r:?}"
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn one_round_trip_per_decision_and_none_for_a_cached_ban() {
     let server = RedisServer::start();

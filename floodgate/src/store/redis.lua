@@ -10,6 +10,11 @@
 -- Numbers are whole milliseconds; -1 stands for "never" (u64::MAX in Rust), held here as
 -- NEVER = 2^53, above any real time and still exact in a double. Scope ids are u64 values
 -- that a double cannot hold: they stay strings.
+--
+-- Every time and duration is clamped to NEVER on the way in (`num`, and `lua_time` /
+-- `push_time` in redis.rs), and every time plus a duration saturates at it (`sat`), so no time
+-- ever passes 2^54 and loses whole milliseconds: a configured `Duration::MAX` (or any
+-- length from 2^53 ms, about 285,000 years, up) means "forever", as u64::MAX does in Rust.
 
 local NEVER = 9007199254740992
 -- Locals for the library functions used on every call (cheaper than global lookups).
@@ -267,8 +272,10 @@ local function powi(a, b)
   end
 end
 
--- Adaptive::length (the factor arrives already normalised to >= 1).
+-- Adaptive::length (the factor arrives already normalised to >= 1). A zero base stays 0:
+-- 0 x factor^n would be NaN once factor^n overflows to inf.
 local function adaptive_length(pp, n)
+  if pp.ban_base == 0 then return 0 end
   local ms = pp.ban_base * powi(pp.factor, mmin(n, 1024))
   ms = mmax(mmin(ms, pp.adaptive_max), 0)
   return floor(ms)
@@ -298,7 +305,7 @@ local function block(st, pp, now)
     set_ban(st, untl, 3)
     return { 2, enc(untl), 3, 1 }
   end
-  return { 1, 1, pp.limit, enc(pp.block_ms), 1 }
+  return { 1, 1, pp.limit, enc(p.blocked_until - now), 1 }
 end
 
 -- Decisions: {0, has_quota, limit, remaining, reset} allowed; {1, reason, limit, retry, started}
@@ -321,7 +328,7 @@ local function check(st, plan, now)
       if pp.relative then p.blocked_until = sat(now, pp.block_ms) end
       reason, wait = 1, p.blocked_until - now
     elseif pp.cooldown > 0 and p.last_request ~= 0 and now < sat(p.last_request, pp.cooldown) then
-      reason, wait = 2, p.last_request + pp.cooldown - now
+      reason, wait = 2, sat(p.last_request, pp.cooldown) - now
     end
     touch(p, pp, now)
     if reason then return { 1, reason, pp.limit, enc(wait), 0 } end

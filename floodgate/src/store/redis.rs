@@ -51,7 +51,10 @@ use crate::state::{
 /// The decision core in Lua (see the module docs).
 const SCRIPT: &str = include_str!("redis.lua");
 
-/// Times at or above this are "never" in the script (2^53, the last exact double).
+/// Times and durations at or above this are "never" in the script: 2^53 ms (about 285,000
+/// years), the last integer from which every smaller one is exact in a double. Clamping here
+/// (`lua_time`, `push_time`) keeps every number the script adds below 2^54, so that huge
+/// configured values (`Duration::MAX`) can neither make it fail nor round its arithmetic.
 const LUA_NEVER: u64 = 1 << 53;
 
 /// Client state in Redis, shared by every server of a fleet. Clones share the connection
@@ -74,6 +77,15 @@ const LUA_NEVER: u64 = 1 << 53;
 ///     .rate_limit_rules([Rule::new(20, Duration::from_secs(1))]);
 /// # Ok(()) }
 /// ```
+///
+/// # Very long durations
+///
+/// The decision script runs in Redis's Lua, whose numbers are doubles, so times and durations
+/// of 2^53 ms (about 285,000 years) or more are held as "never" there. A rule window, block,
+/// cooldown or ban that long (such as `Duration::MAX`) lasts forever, as in the other stores;
+/// the differences are only in what is shown: a ban that long reads as permanent (no
+/// `Retry-After`), and the wait of a refusal that long counts to 2^53 ms after the epoch
+/// rather than further.
 ///
 /// # Security
 ///
@@ -294,6 +306,7 @@ impl RedisStore {
 type Pending =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<i64>, StoreError>> + Send>>;
 
+/// A time for the script: `-1` ("never") from [`LUA_NEVER`] up.
 fn lua_time(ms: u64) -> String {
     if ms >= LUA_NEVER {
         "-1".to_owned()
@@ -306,6 +319,7 @@ fn rust_time(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// Appends a time or duration for the script, clamped as by [`lua_time`].
 fn push_time(out: &mut String, ms: u64) {
     if ms >= LUA_NEVER {
         out.push_str(" -1");

@@ -25,6 +25,10 @@ use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome, Scope}
 /// The table used when none is named.
 pub const DEFAULT_TABLE: &str = "floodgate_clients";
 
+/// The longest busy timeout SQLite takes (`sqlite3_busy_timeout` counts ms in a C `int`;
+/// rusqlite panics past it).
+const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// The longest table name accepted.
 const MAX_TABLE_LEN: usize = 64;
 
@@ -238,8 +242,11 @@ impl SqliteStoreBuilder {
     }
 
     /// How long to wait for a lock held by another process before failing (default 5 s).
+    ///
+    /// SQLite counts this in milliseconds in a C `int`: anything longer than 2^31 - 1 ms
+    /// (about 24.8 days, `Duration::MAX` included) waits that long.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
+        self.busy_timeout = timeout.min(MAX_BUSY_TIMEOUT);
         self
     }
 
@@ -945,8 +952,17 @@ fn key_text(client: &ClientKey) -> String {
 }
 
 /// Milliseconds as an SQLite integer (`i64`), saturating: "never" stays the largest value.
+/// An `expires_at` of `i64::MAX` so stands for any time from 2^63 - 1 ms on.
 fn sql_time(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// `now` for comparing with stored `expires_at` values (`expires_at <= now`: expired):
+/// below `i64::MAX`, so that a row saturated at `i64::MAX` (kept forever, or until some
+/// time past 2^63 ms) is never taken for expired by SQL. The decoded state, compared in
+/// `u64`, is the authority on the rest.
+fn sql_now(now: u64) -> i64 {
+    sql_time(now).min(i64::MAX - 1)
 }
 
 fn validate_table(name: &str) -> Result<(), ConfigError> {
@@ -1497,7 +1513,7 @@ impl Worker {
             .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         // An expired row holds nothing that could affect a decision: as good as swept.
-        Ok(row.filter(|(_, expires)| *expires > sql_time(now)))
+        Ok(row.filter(|(_, expires)| *expires > sql_now(now)))
     }
 
     fn read(&self, key: &str, now: u64) -> Result<Option<ClientState>, StoreError> {
@@ -1535,7 +1551,7 @@ impl Worker {
         let result = f(&mut state);
         let durable = durable_part(&state) != before;
         let expires = sql_time(state.expires_at().as_millis());
-        if expires <= sql_time(now) {
+        if state.expires_at().as_millis() <= now {
             if old.is_some() {
                 self.conn.prepare_cached(&self.delete)?.execute([key])?;
             }
@@ -1555,7 +1571,7 @@ impl Worker {
     fn sweep(&self, now: u64) -> rusqlite::Result<usize> {
         self.conn
             .prepare_cached(&self.sweep_all)?
-            .execute([sql_time(now)])
+            .execute([sql_now(now)])
     }
 
     /// One step of the periodic sweep: looks at the next [`SWEEP_CHUNK`] rows in key order
@@ -1572,7 +1588,7 @@ impl Worker {
                 let (mut seen, mut last, mut expired) = (0, None, Vec::new());
                 while let Some(row) = rows.next()? {
                     let key: String = row.get(0)?;
-                    if row.get::<_, i64>(1)? <= sql_time(now) {
+                    if row.get::<_, i64>(1)? <= sql_now(now) {
                         expired.push(key.clone());
                     }
                     seen += 1;
@@ -1685,5 +1701,112 @@ mod tests {
             assert_eq!(key_from_text(&key_text(&key)), Some(key));
         }
         assert_eq!(key_from_text("not an address"), None);
+    }
+
+    /// Waits for a store answer on this thread.
+    fn wait<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
+        use std::future::Future;
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(r) = std::pin::Pin::new(&mut f).poll(&mut cx) {
+                return r;
+            }
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn a_busy_timeout_of_duration_max_opens() {
+        let dir = std::env::temp_dir().join(format!("floodgate-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::builder(dir.join("busy.db"))
+            .busy_timeout(Duration::MAX)
+            .open();
+        assert!(store.is_ok(), "{store:?}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_batch_fails_on_durations_of_duration_max_or_times_at_the_end_of_time() {
+        use crate::policy::{Adaptive, Policy, Punishment};
+        use crate::rules::Rule;
+        use crate::state::ScopeId;
+        let dir = std::env::temp_dir().join(format!("floodgate-extreme-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = Policy::new(1, Duration::MAX)
+            .cooldown(Duration::MAX)
+            .block_duration(Duration::MAX)
+            .block_limit(1)
+            .max_window_duration(Some(Duration::MAX))
+            .punishment(Punishment::Ban(Duration::MAX))
+            .adaptive(Adaptive {
+                factor: f64::MAX,
+                max: Duration::MAX,
+                jitter: Duration::MAX,
+            });
+        let plan = Arc::new(Plan::new(
+            [(ScopeId::GLOBAL, vec![Rule::new(u32::MAX, Duration::MAX)])],
+            Some((ScopeId::named("p"), policy)),
+        ));
+        let ban_rule = BanRule::new(2, Duration::MAX, Duration::MAX);
+        for (i, durability) in [Durability::Normal, Durability::Full, Durability::Batched]
+            .into_iter()
+            .enumerate()
+        {
+            let store = SqliteStore::builder(dir.join(format!("extreme-{i}.db")))
+                .durability(durability)
+                .sweep_interval(Duration::MAX)
+                .busy_timeout(Duration::MAX)
+                .open()
+                .unwrap();
+            for (n, now) in [1, 1_700_000_000_000, u64::MAX - 1, u64::MAX]
+                .into_iter()
+                .enumerate()
+            {
+                let now = Timestamp::from_millis(now);
+                let c = ClientKey::custom(format!("c{n}"));
+                let first = wait(store.check(&c, &plan, now)).expect("first");
+                assert!(first.is_allowed(), "{durability:?} {now}: {first:?}");
+                // The cooldown of Duration::MAX refuses the next one (at the end of time,
+                // the cooldown is over: it ends at the end of time).
+                let second = wait(store.check(&c, &plan, now)).expect("second");
+                assert_eq!(
+                    second.is_allowed(),
+                    now == Timestamp::NEVER,
+                    "{durability:?} {now}: {second:?}"
+                );
+                wait(store.report(&c, &ban_rule, now)).expect("report");
+                let out = wait(store.report(&c, &ban_rule, now)).expect("report");
+                wait(store.ban(&c, Some(now + Duration::MAX), now)).expect("ban");
+                let state = wait(store.state(&c, now)).expect("state");
+                // At the end of time itself, every state has expired at once.
+                if now < Timestamp::NEVER {
+                    assert_eq!(
+                        out,
+                        ReportOutcome::Banned {
+                            until: Timestamp::NEVER
+                        }
+                    );
+                    let state = state.expect("kept forever");
+                    assert_eq!(state.expires_at(), Timestamp::NEVER);
+                    assert!(matches!(
+                        wait(store.check(&c, &plan, now)).expect("third"),
+                        Decision::Banned { until: None, .. }
+                    ));
+                }
+                wait(store.unban(&c, now)).expect("unban");
+                wait(store.sweep(now)).expect("sweep");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
