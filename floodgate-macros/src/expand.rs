@@ -285,6 +285,13 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
     };
     let policy = match &spec.policy {
         None => quote!(::core::option::Option::None),
+        Some(PolicyArgs {
+            shared: Some(name), ..
+        }) => quote! {
+            ::core::option::Option::Some(::floodgate::__private::PolicySpec::Shared(
+                ::floodgate::__private::Cow::Borrowed(#name)
+            ))
+        },
         Some(p) => {
             let amount = opt(&p.amount);
             let time_window_ms = opt(&p.time_window_ms);

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) global_rules: Vec<Rule>,
     pub(crate) excluded_methods: Vec<Method>,
     pub(crate) default_policy: Policy,
+    /// Policies registered by name, shared by every route naming them.
+    pub(crate) shared_policies: Vec<(Arc<str>, Policy)>,
     pub(crate) policies_use_global_rules: bool,
     pub(crate) ratelimit_headers: bool,
     pub(crate) legacy_headers: bool,
@@ -75,6 +77,7 @@ impl Shared {
             global_rules: Vec::new(),
             excluded_methods: Vec::new(),
             default_policy: Policy::default(),
+            shared_policies: Vec::new(),
             policies_use_global_rules: true,
             ratelimit_headers: true,
             legacy_headers: false,
@@ -102,6 +105,7 @@ impl Shared {
             global_rules: self.global_rules.clone(),
             excluded_methods: self.excluded_methods.clone(),
             default_policy: self.default_policy,
+            shared_policies: self.shared_policies.clone(),
             policies_use_global_rules: self.policies_use_global_rules,
             ratelimit_headers: self.ratelimit_headers,
             legacy_headers: self.legacy_headers,
@@ -191,6 +195,9 @@ impl Shared {
             crate::validate::ban_rule(rule)?;
         }
         crate::validate::policy("default_policy", &self.default_policy)?;
+        for (name, p) in &self.shared_policies {
+            crate::validate::policy(&format!("policy {name}"), p)?;
+        }
         self.ipv6_rotation.validate(self.v6_prefix)?;
         if self.proxy_header.is_some() && !matches!(self.ip_source, IpSource::TrustedProxies(..)) {
             return Err(ConfigError::invalid(
@@ -200,6 +207,37 @@ impl Shared {
             ));
         }
         self.targeting.validate()
+    }
+
+    /// What routes' policies are resolved against.
+    pub(crate) fn policy_source(&self) -> crate::route_spec::PolicySource<'_> {
+        crate::route_spec::PolicySource {
+            default: &self.default_policy,
+            shared: &self.shared_policies,
+        }
+    }
+
+    /// Checks the routes built under this floodgate: every shared policy they name is
+    /// registered.
+    pub(crate) fn validate_routes(
+        &self,
+        routes: &[Arc<crate::route_spec::RouteSpec>],
+    ) -> Result<(), ConfigError> {
+        for spec in routes {
+            if let Some(name) = spec.shared_policy() {
+                if self.policy_source().named(name).is_none() {
+                    return Err(ConfigError::invalid(
+                        "policy",
+                        format!(
+                            "route {} names the shared policy {name:?}, which is not \
+                             registered: add Floodgate::policy({name:?}, Policy::new(..))",
+                            spec.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Notes a ban of `client` for IPv6 rotation, and imposes the network bans it tips.
@@ -265,6 +303,7 @@ impl fmt::Debug for Shared {
             .field("rate_limit_rules", &self.global_rules)
             .field("excluded_methods", &self.excluded_methods)
             .field("default_policy", &self.default_policy)
+            .field("policies", &self.shared_policies)
             .field("store_failure", &self.store_failure)
             .field("targeting", &self.targeting)
             .finish_non_exhaustive()

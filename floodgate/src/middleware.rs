@@ -227,6 +227,42 @@ impl Floodgate {
         self.edit(|s| s.default_policy = policy)
     }
 
+    /// Registers `policy` as `name`, for routes that share it: every route naming it
+    /// (`#[rate_limited(policy = "api")]`, [`RouteRules::shared_policy`](crate::RouteRules::shared_policy))
+    /// counts into one window, one block count and one punishment per client, as
+    /// FlaskFloodgate's handler shared by several routes does. A route naming a policy that is
+    /// not registered stops the app from starting; so does a name registered twice.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_web::{get, web, App, HttpResponse};
+    /// use floodgate::{rate_limited, Floodgate, Policy, RouteRules};
+    ///
+    /// #[rate_limited(policy = "api")]
+    /// #[get("/a")]
+    /// async fn a() -> &'static str { "a" }
+    ///
+    /// let floodgate = Floodgate::new()
+    ///     .policy("api", Policy::new(20, Duration::from_secs(60)).block_limit(5));
+    /// let app = App::new().wrap(floodgate).service(a).service(
+    ///     web::resource("/b")
+    ///         .wrap(RouteRules::new("b").shared_policy("api"))
+    ///         .to(HttpResponse::Ok),
+    /// );
+    /// ```
+    pub fn policy(self, name: &str, policy: Policy) -> Self {
+        self.edit(|s| {
+            if s.shared_policies.iter().any(|(n, _)| &**n == name) {
+                s.config_errors.push(ConfigError::invalid(
+                    "policy",
+                    format!("two policies are registered as {name:?}"),
+                ));
+            } else {
+                s.shared_policies.push((Arc::from(name), policy));
+            }
+        })
+    }
+
     /// Whether the global rules also apply on routes with a policy (default `true`).
     pub fn policies_use_global_rules(self, yes: bool) -> Self {
         self.edit(|s| s.policies_use_global_rules = yes)
@@ -290,7 +326,12 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         let shared = self.shared.clone();
-        if let Err(err) = shared.validate() {
+        // The routes built on this worker's thread before this middleware: those it wraps.
+        let routes = crate::route_spec::take_built();
+        if let Err(err) = shared
+            .validate()
+            .and_then(|()| shared.validate_routes(&routes))
+        {
             // actix-web takes no error value from a middleware's factory: say it here, where
             // the app fails to start, whether or not a logger is installed.
             log::error!("floodgate: {err}; the app does not start");
@@ -314,11 +355,22 @@ where
             &shared,
             Plan::new([(ScopeId::GLOBAL, shared.global_rules.clone())], None),
         );
+        // Plans of the routes known now, so that their limits show in a client's status
+        // before their first request.
+        let plans = routes
+            .iter()
+            .map(|spec| {
+                (
+                    Arc::as_ptr(spec) as usize,
+                    route_plans(&shared, spec, false),
+                )
+            })
+            .collect();
         ready(Ok(FloodgateMiddleware {
             service,
             ban_only: RoutePlan::new(&shared, Plan::ban_only()),
             global,
-            routes: RefCell::new(HashMap::new()),
+            routes: RefCell::new(plans),
             targeted: RefCell::new(HashMap::new()),
             shared,
             ctx,

@@ -30,6 +30,13 @@ async fn empty_parens() -> &'static str {
     "ok"
 }
 
+// A policy registered on the app and shared by every route naming it.
+#[rate_limited(policy = "api")]
+#[get("/shared")]
+async fn shared_policy() -> &'static str {
+    "ok"
+}
+
 // The argument list of SPEC section 2.
 #[rate_limited(amount = 20, time_window = "1m", block_limit = 5,
                block_exceed_duration = "forever", relative_block = false,
@@ -294,12 +301,16 @@ macro_rules! call {
 
 #[actix_web::main]
 async fn main() {
-    let floodgate = Floodgate::new().clock(FakeClock::new());
+    let floodgate = Floodgate::new().clock(FakeClock::new()).policy(
+        "api",
+        floodgate::Policy::new(20, std::time::Duration::from_secs(60)),
+    );
     let app = test::init_service(
         App::new()
             .wrap(floodgate)
             .service(bare)
             .service(empty_parens)
+            .service(shared_policy)
             .service(rate_limited_route)
             .service(every_key)
             .service(spelled_out)
