@@ -1,3 +1,4 @@
+#![deny(unused_imports)]
 //! Every form of the attributes compiles, registers on an `App` and serves; where a form
 //! attaches a strict rule, the rule is checked to be in force on exactly that handler.
 
