@@ -243,6 +243,10 @@ fn duration_ms(e: &Entry, errors: &mut Errors, forever: bool) -> Option<Option<u
             None
         }
         Ok(ms) => Some(Some(ms)),
+        Err(msg) if forever => {
+            errors.at(s.span(), format!("{msg}, or \"forever\""));
+            None
+        }
         Err(msg) => {
             errors.at(s.span(), msg);
             None
@@ -394,8 +398,10 @@ impl SpecificArgs {
             }
         };
         let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key"]);
+        let mut unknown_key = false;
         for e in &entries {
             if !keys.accept(e, errors) {
+                unknown_key = true;
                 continue;
             }
             match e.key.to_string().as_str() {
@@ -423,7 +429,9 @@ impl SpecificArgs {
                 _ => {}
             }
         }
-        if entries.iter().all(|e| e.key != "rate_limit_rules") {
+        // A misspelt key already has its error (with a suggestion): a second one saying the
+        // rules are missing would only mislead.
+        if !unknown_key && entries.iter().all(|e| e.key != "rate_limit_rules") {
             errors.spanned(
                 attr,
                 "#[specific] needs `rate_limit_rules = [..]`, e.g. `#[specific(rate_limit_rules = [(1, \"2s\")])]`",

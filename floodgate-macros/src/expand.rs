@@ -222,7 +222,7 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> Result<TokenStrea
         errors.at(
             Span::call_site(),
             format!(
-                "{name} must be written above the handler's route attribute, and there is no #[get(..)], #[post(..)], #[route(..)] or #[routes] below it. If the route attribute is above {name}, move {name} up above it. For routes registered with web::resource, wrap the resource with floodgate::RouteRules instead"
+                "move {name} up, above the handler's route attribute (#[get(..)], #[post(..)], #[route(..)] or #[routes]): it found none below it. For routes registered with web::resource, wrap the resource with floodgate::RouteRules instead"
             ),
         );
     }
@@ -529,7 +529,9 @@ mod tests {
         );
         assert!(!out.contains("amount = 3"), "{out}");
         // The marker expands to the item as it is.
-        let item = quote!(async fn handler() {});
+        let item = quote!(
+            async fn handler() {}
+        );
         let again = attribute(Kind::RateLimited, quote!(__floodgate_merged), item.clone());
         assert_eq!(again.to_string(), item.to_string());
     }

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) rotation_watch: Arc<RotationWatch>,
     /// Mistakes made with infallible builder methods, reported when the app starts.
     pub(crate) config_errors: Vec<ConfigError>,
+    /// The `log` target of this floodgate's decisions and operator actions.
+    pub(crate) log_target: Arc<str>,
     pub(crate) ban_rule: Option<BanRule>,
     pub(crate) global_rules: Vec<Rule>,
     pub(crate) excluded_methods: Vec<Method>,
@@ -73,6 +75,7 @@ impl Shared {
             ipv6_rotation: Ipv6Rotation::new(),
             rotation_watch: Arc::default(),
             config_errors: Vec::new(),
+            log_target: Arc::from("floodgate"),
             ban_rule: None,
             global_rules: Vec::new(),
             excluded_methods: Vec::new(),
@@ -101,6 +104,7 @@ impl Shared {
             ipv6_rotation: self.ipv6_rotation,
             rotation_watch: self.rotation_watch.clone(),
             config_errors: self.config_errors.clone(),
+            log_target: self.log_target.clone(),
             ban_rule: self.ban_rule,
             global_rules: self.global_rules.clone(),
             excluded_methods: self.excluded_methods.clone(),
@@ -116,6 +120,11 @@ impl Shared {
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
         }
+    }
+
+    /// The `log` target of this floodgate's lines.
+    pub(crate) fn log_target(&self) -> &str {
+        &self.log_target
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -167,7 +176,7 @@ impl Shared {
                 .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            log::warn!(
+            log::warn!(target: self.log_target(),
                 "floodgate: store failed during {what}: {err}; requests are {} until it answers \
                  (logged once a minute)",
                 match self.store_failure {
@@ -180,7 +189,7 @@ impl Shared {
 
     fn log_once(&self, message: &str) {
         if !self.unknown_logged.swap(true, Ordering::Relaxed) {
-            log::warn!("{message}");
+            log::warn!(target: self.log_target(), "{message}");
         }
     }
 
@@ -259,7 +268,7 @@ impl Shared {
         }
         let mut steps = Vec::with_capacity(tipped.len());
         for ban in tipped {
-            log::warn!(
+            log::warn!(target: self.log_target(),
                 "floodgate: network {} banned until {} ({reason:?}): {} was the last of enough \
                  of its client networks banned within {:?} (IPv6 rotation)",
                 ban.network,
@@ -420,7 +429,7 @@ impl GateKeeper {
             Ok(outcome) => {
                 match outcome {
                     ReportOutcome::Banned { until } => {
-                        log::warn!(
+                        log::warn!(target: self.shared.log_target(),
                             "floodgate: {} banned until {until} after {} reported offences",
                             key.logged(),
                             rule.count()
@@ -434,11 +443,13 @@ impl GateKeeper {
                             }
                         }
                     }
-                    ReportOutcome::Recorded { offences } => log::debug!(
-                        "floodgate: offence {offences}/{} for {}",
-                        rule.count(),
-                        key.logged()
-                    ),
+                    ReportOutcome::Recorded { offences } => {
+                        log::debug!(target: self.shared.log_target(),
+                            "floodgate: offence {offences}/{} for {}",
+                            rule.count(),
+                            key.logged()
+                        )
+                    }
                 }
                 Some(outcome)
             }
@@ -462,7 +473,7 @@ impl GateKeeper {
             .store
             .ban(&key, Some(now + duration), now)
             .await?;
-        log::warn!(
+        log::warn!(target: self.shared.log_target(),
             "floodgate: {} banned by operator for {duration:?}",
             key.logged()
         );
@@ -474,7 +485,7 @@ impl GateKeeper {
         let key = self.key(client.into());
         let now = self.shared.now();
         self.shared.store.ban(&key, None, now).await?;
-        log::warn!("floodgate: {} blacklisted by operator", key.logged());
+        log::warn!(target: self.shared.log_target(), "floodgate: {} blacklisted by operator", key.logged());
         Ok(())
     }
 
@@ -483,7 +494,7 @@ impl GateKeeper {
     pub async fn unban(&self, client: impl Into<Client>) -> Result<bool, StoreError> {
         let key = self.key(client.into());
         let was = self.shared.store.unban(&key, self.shared.now()).await?;
-        log::info!(
+        log::info!(target: self.shared.log_target(),
             "floodgate: {} unbanned by operator (was banned: {was})",
             key.logged()
         );
@@ -541,7 +552,8 @@ impl FromRequest for GateKeeper {
                      .wrap(floodgate.clone()) to the App or scope"
                 );
                 Err(actix_web::error::ErrorInternalServerError(
-                    "GateKeeper is not configured for this route",
+                    "GateKeeper is unavailable on this route: no Floodgate middleware wraps it \
+                     (see the server's log)",
                 ))
             }
         })

@@ -301,6 +301,17 @@ impl Floodgate {
         self.edit(|s| s.refusal_hook = Some(f))
     }
 
+    /// Logs this floodgate's decisions (refusals, blocks, bans, reports), operator actions
+    /// and store failures under the `log` target `target` (default `"floodgate"`), so that an
+    /// app can route or filter them (`RUST_LOG=myapp::limits=info`), as FlaskFloodgate's
+    /// `logger=` does. Levels: debug for each refusal, info for a block, warn for a ban, a
+    /// blacklist and a store failure. Lines logged by the stores themselves (the SQLite and
+    /// Redis connections) keep their module targets under `floodgate::`.
+    pub fn log_target(self, target: &str) -> Self {
+        let target: Arc<str> = Arc::from(target);
+        self.edit(|s| s.log_target = target)
+    }
+
     /// What requests get when the store fails (default [`StoreFailure::Open`]).
     pub fn store_failure(self, policy: StoreFailure) -> Self {
         self.edit(|s| s.store_failure = policy)
@@ -334,7 +345,7 @@ where
         {
             // actix-web takes no error value from a middleware's factory: say it here, where
             // the app fails to start, whether or not a logger is installed.
-            log::error!("floodgate: {err}; the app does not start");
+            log::error!(target: shared.log_target(), "floodgate: {err}; the app does not start");
             eprintln!("floodgate: configuration error: {err}; the app does not start");
             return ready(Err(()));
         }

@@ -248,7 +248,7 @@ impl Targeting {
         now: Timestamp,
     ) -> Option<StoreFuture<()>> {
         let action = self.probes.as_ref()?.action;
-        log::info!(
+        log::info!(target: shared.log_target(),
             "floodgate: {} probed a scanner path ({action:?})",
             ip_key.logged()
         );
@@ -264,7 +264,7 @@ impl Targeting {
             }
             ProbeAction::Report => {
                 let Some(rule) = shared.ban_rule else {
-                    log::warn!("floodgate: probe reports need a ban rule: set Floodgate::ban_rule");
+                    log::warn!(target: shared.log_target(), "floodgate: probe reports need a ban rule: set Floodgate::ban_rule");
                     return None;
                 };
                 let mut f = shared.store.report(ip_key, &rule, now);
@@ -522,7 +522,7 @@ where
         let Some(rule) = reporter.shared.ban_rule else {
             return Poll::Ready(Ok(res));
         };
-        log::debug!(
+        log::debug!(target: reporter.shared.log_target(),
             "floodgate: {} got a 404 for an unrouted path: reported",
             reporter.key.logged()
         );
