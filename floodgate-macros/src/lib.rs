@@ -34,7 +34,7 @@ mod key_tests;
 /// | `block_exceed_reset` | `true`: the block count returns to 0 when a punishment ends; `false`: it stays at the limit, so the next block punishes again (`true`) |
 /// | `max_window_duration` | a client record idle this long is deleted; `"forever"` keeps it (`"30d"`) |
 /// | `accumulate_requests`, `accumulate_cap` | unused quota of an ended window carries into the next, capped (at `amount` extra) |
-/// | `request_data_check` | a path to `fn(&HttpRequest) -> bool`; true: served without being counted in any rule (bans still apply) |
+/// | `request_data_check` | a path to `fn(&HttpRequest) -> bool`; true: served without being counted or checked in any rule, even while the client is blocked; bans and punishments still apply |
 /// | `cooldown` | minimum interval between two requests of a client; a sooner one gets 429 and does not count as a block |
 /// | `grace_extra`, `grace_interval` | a client with no block and no grace in the last `grace_interval` (`"1d"`) may exceed the allowance by `grace_extra` requests in one window without being blocked |
 /// | `adaptive_factor`, `adaptive_max`, `adaptive_jitter` | the n-th punishment lasts `block_exceed_duration` × factor^n, capped at `adaptive_max` (`"30d"`), plus a random 0..=`adaptive_jitter` |
