@@ -533,6 +533,26 @@ impl GateKeeper {
         self.shared.store.sweep(self.shared.now()).await
     }
 
+    /// Reloads every allow and deny list of this floodgate whose files changed (see
+    /// [`IpList::reload_if_changed`](crate::IpList::reload_if_changed)); returns how many lists were reloaded. Each list is
+    /// swapped atomically; a list whose file is unusable keeps its previous entries, and the
+    /// first such error is returned after every other list was tried.
+    pub fn reload_lists(&self) -> Result<usize, crate::targeting::ListError> {
+        let t = &self.shared.targeting;
+        let mut reloaded = 0;
+        let mut first_error = None;
+        for list in t.allow.iter().chain(&t.deny) {
+            match list.reload_if_changed() {
+                Ok(true) => reloaded += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(reloaded), Err)
+    }
+
     /// The current time on floodgate's clock.
     pub fn now(&self) -> Timestamp {
         self.shared.now()
