@@ -430,6 +430,7 @@ impl Store for DownStore {
 async fn a_failing_store_fails_open_by_default_and_closed_with_503_on_request() {
     let clock = FakeClock::new();
     // The default: served, unlimited, without RateLimit fields (nothing was decided).
+    assert_eq!(StoreFailure::default(), StoreFailure::Open);
     let srv = start(&base(&clock).store(DownStore));
     for _ in 0..10 {
         let r = get_as(&srv, "/limited", "10.3.8.1").await;
