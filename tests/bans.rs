@@ -8,8 +8,7 @@ use actix_web::http::Method;
 use actix_web::{get, route, web, App, HttpRequest, HttpResponse};
 use floodgate::{
     bypass, specific, BanReason, BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate,
-    GateKeeper, Plan, ReportOutcome, Rule, Store, StoreError, StoreFailure, StoreFuture,
-    Timestamp,
+    GateKeeper, Plan, ReportOutcome, Rule, Store, StoreError, StoreFailure, StoreFuture, Timestamp,
 };
 use floodgate_tests::{
     codes_as, from_ip, get_as, millis, secs, send, server_config, Resp, IP_HEADER,
@@ -349,7 +348,12 @@ async fn report_client_records_offences_of_a_client_named_by_the_operator() {
     let r = report_as(&srv, who).await;
     assert_eq!(
         r.text(),
-        format!("{:?}", ReportOutcome::Banned { until: start + secs(602) })
+        format!(
+            "{:?}",
+            ReportOutcome::Banned {
+                until: start + secs(602)
+            }
+        )
     );
     let r = get_as(&srv, "/ping", who).await;
     assert_eq!((r.code(), r.header("retry-after")), (403, Some("600")));
@@ -389,7 +393,10 @@ async fn report_without_a_ban_rule_records_nothing_and_serves_the_handler() {
     let fg = Floodgate::new().clock(clock.clone()).ip_header(IP_HEADER);
     let app_fg = fg.clone();
     let srv = actix_test::start_with(server_config(), move || {
-        App::new().wrap(app_fg.clone()).service(ping).service(report)
+        App::new()
+            .wrap(app_fg.clone())
+            .service(ping)
+            .service(report)
     });
     let who = "10.2.7.1";
     for _ in 0..10 {

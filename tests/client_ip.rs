@@ -334,7 +334,14 @@ async fn try_ip_header_takes_a_valid_name_and_refuses_an_invalid_one() {
 
 #[actix_web::test]
 async fn invalid_trusted_proxies_are_an_error_naming_the_entry() {
-    for bad in ["10.0.0.0/33", "10.0.0", "proxy.example", "", "::1/129", "10.0.0.0/8/8"] {
+    for bad in [
+        "10.0.0.0/33",
+        "10.0.0",
+        "proxy.example",
+        "",
+        "::1/129",
+        "10.0.0.0/8/8",
+    ] {
         let err = Floodgate::new()
             .trusted_proxies(["10.0.0.0/8", bad])
             .unwrap_err();

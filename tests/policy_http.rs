@@ -179,7 +179,9 @@ async fn excluded_methods_skip_policy_counting_and_blocks_but_not_its_blacklist(
         App::new().wrap(fg.clone()).service(excluded_route)
     });
     let head = |srv: &actix_test::TestServer| {
-        let req = srv.head("/excluded").insert_header(("x-client", "198.51.100.7"));
+        let req = srv
+            .head("/excluded")
+            .insert_header(("x-client", "198.51.100.7"));
         async move { req.send().await.expect("request").status().as_u16() }
     };
     // HEAD is not counted: the policy's quota of 2 is intact after many.
@@ -219,7 +221,13 @@ async fn globals_and_policy(use_global: bool) -> Vec<u16> {
 #[actix_web::test]
 async fn policies_use_global_rules_by_default_and_not_when_told() {
     // Global 2/1m beside a policy of 4/1m: the global rule refuses the third request.
-    assert_eq!(globals_and_policy(true).await, [200, 200, 429, 429, 429, 429]);
+    assert_eq!(
+        globals_and_policy(true).await,
+        [200, 200, 429, 429, 429, 429]
+    );
     // Without the global rules on policy routes: the policy's 4, then its block.
-    assert_eq!(globals_and_policy(false).await, [200, 200, 200, 200, 429, 429]);
+    assert_eq!(
+        globals_and_policy(false).await,
+        [200, 200, 200, 200, 429, 429]
+    );
 }

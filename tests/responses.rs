@@ -438,7 +438,11 @@ async fn a_failing_store_fails_open_by_default_and_closed_with_503_on_request() 
         assert_eq!(ietf(&r), (None, None));
     }
     // Fail-closed: 503, problem+json, retry in a second.
-    let srv = start(&base(&clock).store(DownStore).store_failure(StoreFailure::Closed));
+    let srv = start(
+        &base(&clock)
+            .store(DownStore)
+            .store_failure(StoreFailure::Closed),
+    );
     let r = get_as(&srv, "/limited", "10.3.8.1").await;
     assert_eq!(r.code(), 503);
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
@@ -534,6 +538,13 @@ async fn a_custom_refusal_response_sees_denied_missing_key_and_store_unavailable
         .refusal_response(hook);
     let srv = start(&failing);
     let r = get_as(&srv, "/limited", "10.3.10.2").await;
-    assert_eq!((r.code(), r.text()), (503, "store unavailable 503 10.3.10.2"));
-    assert_eq!(r.header("retry-after"), Some("1"), "added to the custom response");
+    assert_eq!(
+        (r.code(), r.text()),
+        (503, "store unavailable 503 10.3.10.2")
+    );
+    assert_eq!(
+        r.header("retry-after"),
+        Some("1"),
+        "added to the custom response"
+    );
 }

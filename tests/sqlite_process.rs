@@ -458,7 +458,8 @@ fn parse_trace(log: &str) -> Vec<Traced> {
             } else if call.ends_with("= 0") {
                 out.push(Traced::Sync(file));
             }
-        } else if call.starts_with("<... fsync resumed>") || call.starts_with("<... fdatasync resumed>")
+        } else if call.starts_with("<... fsync resumed>")
+            || call.starts_with("<... fdatasync resumed>")
         {
             if let Some(file) = pending.remove(pid) {
                 if call.ends_with("= 0") {

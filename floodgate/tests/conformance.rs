@@ -539,10 +539,7 @@ impl<S: Store> Store for Noting<S> {
 /// Runs `test` on the store `open` gives, then checks that the file, reopened, gives every
 /// client the test touched the same state as the store had when it was dropped.
 #[cfg(feature = "sqlite")]
-fn reopened_gives_the_same_state(
-    open: impl Fn() -> floodgate::SqliteStore,
-    test: fn(&dyn Store),
-) {
+fn reopened_gives_the_same_state(open: impl Fn() -> floodgate::SqliteStore, test: fn(&dyn Store)) {
     let store = Noting::new(open());
     test(&store);
     let noted = store.noted();

@@ -226,7 +226,10 @@ impl RedisServer {
     /// Starts the process; false when it exits at once (another process took the port).
     /// Waits until the server on the port is this one (its `dir` is ours).
     fn try_run(&mut self) -> bool {
-        assert!(self.child.is_none() && self._gate.is_none(), "a server of its own");
+        assert!(
+            self.child.is_none() && self._gate.is_none(),
+            "a server of its own"
+        );
         let mut child = Command::new("redis-server")
             .args(redis_args(self.port, &self.dir))
             .args(&self.extra)
@@ -643,7 +646,11 @@ async fn policy_accumulation_cooldown_grace_and_adaptive(s: impl Store) {
     let plan = policy_plan(Policy::new(2, secs(10)).accumulate_cap(5));
     let c = client(25);
     for w in 0..6u64 {
-        assert_eq!(code(check(&s, &c, &plan, w * 20_000).await), (200, None), "{w}");
+        assert_eq!(
+            code(check(&s, &c, &plan, w * 20_000).await),
+            (200, None),
+            "{w}"
+        );
     }
     for ms in 120_000..120_007 {
         assert_eq!(code(check(&s, &c, &plan, ms).await), (200, None), "{ms}");
@@ -1657,15 +1664,24 @@ mod faults {
         // A user with a password on the shared server (the default user needs none there).
         let redis = RedisServer::shared();
         let user = format!("floodgate-test-{}", redis.db);
-        let acl = ["ACL", "SETUSER", &user, "on", ">right-secret", "~*", "&*", "+@all"];
+        let acl = [
+            "ACL",
+            "SETUSER",
+            &user,
+            "on",
+            ">right-secret",
+            "~*",
+            "&*",
+            "+@all",
+        ];
         assert_eq!(redis.cli(&acl), "OK");
         let err = RedisStore::builder(format!(
             "redis://{user}:wrong-secret@127.0.0.1:{}/",
             redis.port
         ))
-            .connect()
-            .await
-            .expect_err("refused credentials");
+        .connect()
+        .await
+        .expect_err("refused credentials");
         let msg = err.to_string();
         assert!(
             msg.starts_with(&format!(
@@ -1686,8 +1702,8 @@ mod faults {
             "redis://{user}:right-secret@127.0.0.1:{}/",
             redis.port
         ))
-            .connect()
-            .await;
+        .connect()
+        .await;
         assert!(ok.is_ok(), "{ok:?}");
     }
 
