@@ -232,7 +232,30 @@ impl Shared {
         &self,
         routes: &[Arc<crate::route_spec::RouteSpec>],
     ) -> Result<(), ConfigError> {
+        // A route's name keys its counters: two routes of one name share them, which only
+        // works when they count alike.
+        let mut seen: HashMap<&str, String> = HashMap::new();
         for spec in routes {
+            let shape = format!(
+                "{:?}",
+                (&spec.rules, spec.standalone, &spec.policy, spec.bypass)
+            );
+            match seen.get(&*spec.name) {
+                Some(other) if *other != shape => {
+                    return Err(ConfigError::invalid(
+                        "RouteRules",
+                        format!(
+                            "two routes are named {:?} with different rules; a route's name keys \
+                             its counters, so give each route its own name",
+                            spec.name
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(&spec.name, shape);
+                }
+            }
             if let Some(name) = spec.shared_policy() {
                 if self.policy_source().named(name).is_none() {
                     return Err(ConfigError::invalid(
