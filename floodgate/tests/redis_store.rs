@@ -1440,6 +1440,64 @@ mod fleet {
         clock.advance(Duration::from_millis(1));
         assert_eq!(get(&b, "/ping", ip).await, 200);
     }
+
+    #[floodgate::rate_limited(policy = "api")]
+    #[get("/a")]
+    async fn route_a() -> &'static str {
+        "a"
+    }
+
+    #[floodgate::rate_limited(policy = "api")]
+    #[get("/b")]
+    async fn route_b() -> &'static str {
+        "b"
+    }
+
+    /// A server with two routes sharing the policy "api": 3 a minute, the second block
+    /// bans for an hour.
+    async fn shared_policy_app(redis: &RedisServer, clock: &FakeClock) -> actix_test::TestServer {
+        let fg = Floodgate::new()
+            .store(redis_store(redis, secs(1)).await)
+            .clock(clock.clone())
+            .ip_header("x-client")
+            .policy(
+                "api",
+                Policy::new(3, secs(60))
+                    .block_limit(1)
+                    .block_exceed_duration(Some(secs(3_600))),
+            );
+        actix_test::start_with(actix_test::config().workers(2), move || {
+            App::new()
+                .wrap(fg.clone())
+                .service(route_a)
+                .service(route_b)
+        })
+    }
+
+    #[actix_rt::test]
+    async fn a_shared_policy_is_one_window_block_count_and_punishment_across_a_fleet() {
+        let redis = RedisServer::shared();
+        let clock = FakeClock::new();
+        let one = shared_policy_app(&redis, &clock).await;
+        let two = shared_policy_app(&redis, &clock).await;
+        let ip = "198.51.100.40";
+        // One window across routes and servers.
+        assert_eq!(get(&one, "/a", ip).await, 200);
+        assert_eq!(get(&two, "/b", ip).await, 200);
+        assert_eq!(get(&one, "/b", ip).await, 200);
+        assert_eq!(get(&two, "/a", ip).await, 429);
+        assert_eq!(get(&one, "/a", ip).await, 429);
+        // One block count: the second block, on the other server and route, punishes.
+        clock.advance(secs(60));
+        for (srv, path) in [(&two, "/a"), (&one, "/a"), (&two, "/b")] {
+            assert_eq!(get(srv, path, ip).await, 200, "{path}");
+        }
+        assert_eq!(get(&one, "/b", ip).await, 403);
+        // One punishment, everywhere.
+        assert_eq!(get(&two, "/a", ip).await, 403);
+        clock.advance(secs(3_600));
+        assert_eq!(get(&two, "/b", ip).await, 200);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
