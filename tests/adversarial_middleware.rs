@@ -113,7 +113,11 @@ async fn specific_rules_apply_and_refused_requests_never_reach_the_handler() {
     clock.advance(secs(60));
     assert_eq!(get_as(&srv, "/specific", "1.1.1.1").await.code(), 200);
 
-    assert_eq!(get_as(&srv, "/resource", "1.1.1.1").await.code(), 200);
+    // The route's own RateLimit fields reach the client (its rule, not the global 100/1m),
+    // from the first request on.
+    let r = get_as(&srv, "/resource", "1.1.1.1").await;
+    assert_eq!(r.code(), 200);
+    assert_eq!(r.header("ratelimit"), Some(r#""1/1m";r=0;t=60"#));
     assert_eq!(get_as(&srv, "/resource", "1.1.1.1").await.code(), 429);
     assert_eq!(runs("resource", "1.1.1.1"), 1);
 }

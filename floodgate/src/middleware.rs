@@ -213,7 +213,7 @@ where
             .flatten();
         let bans = ban_keys(shared, &ip_key, &key);
         let decision = decide::decide(&shared.store, bans, &key, &route.plan, now, probe);
-        FloodgateFuture::decided(shared, &route, &key, decision, now, fut)
+        FloodgateFuture::decided(shared, &route, &key, decision, now, fut).defer_to_route(&self.ctx)
     }
 }
 

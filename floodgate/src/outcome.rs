@@ -20,6 +20,7 @@ use crate::error::StoreError;
 use crate::gatekeeper::Shared;
 use crate::plans::RoutePlan;
 use crate::response::{self, Refusal, RefusalKind};
+use crate::route_spec::WorkerCtx;
 use crate::state::{Decision, Quota};
 use crate::store::{StoreFailure, StoreFuture};
 use crate::targeting::DenyReason;
@@ -30,13 +31,19 @@ pub(crate) struct Headers {
     quota: Option<Quota>,
     ietf: bool,
     legacy: bool,
+    /// The worker of the app-wide middleware: once a route of it decided on its own (routing
+    /// deferred past Floodgate's call), fields a route set win over the app-wide ones.
+    defer_to_route: Option<Rc<WorkerCtx>>,
 }
 
 impl Headers {
     fn apply(self, headers: &mut actix_web::http::header::HeaderMap) {
-        // A route decided on its own (routing deferred past Floodgate's call) set its fields.
-        if headers.contains_key(response::RATELIMIT_POLICY)
-            || headers.contains_key(response::RATELIMIT)
+        if self
+            .defer_to_route
+            .as_ref()
+            .is_some_and(|ctx| ctx.deferred_seen.get())
+            && (headers.contains_key(response::RATELIMIT_POLICY)
+                || headers.contains_key(response::RATELIMIT))
         {
             return;
         }
@@ -94,6 +101,7 @@ pub(crate) fn settle(
                 quota,
                 ietf: shared.ratelimit_headers,
                 legacy: shared.legacy_headers,
+                defer_to_route: None,
             }))
         }
         Decision::Limited {
@@ -144,6 +152,7 @@ pub(crate) fn settle(
                 }),
                 ietf: shared.ratelimit_headers,
                 legacy: shared.legacy_headers,
+                defer_to_route: None,
             });
             Err(refusal_error(
                 shared,
@@ -191,6 +200,7 @@ pub(crate) fn settle(
                 quota: None,
                 ietf: shared.ratelimit_headers,
                 legacy: shared.legacy_headers,
+                defer_to_route: None,
             });
             Err(refusal_error(
                 shared,
@@ -259,6 +269,7 @@ pub(crate) struct Waiting {
     pub(crate) route: Rc<RoutePlan>,
     pub(crate) key: ClientKey,
     pub(crate) now: Timestamp,
+    pub(crate) defer_to_route: Option<Rc<WorkerCtx>>,
 }
 
 pin_project! {
@@ -332,9 +343,24 @@ impl<F> FloodgateFuture<F> {
                     route: route.clone(),
                     key: key.clone(),
                     now,
+                    defer_to_route: None,
                 },
             ),
         }
+    }
+
+    /// Lets RateLimit fields set by the route (deciding on its own, when routing was deferred
+    /// past Floodgate's call) win over the ones this future adds, once `ctx`'s worker has
+    /// seen a route do so (the check costs two header lookups, so only then).
+    pub(crate) fn defer_to_route(mut self, ctx: &Rc<WorkerCtx>) -> Self {
+        match &mut self.state {
+            State::Serving {
+                headers: Some(h), ..
+            } => h.defer_to_route = Some(ctx.clone()),
+            State::Deciding { wait: Some(w), .. } => w.defer_to_route = Some(ctx.clone()),
+            _ => {}
+        }
+        self
     }
 
     pub(crate) fn refused(error: Error) -> Self {
@@ -372,7 +398,13 @@ where
                         )));
                     };
                     let next = match settle(&w.shared, &w.route, &w.key, result, w.now) {
-                        Ok(headers) => State::Serving { fut, headers },
+                        Ok(headers) => State::Serving {
+                            fut,
+                            headers: headers.map(|mut h| {
+                                h.defer_to_route = w.defer_to_route.clone();
+                                h
+                            }),
+                        },
                         Err(error) => State::Refused { error: Some(error) },
                     };
                     self.as_mut().project().state.set(next);

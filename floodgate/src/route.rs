@@ -246,7 +246,10 @@ where
                 }));
                 FloodgateFuture::pass(self.service.call(req), None)
             }
-            Some(_) => self.deferred(req),
+            Some(WorkerLink(ctx)) => {
+                ctx.deferred_seen.set(true);
+                self.deferred(req)
+            }
             None => {
                 self.warn(
                     log::Level::Error,

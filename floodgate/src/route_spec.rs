@@ -125,6 +125,9 @@ pub(crate) struct Mark {
 pub(crate) struct WorkerCtx {
     pub(crate) in_call: Cell<bool>,
     pub(crate) mark: Cell<Option<Mark>>,
+    /// A route of this worker was called after `Floodgate`'s call returned (a middleware in
+    /// between defers routing), and decided on its own.
+    pub(crate) deferred_seen: Cell<bool>,
 }
 
 impl fmt::Debug for WorkerCtx {
