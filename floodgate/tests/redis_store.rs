@@ -26,6 +26,9 @@ use floodgate::{
     Store, Timestamp,
 };
 
+#[path = "support/services.rs"]
+mod services;
+
 // ---------------------------------------------------------------------------------------
 // A redis-server of our own.
 
@@ -44,11 +47,19 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    fn start() -> Self {
+    /// A started server, or `None` when `redis-server` is not installed: the test then
+    /// returns early (see `support/services.rs`; `FLOODGATE_REQUIRE_REDIS=1` panics instead).
+    fn start() -> Option<Self> {
         Self::start_with(&[])
     }
 
-    fn start_with(extra: &[&str]) -> Self {
+    fn start_with(extra: &[&str]) -> Option<Self> {
+        if !services::available(
+            "the Redis suite (floodgate/tests/redis_store.rs)",
+            &["redis-server", "redis-cli"],
+        ) {
+            return None;
+        }
         for _ in 0..5 {
             let port = free_port();
             let dir =
@@ -61,7 +72,7 @@ impl RedisServer {
                 child: None,
             };
             if server.try_run() {
-                return server;
+                return Some(server);
             }
         }
         panic!("could not start redis-server on a free port");
@@ -780,7 +791,9 @@ macro_rules! conformance {
             $(
                 #[actix_rt::test]
                 async fn $scenario() {
-                    let server = super::RedisServer::start();
+                    let Some(server) = super::RedisServer::start() else {
+                        return;
+                    };
                     super::$scenario(super::redis_store(&server, std::time::Duration::from_secs(1)).await).await;
                 }
             )*
@@ -789,7 +802,9 @@ macro_rules! conformance {
             $(
                 #[actix_rt::test]
                 async fn $scenario() {
-                    let server = super::RedisServer::start();
+                    let Some(server) = super::RedisServer::start() else {
+                        return;
+                    };
                     let redis = super::redis_store(&server, std::time::Duration::from_secs(1)).await;
                     let store = floodgate::FailoverStore::new(redis).backup(floodgate::MemoryStore::new());
                     super::$scenario(store.clone()).await;
@@ -801,7 +816,9 @@ macro_rules! conformance {
             $(
                 #[actix_rt::test]
                 async fn $scenario() {
-                    let server = super::RedisServer::start();
+                    let Some(server) = super::RedisServer::start() else {
+                        return;
+                    };
                     super::$scenario(super::redis_store(&server, std::time::Duration::ZERO).await).await;
                 }
             )*
@@ -837,7 +854,9 @@ fn assert_covered(seen: &[&str]) {
 
 #[actix_rt::test]
 async fn redis_decides_and_stores_exactly_what_memory_does() {
-    let server = RedisServer::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let mut seen = Vec::new();
     for seed in [1, 2, 3] {
         server.cli(&["FLUSHALL"]);
@@ -849,7 +868,9 @@ async fn redis_decides_and_stores_exactly_what_memory_does() {
 
 #[actix_rt::test]
 async fn the_ban_cache_changes_no_decision() {
-    let server = RedisServer::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let mut seen = Vec::new();
     for seed in [4, 5] {
         server.cli(&["FLUSHALL"]);
@@ -864,7 +885,9 @@ async fn the_ban_cache_changes_no_decision() {
 
 #[actix_rt::test]
 async fn keys_are_prefixed_and_expire_with_the_state() {
-    let server = RedisServer::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let s = redis_store(&server, secs(1)).await;
     let c = client(50);
     assert_eq!(s.key_of(&c), "test:ip:203.0.113.50");
@@ -911,7 +934,9 @@ const LUA_NEVER: u64 = 1 << 53;
 
 #[actix_rt::test]
 async fn durations_of_duration_max_mean_forever_in_the_script_too() {
-    let server = RedisServer::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let redis = redis_store(&server, Duration::ZERO).await;
     let memory = MemoryStore::new();
     let stores = (&redis, &memory);
@@ -1039,7 +1064,9 @@ async fn durations_of_duration_max_mean_forever_in_the_script_too() {
 
 #[actix_rt::test]
 async fn one_round_trip_per_decision_and_none_for_a_cached_ban() {
-    let server = RedisServer::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let a = redis_store(&server, secs(1)).await;
     let b = redis_store(&server, secs(1)).await;
     let plan = global(&[(1_000, 60)]);
@@ -1093,7 +1120,9 @@ async fn one_round_trip_per_decision_and_none_for_a_cached_ban() {
 
 #[actix_rt::test]
 async fn a_redis_that_lost_the_script_gets_it_again() {
-    let server = RedisServer::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let s = redis_store(&server, Duration::ZERO).await;
     let plan = global(&[(2, 60)]);
     let c = client(52);
@@ -1158,7 +1187,9 @@ mod fleet {
 
     #[actix_rt::test]
     async fn two_servers_share_one_limit_exactly() {
-        let redis = RedisServer::start();
+        let Some(redis) = RedisServer::start() else {
+        return;
+    };
         let clock = FakeClock::new();
         let (a, _) = app(
             redis_store(&redis, secs(1)).await,
@@ -1187,7 +1218,9 @@ mod fleet {
 
     #[actix_rt::test]
     async fn a_ban_reported_on_one_server_holds_on_the_other_at_once() {
-        let redis = RedisServer::start();
+        let Some(redis) = RedisServer::start() else {
+        return;
+    };
         let clock = FakeClock::new();
         let (a, fg_a) = app(
             redis_store(&redis, secs(1)).await,
@@ -1273,7 +1306,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn killed_redis_fails_over_to_the_backup_and_is_taken_back() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
         let clock = FakeClock::new();
         let store = failover(redis_store(&redis, secs(1)).await).backup(MemoryStore::new());
         let (srv, _) = app(store.clone(), &clock, StoreFailure::Closed);
@@ -1292,7 +1327,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn killed_redis_fails_open_without_a_backup() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
         let clock = FakeClock::new();
         let store = failover(redis_store(&redis, secs(1)).await);
         let (srv, _) = app(store.clone(), &clock, StoreFailure::Open);
@@ -1308,7 +1345,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn killed_redis_fails_closed_with_503() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
         let clock = FakeClock::new();
         // A bare RedisStore: every request tries Redis, and each failure is a 503.
         let (srv, _) = app(
@@ -1372,7 +1411,9 @@ mod faults {
     #[actix_rt::test]
     async fn redis_killed_mid_load_never_yields_a_500() {
         for mode in ["backup", "open", "closed"] {
-            let mut redis = RedisServer::start();
+            let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
             let clock = FakeClock::new();
             let primary = redis_store(&redis, secs(1)).await;
             let (srv, _) = match mode {
@@ -1438,7 +1479,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn a_wrong_password_is_a_clear_error_that_hides_the_password() {
-        let redis = RedisServer::start_with(&["--requirepass", "right-secret"]);
+        let Some(redis) = RedisServer::start_with(&["--requirepass", "right-secret"]) else {
+        return;
+    };
         let err = RedisStore::builder(format!("redis://:wrong-secret@127.0.0.1:{}/", redis.port))
             .connect()
             .await
@@ -1467,7 +1510,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn a_lazy_store_starts_on_the_backup_while_redis_is_down() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
         redis.stop();
         let lazy = RedisStore::builder(redis.url())
             .prefix("test")
