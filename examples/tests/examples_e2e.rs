@@ -423,9 +423,8 @@ fn floodgate_redis_servers_share_limits_and_bans() {
     // POST /login with a wrong password, 3 times within 10 s on one server: banned on both.
     within_window(Duration::from_secs(10), &[401, 401, 401, 403, 403], |n| {
         let client = Ipv4Addr::new(127, 0, 0, 50 + n);
-        let login = |server: &Process| {
-            send(server.port, client, "POST", "/login", &[], "wrong").status
-        };
+        let login =
+            |server: &Process| send(server.port, client, "POST", "/login", &[], "wrong").status;
         let mut seen = vec![login(&a), login(&a), login(&a)];
         seen.push(get_from(&b, client, "/ping", &[]).status);
         seen.push(get_from(&a, client, "/ping", &[]).status);
@@ -450,7 +449,11 @@ fn floodgate_targeting_denies_limits_and_bans_probes() {
     // curl -i -H 'x-my-ip: 198.51.100.66' localhost:8083/               # 403: deny list
     let denied = get_as(&demo, "198.51.100.66", "/");
     assert_eq!(denied.status, 403, "{denied:?}");
-    assert_eq!(get_as(&demo, "198.51.100.5", "/").status, 200, "DE, not listed");
+    assert_eq!(
+        get_as(&demo, "198.51.100.5", "/").status,
+        200,
+        "DE, not listed"
+    );
 
     // curl -i -H 'x-my-ip: 203.0.113.5' -X POST localhost:8083/login    # US: the 4th in a minute is 429
     within_window(Duration::from_secs(60), &[200, 200, 200, 429], |n| {

@@ -62,14 +62,16 @@
 //! # Refusals are errors that carry their response
 //!
 //! A refused request is answered before routing finishes, so its handler never runs. The
-//! middleware returns the refusal as an [`actix_web::Error`] holding the complete response
-//! (status, `Retry-After`, RateLimit fields, problem+json body). Clients see a normal
+//! middleware returns the refusal as an [`actix_web::Error`][actix-error] holding the complete
+//! response (status, `Retry-After`, RateLimit fields, problem+json body). Clients see a normal
 //! response. Two consequences: middleware registered *outside* `Floodgate` (a later
 //! `.wrap()`) that only decorates successful responses, such as `Logger`, does not see
 //! refusals (floodgate logs them itself: debug per refusal, info for blocks, warn for bans);
 //! and in `actix_web::test`, call the service with `app.call(req).await` and turn an `Err`
 //! into its response with `ResponseError::error_response`, since `test::call_service`
 //! panics on errors.
+//!
+//! [actix-error]: https://docs.rs/actix-web/4/actix_web/error/struct.Error.html
 //!
 //! # Features
 //!

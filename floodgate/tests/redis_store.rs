@@ -12,6 +12,10 @@
 //!
 //! Time is floodgate's fake clock everywhere; the only real waits are bounded polls for a
 //! `redis-server` to come up or for a connection to come back.
+//!
+//! Without `redis-server` and `redis-cli` on `PATH`, every test that needs them returns early
+//! after one notice on stderr (`support/services.rs`); `FLOODGATE_REQUIRE_REDIS=1`, which CI
+//! sets, makes that a failure instead.
 #![cfg(feature = "redis")]
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
@@ -1188,8 +1192,8 @@ mod fleet {
     #[actix_rt::test]
     async fn two_servers_share_one_limit_exactly() {
         let Some(redis) = RedisServer::start() else {
-        return;
-    };
+            return;
+        };
         let clock = FakeClock::new();
         let (a, _) = app(
             redis_store(&redis, secs(1)).await,
@@ -1219,8 +1223,8 @@ mod fleet {
     #[actix_rt::test]
     async fn a_ban_reported_on_one_server_holds_on_the_other_at_once() {
         let Some(redis) = RedisServer::start() else {
-        return;
-    };
+            return;
+        };
         let clock = FakeClock::new();
         let (a, fg_a) = app(
             redis_store(&redis, secs(1)).await,
@@ -1307,8 +1311,8 @@ mod faults {
     #[actix_rt::test]
     async fn killed_redis_fails_over_to_the_backup_and_is_taken_back() {
         let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
+            return;
+        };
         let clock = FakeClock::new();
         let store = failover(redis_store(&redis, secs(1)).await).backup(MemoryStore::new());
         let (srv, _) = app(store.clone(), &clock, StoreFailure::Closed);
@@ -1328,8 +1332,8 @@ mod faults {
     #[actix_rt::test]
     async fn killed_redis_fails_open_without_a_backup() {
         let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
+            return;
+        };
         let clock = FakeClock::new();
         let store = failover(redis_store(&redis, secs(1)).await);
         let (srv, _) = app(store.clone(), &clock, StoreFailure::Open);
@@ -1346,8 +1350,8 @@ mod faults {
     #[actix_rt::test]
     async fn killed_redis_fails_closed_with_503() {
         let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
+            return;
+        };
         let clock = FakeClock::new();
         // A bare RedisStore: every request tries Redis, and each failure is a 503.
         let (srv, _) = app(
@@ -1412,8 +1416,8 @@ mod faults {
     async fn redis_killed_mid_load_never_yields_a_500() {
         for mode in ["backup", "open", "closed"] {
             let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
+                return;
+            };
             let clock = FakeClock::new();
             let primary = redis_store(&redis, secs(1)).await;
             let (srv, _) = match mode {
@@ -1480,8 +1484,8 @@ mod faults {
     #[actix_rt::test]
     async fn a_wrong_password_is_a_clear_error_that_hides_the_password() {
         let Some(redis) = RedisServer::start_with(&["--requirepass", "right-secret"]) else {
-        return;
-    };
+            return;
+        };
         let err = RedisStore::builder(format!("redis://:wrong-secret@127.0.0.1:{}/", redis.port))
             .connect()
             .await
@@ -1511,8 +1515,8 @@ mod faults {
     #[actix_rt::test]
     async fn a_lazy_store_starts_on_the_backup_while_redis_is_down() {
         let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
+            return;
+        };
         redis.stop();
         let lazy = RedisStore::builder(redis.url())
             .prefix("test")
