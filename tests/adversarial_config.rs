@@ -92,6 +92,34 @@ async fn mistakes_in_route_rules_stop_the_app_naming_the_route() {
             .service(web::resource("/r").wrap(rules.clone()).to(HttpResponse::Ok));
         assert!(!app_starts(app).await, "{rules:?}");
     }
+    // Two routes of one name with different rules would share counters that count unlike.
+    let clash = App::new()
+        .wrap(fg.clone())
+        .service(
+            web::resource("/a")
+                .wrap(RouteRules::new("b").specific([Rule::new(3, secs(1))]))
+                .to(HttpResponse::Ok),
+        )
+        .service(
+            web::resource("/b")
+                .wrap(RouteRules::new("b").specific([Rule::new(5, secs(1))]))
+                .to(HttpResponse::Ok),
+        );
+    assert!(!app_starts(clash).await);
+    // The same rules under one name: shared counters, on purpose.
+    let shared = App::new()
+        .wrap(fg.clone())
+        .service(
+            web::resource("/a")
+                .wrap(RouteRules::new("b").specific([Rule::new(3, secs(1))]))
+                .to(HttpResponse::Ok),
+        )
+        .service(
+            web::resource("/b")
+                .wrap(RouteRules::new("b").specific([Rule::new(3, secs(1))]))
+                .to(HttpResponse::Ok),
+        );
+    assert!(app_starts(shared).await);
     let good = App::new().wrap(fg.clone()).service(
         web::resource("/r")
             .wrap(RouteRules::new("ok").specific([Rule::new(3, secs(1))]))

@@ -1,10 +1,15 @@
-//! Bans by report and by operator (SPEC 4), and excluded methods, over HTTP with a fake clock.
+//! Bans by report and by operator (SPEC 4), and excluded methods, over HTTP with a fake clock;
+//! reports without a ban rule and on a store that fails.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix_web::http::Method;
 use actix_web::{get, route, web, App, HttpRequest, HttpResponse};
-use floodgate::{bypass, specific, BanReason, BanRule, FakeClock, Floodgate, GateKeeper, Rule};
+use floodgate::{
+    bypass, specific, BanReason, BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate,
+    GateKeeper, Plan, ReportOutcome, Rule, Store, StoreError, StoreFailure, StoreFuture, Timestamp,
+};
 use floodgate_tests::{
     codes_as, from_ip, get_as, millis, secs, send, server_config, Resp, IP_HEADER,
 };
@@ -320,4 +325,148 @@ async fn excluded_head_requests_are_neither_counted_nor_limited_but_bans_apply()
 
 fn clock_now(fg: &Floodgate) -> floodgate::Timestamp {
     fg.gatekeeper().now()
+}
+
+#[actix_web::test]
+async fn report_client_records_offences_of_a_client_named_by_the_operator() {
+    let clock = FakeClock::new();
+    let (srv, fg) = start(&clock, None);
+    let gk = fg.gatekeeper();
+    let who = "10.2.5.1";
+    let start = clock_now(&fg);
+    assert_eq!(
+        gk.report_client(ip(who)).await,
+        Some(ReportOutcome::Recorded { offences: 1 })
+    );
+    clock.advance(secs(2));
+    assert_eq!(
+        gk.report_client(ip(who)).await,
+        Some(ReportOutcome::Recorded { offences: 2 })
+    );
+    assert_eq!(get_as(&srv, "/ping", who).await.code(), 200);
+    // Mixed with a report over HTTP: the same client, the same count.
+    let r = report_as(&srv, who).await;
+    assert_eq!(
+        r.text(),
+        format!(
+            "{:?}",
+            ReportOutcome::Banned {
+                until: start + secs(602)
+            }
+        )
+    );
+    let r = get_as(&srv, "/ping", who).await;
+    assert_eq!((r.code(), r.header("retry-after")), (403, Some("600")));
+    // A custom key is a client of its own: its offences count apart.
+    let key = ClientKey::custom("user-7");
+    assert_eq!(
+        gk.report_client(&key).await,
+        Some(ReportOutcome::Recorded { offences: 1 })
+    );
+    assert_eq!(gk.status(key).await.unwrap().offences, 1);
+    assert_eq!(gk.status(ip("10.2.5.2")).await.unwrap().offences, 0);
+}
+
+#[actix_web::test]
+async fn unblacklist_lifts_a_blacklist_and_says_whether_there_was_one() {
+    let clock = FakeClock::new();
+    let (srv, fg) = start(&clock, None);
+    let gk = fg.gatekeeper();
+    let who = "10.2.6.1";
+    assert!(!gk.unblacklist(ip(who)).await.unwrap(), "nothing to lift");
+    gk.blacklist(ip(who)).await.unwrap();
+    let r = get_as(&srv, "/ping", who).await;
+    assert_eq!((r.code(), r.header("retry-after")), (403, None));
+    assert!(gk.status(ip(who)).await.unwrap().is_blacklisted());
+    assert!(gk.unblacklist(ip(who)).await.unwrap());
+    assert_eq!(get_as(&srv, "/ping", who).await.code(), 200);
+    assert!(!gk.unblacklist(ip(who)).await.unwrap(), "lifted already");
+    // It lifts a timed ban too (the same operation as unban).
+    gk.ban(ip(who), secs(60)).await.unwrap();
+    assert!(gk.unblacklist(ip(who)).await.unwrap());
+    assert_eq!(get_as(&srv, "/ping", who).await.code(), 200);
+}
+
+#[actix_web::test]
+async fn report_without_a_ban_rule_records_nothing_and_serves_the_handler() {
+    let clock = FakeClock::new();
+    let fg = Floodgate::new().clock(clock.clone()).ip_header(IP_HEADER);
+    let app_fg = fg.clone();
+    let srv = actix_test::start_with(server_config(), move || {
+        App::new()
+            .wrap(app_fg.clone())
+            .service(ping)
+            .service(report)
+    });
+    let who = "10.2.7.1";
+    for _ in 0..10 {
+        let r = report_as(&srv, who).await;
+        assert_eq!((r.code(), r.text()), (200, "not recorded"));
+    }
+    assert_eq!(fg.gatekeeper().report_client(ip(who)).await, None);
+    let status = fg.gatekeeper().status(ip(who)).await.unwrap();
+    assert_eq!((status.offences, status.ban), (0, None));
+    assert_eq!(get_as(&srv, "/ping", who).await.code(), 200);
+}
+
+/// A store whose every call fails, as a database that is down.
+#[derive(Debug)]
+struct DownStore;
+
+fn down<T>() -> StoreFuture<T> {
+    StoreFuture::ready(Err(StoreError::new("the test store is down")))
+}
+
+impl Store for DownStore {
+    fn check(&self, _: &ClientKey, _: &Arc<Plan>, _: Timestamp) -> StoreFuture<Decision> {
+        down()
+    }
+    fn report(&self, _: &ClientKey, _: &BanRule, _: Timestamp) -> StoreFuture<ReportOutcome> {
+        down()
+    }
+    fn ban(&self, _: &ClientKey, _: Option<Timestamp>, _: Timestamp) -> StoreFuture<()> {
+        down()
+    }
+    fn extend_ban(
+        &self,
+        _: &ClientKey,
+        _: Option<Timestamp>,
+        _: BanReason,
+        _: Timestamp,
+    ) -> StoreFuture<()> {
+        down()
+    }
+    fn unban(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<bool> {
+        down()
+    }
+    fn state(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<Option<ClientState>> {
+        down()
+    }
+    fn sweep(&self, _: Timestamp) -> StoreFuture<usize> {
+        down()
+    }
+}
+
+#[actix_web::test]
+async fn report_after_a_store_failure_returns_none_and_never_fails_the_handler() {
+    let clock = FakeClock::new();
+    // Fail-closed, so that the report route is bypassed to reach its handler at all.
+    let fg = Floodgate::new()
+        .clock(clock.clone())
+        .ip_header(IP_HEADER)
+        .store(DownStore)
+        .store_failure(StoreFailure::Closed)
+        .ban_rule(BanRule::new(1, secs(10), secs(600)));
+    let app_fg = fg.clone();
+    let srv = actix_test::start_with(server_config(), move || {
+        App::new().wrap(app_fg.clone()).service(bypass_report)
+    });
+    let who = "10.2.8.1";
+    for _ in 0..3 {
+        let r = get_as(&srv, "/bypass/report", who).await;
+        assert_eq!((r.code(), r.text()), (200, "not recorded"));
+    }
+    assert_eq!(fg.gatekeeper().report_client(ip(who)).await, None);
+    assert!(fg.gatekeeper().ban(ip(who), secs(1)).await.is_err());
+    assert!(fg.gatekeeper().unblacklist(ip(who)).await.is_err());
 }

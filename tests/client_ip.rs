@@ -306,3 +306,61 @@ async fn ipv6_prefix_128_keys_each_address() {
         200
     );
 }
+
+#[actix_web::test]
+async fn try_ip_header_takes_a_valid_name_and_refuses_an_invalid_one() {
+    let clock = FakeClock::new();
+    // Surrounding blanks are trimmed; the header then works as with ip_header.
+    let fg = one_per_minute(&clock)
+        .try_ip_header(&format!(" {IP_HEADER} "))
+        .expect("a valid header name");
+    let srv = start(&fg);
+    assert_eq!(get_with(&srv, &[(IP_HEADER, "198.51.100.1")]).await, 200);
+    assert_eq!(get_with(&srv, &[(IP_HEADER, "198.51.100.1")]).await, 429);
+    assert_eq!(get_with(&srv, &[(IP_HEADER, "198.51.100.2")]).await, 200);
+
+    for bad in ["", " ", "x ip", "x:ip", "x\tip", "é"] {
+        let err = Floodgate::new().try_ip_header(bad).unwrap_err();
+        assert_eq!(err.field(), "ip_header", "{bad:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("invalid ip_header: {bad:?} is not a valid header name")
+        );
+        // ip_header keeps the mistake for validate(), which stops the app from starting.
+        let err = Floodgate::new().ip_header(bad).validate().unwrap_err();
+        assert_eq!(err.field(), "ip_header", "{bad:?}");
+    }
+}
+
+#[actix_web::test]
+async fn invalid_trusted_proxies_are_an_error_naming_the_entry() {
+    for bad in [
+        "10.0.0.0/33",
+        "10.0.0",
+        "proxy.example",
+        "",
+        "::1/129",
+        "10.0.0.0/8/8",
+    ] {
+        let err = Floodgate::new()
+            .trusted_proxies(["10.0.0.0/8", bad])
+            .unwrap_err();
+        assert_eq!(err.field(), "trusted_proxies", "{bad:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("invalid trusted_proxies: {bad:?} is not an address or CIDR range")
+        );
+    }
+    // Addresses, ranges and blanks around them are fine.
+    let ok = Floodgate::new().trusted_proxies([" 127.0.0.1 ", "10.0.0.0/8", "::1", "fd00::/8"]);
+    assert!(ok.is_ok());
+    let clock = FakeClock::new();
+    let fg = one_per_minute(&clock)
+        .trusted_proxies([" 127.0.0.1 "])
+        .unwrap();
+    let srv = start(&fg);
+    let xff = "x-forwarded-for";
+    assert_eq!(get_with(&srv, &[(xff, "198.51.100.3")]).await, 200);
+    assert_eq!(get_with(&srv, &[(xff, "198.51.100.3")]).await, 429);
+    assert_eq!(get_with(&srv, &[(xff, "198.51.100.4")]).await, 200);
+}

@@ -1,10 +1,12 @@
-//! Policy features over a real HTTP server (2 workers, loopback): `request_data_check`,
-//! cooldown and the grace period, driven by the fake clock.
+//! Policy features over a real HTTP server (2 workers, loopback): `request_data_check` (one
+//! that panics too), cooldown, the grace period, excluded methods on policy routes and
+//! `policies_use_global_rules`, driven by the fake clock.
 
 use std::time::Duration;
 
-use actix_web::{get, App, HttpRequest};
-use floodgate::{rate_limited, FakeClock, Floodgate};
+use actix_web::http::Method;
+use actix_web::{get, route, App, HttpRequest};
+use floodgate::{rate_limited, FakeClock, Floodgate, Rule};
 
 fn has_api_key(req: &HttpRequest) -> bool {
     req.headers().get("key").is_some_and(|v| v == "value")
@@ -112,4 +114,120 @@ async fn grace_period_forgives_one_slight_excess_of_a_rare_client() {
         assert_eq!(get(&srv, "/grace", &[]).await, (200, None));
     }
     assert_eq!(get(&srv, "/grace", &[]).await.0, 429);
+}
+
+/// Panics for requests with a `boom` header.
+fn panicking_check(req: &HttpRequest) -> bool {
+    if req.headers().contains_key("boom") {
+        panic!("a request_data_check that panics");
+    }
+    req.headers().contains_key("key")
+}
+
+#[rate_limited(amount = 2, time_window = "1m", request_data_check = panicking_check)]
+#[get("/panicking-check")]
+async fn panicking_check_route() -> &'static str {
+    "ok"
+}
+
+#[rate_limited(
+    amount = 2,
+    time_window = "1m",
+    block_limit = 1,
+    block_exceed_duration = "forever"
+)]
+#[route("/excluded", method = "GET", method = "HEAD")]
+async fn excluded_route() -> &'static str {
+    "ok"
+}
+
+#[rate_limited(amount = 4, time_window = "1m")]
+#[get("/with-globals")]
+async fn with_globals() -> &'static str {
+    "ok"
+}
+
+#[actix_web::test]
+async fn a_panicking_request_data_check_counts_the_request_and_keeps_serving() {
+    let clock = FakeClock::new();
+    let fg = Floodgate::new().clock(clock.clone()).ip_header("x-client");
+    let srv = actix_test::start_with(actix_test::config().workers(2), move || {
+        App::new().wrap(fg.clone()).service(panicking_check_route)
+    });
+    let boom = [("boom", "1")];
+    // Counted, as if the check had said no: 2 served, then blocked; never a 500.
+    assert_eq!(get(&srv, "/panicking-check", &boom).await, (200, None));
+    assert_eq!(get(&srv, "/panicking-check", &boom).await, (200, None));
+    assert_eq!(
+        get(&srv, "/panicking-check", &boom).await,
+        (429, Some("60".into()))
+    );
+    // The workers live on, and a check that returns true still exempts.
+    for _ in 0..4 {
+        assert_eq!(get(&srv, "/panicking-check", &[("key", "1")]).await.0, 200);
+    }
+}
+
+#[actix_web::test]
+async fn excluded_methods_skip_policy_counting_and_blocks_but_not_its_blacklist() {
+    let clock = FakeClock::new();
+    let fg = Floodgate::new()
+        .clock(clock.clone())
+        .ip_header("x-client")
+        .excluded_methods([Method::HEAD]);
+    let srv = actix_test::start_with(actix_test::config().workers(2), move || {
+        App::new().wrap(fg.clone()).service(excluded_route)
+    });
+    let head = |srv: &actix_test::TestServer| {
+        let req = srv
+            .head("/excluded")
+            .insert_header(("x-client", "198.51.100.7"));
+        async move { req.send().await.expect("request").status().as_u16() }
+    };
+    // HEAD is not counted: the policy's quota of 2 is intact after many.
+    for _ in 0..5 {
+        assert_eq!(head(&srv).await, 200);
+    }
+    assert_eq!(get(&srv, "/excluded", &[]).await, (200, None));
+    assert_eq!(get(&srv, "/excluded", &[]).await, (200, None));
+    assert_eq!(get(&srv, "/excluded", &[]).await, (429, Some("60".into())));
+    // Nor rate-checked: served during the block.
+    assert_eq!(head(&srv).await, 200);
+    // The second block exceeds block_limit = 1: blacklisted, which HEAD does not escape.
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(get(&srv, "/excluded", &[]).await, (200, None));
+    assert_eq!(get(&srv, "/excluded", &[]).await, (200, None));
+    assert_eq!(get(&srv, "/excluded", &[]).await, (403, None));
+    assert_eq!(head(&srv).await, 403);
+}
+
+async fn globals_and_policy(use_global: bool) -> Vec<u16> {
+    let clock = FakeClock::new();
+    let fg = Floodgate::new()
+        .clock(clock.clone())
+        .ip_header("x-client")
+        .rate_limit_rules([Rule::new(2, Duration::from_secs(60))])
+        .policies_use_global_rules(use_global);
+    let srv = actix_test::start_with(actix_test::config().workers(2), move || {
+        App::new().wrap(fg.clone()).service(with_globals)
+    });
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(get(&srv, "/with-globals", &[]).await.0);
+    }
+    codes
+}
+
+#[actix_web::test]
+async fn policies_use_global_rules_by_default_and_not_when_told() {
+    // Global 2/1m beside a policy of 4/1m: the global rule refuses the third request.
+    assert_eq!(
+        globals_and_policy(true).await,
+        [200, 200, 429, 429, 429, 429]
+    );
+    // Without the global rules on policy routes: the policy's 4, then its block.
+    assert_eq!(
+        globals_and_policy(false).await,
+        [200, 200, 200, 200, 429, 429]
+    );
 }

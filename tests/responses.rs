@@ -1,12 +1,18 @@
 //! What refused and allowed responses carry (SPEC 6): status codes, `Retry-After`, the IETF
-//! RateLimit fields and the legacy ones, the problem+json body, and a custom refusal response.
+//! RateLimit fields and the legacy ones, the problem+json body, and a custom refusal response,
+//! for every kind of refusal (limits, bans, denied clients, missing keys, a failed store).
 //! Every time in a response comes from the fake clock, so every value is checked exactly.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{get, App, HttpResponse};
-use floodgate::{bypass, FakeClock, Floodgate, RefusalKind, Rule};
+use floodgate::{
+    bypass, BanReason, BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate, HeaderKey,
+    IpList, MissingKey, Plan, Refusal, RefusalKind, ReportOutcome, Rule, Store, StoreError,
+    StoreFailure, StoreFuture, Timestamp,
+};
 use floodgate_tests::{get_as, millis, secs, server_config, Resp, IP_HEADER};
 use serde_json::json;
 
@@ -189,8 +195,8 @@ async fn refusals_are_problem_json_naming_the_limit_and_the_wait() {
     assert_eq!(r.header("retry-after"), Some("600"));
     assert_eq!(
         ietf(&r),
-        (Some(POLICY), Some(r#""3/10s";r=0;t=600"#)),
-        "a limited route carries the RateLimit fields on a ban too"
+        (Some(POLICY), None),
+        "a ban is not a spent quota: the policy field only, no RateLimit field"
     );
     assert_eq!(
         r.json(),
@@ -380,4 +386,165 @@ async fn a_custom_refusal_response_replaces_the_body_and_keeps_retry_after() {
     assert_eq!(r.code(), 403);
     assert_eq!(r.header("retry-after"), Some("12345"));
     assert_eq!(r.header_count("retry-after"), 1);
+}
+
+/// A store whose every call fails, as a database that is down: no Redis needed.
+#[derive(Debug)]
+struct DownStore;
+
+fn down<T>() -> StoreFuture<T> {
+    StoreFuture::ready(Err(StoreError::new("the test store is down")))
+}
+
+impl Store for DownStore {
+    fn check(&self, _: &ClientKey, _: &Arc<Plan>, _: Timestamp) -> StoreFuture<Decision> {
+        down()
+    }
+    fn report(&self, _: &ClientKey, _: &BanRule, _: Timestamp) -> StoreFuture<ReportOutcome> {
+        down()
+    }
+    fn ban(&self, _: &ClientKey, _: Option<Timestamp>, _: Timestamp) -> StoreFuture<()> {
+        down()
+    }
+    fn extend_ban(
+        &self,
+        _: &ClientKey,
+        _: Option<Timestamp>,
+        _: BanReason,
+        _: Timestamp,
+    ) -> StoreFuture<()> {
+        down()
+    }
+    fn unban(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<bool> {
+        down()
+    }
+    fn state(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<Option<ClientState>> {
+        down()
+    }
+    fn sweep(&self, _: Timestamp) -> StoreFuture<usize> {
+        down()
+    }
+}
+
+#[actix_web::test]
+async fn a_failing_store_fails_open_by_default_and_closed_with_503_on_request() {
+    let clock = FakeClock::new();
+    // The default: served, unlimited, without RateLimit fields (nothing was decided).
+    assert_eq!(StoreFailure::default(), StoreFailure::Open);
+    let srv = start(&base(&clock).store(DownStore));
+    for _ in 0..10 {
+        let r = get_as(&srv, "/limited", "10.3.8.1").await;
+        assert_eq!((r.code(), r.text()), (200, "ok"));
+        assert_eq!(ietf(&r), (None, None));
+    }
+    // Fail-closed: 503, problem+json, retry in a second.
+    let srv = start(
+        &base(&clock)
+            .store(DownStore)
+            .store_failure(StoreFailure::Closed),
+    );
+    let r = get_as(&srv, "/limited", "10.3.8.1").await;
+    assert_eq!(r.code(), 503);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.json(),
+        json!({
+            "type": "about:blank",
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": "The rate limiter is unavailable; try again later. Retry in 1 s.",
+            "retry_after": 1
+        })
+    );
+    // A bypassed route never asks the store.
+    assert_eq!(get_as(&srv, "/bypass", "10.3.8.1").await.code(), 200);
+}
+
+/// The kinds of refusals beyond limits and bans: a denied client, a missing key and a
+/// store that failed closed, with their default bodies, and each as a custom response sees
+/// it.
+fn targeting(clock: &FakeClock) -> Floodgate {
+    base(clock)
+        .deny_list(IpList::new("deny").entries(["10.3.9.0/24"]).unwrap())
+        .key(HeaderKey::new("x-api-key"))
+        .missing_key(MissingKey::Refuse(StatusCode::UNAUTHORIZED))
+}
+
+async fn keyed(srv: &actix_test::TestServer, ip: &str, key: Option<&str>) -> Resp {
+    let mut req = srv.get("/limited").insert_header((IP_HEADER, ip));
+    if let Some(k) = key {
+        req = req.insert_header(("x-api-key", k));
+    }
+    floodgate_tests::send(req).await
+}
+
+#[actix_web::test]
+async fn denied_missing_key_and_store_unavailable_refusals_have_default_bodies() {
+    let clock = FakeClock::new();
+    let srv = start(&targeting(&clock));
+    let r = keyed(&srv, "10.3.9.1", Some("alice")).await;
+    assert_eq!(r.code(), 403);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.header("retry-after"), None);
+    assert_eq!(
+        r.json(),
+        json!({
+            "type": "about:blank",
+            "title": "Forbidden",
+            "status": 403,
+            "detail": "This client's address is denied."
+        })
+    );
+    let r = keyed(&srv, "10.3.10.1", None).await;
+    assert_eq!(r.code(), 401);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        r.json(),
+        json!({
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": "This request needs a client key (such as an API key)."
+        })
+    );
+    assert_eq!(keyed(&srv, "10.3.10.1", Some("alice")).await.code(), 200);
+}
+
+#[actix_web::test]
+async fn a_custom_refusal_response_sees_denied_missing_key_and_store_unavailable() {
+    let clock = FakeClock::new();
+    let hook = |r: &Refusal<'_>| {
+        let what = match r.kind {
+            RefusalKind::Denied { .. } => "denied",
+            RefusalKind::MissingKey => "missing key",
+            RefusalKind::StoreUnavailable => "store unavailable",
+            _ => "other",
+        };
+        HttpResponse::build(r.status)
+            .content_type("text/plain")
+            .body(format!("{what} {} {}", r.status.as_u16(), r.client))
+    };
+    let srv = start(&targeting(&clock).refusal_response(hook));
+    let r = keyed(&srv, "10.3.9.1", Some("alice")).await;
+    assert_eq!((r.code(), r.text()), (403, "denied 403 10.3.9.1"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let r = keyed(&srv, "10.3.10.1", None).await;
+    assert_eq!((r.code(), r.text()), (401, "missing key 401 10.3.10.1"));
+
+    let failing = base(&clock)
+        .store(DownStore)
+        .store_failure(StoreFailure::Closed)
+        .refusal_response(hook);
+    let srv = start(&failing);
+    let r = get_as(&srv, "/limited", "10.3.10.2").await;
+    assert_eq!(
+        (r.code(), r.text()),
+        (503, "store unavailable 503 10.3.10.2")
+    );
+    assert_eq!(
+        r.header("retry-after"),
+        Some("1"),
+        "added to the custom response"
+    );
 }

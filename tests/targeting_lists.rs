@@ -259,3 +259,35 @@ async fn reload_if_changed_and_reload_lists_from_the_gatekeeper() {
     assert_eq!(get(&srv, "/ping", "192.0.2.3").await, 200);
     assert_eq!(get(&srv, "/ping", "192.0.2.3").await, 200);
 }
+
+#[actix_web::test]
+async fn reload_every_picks_up_a_changed_file_by_itself() {
+    let path = temp_file("reload-every.txt", "203.0.113.1\n");
+    let list = IpList::new("every")
+        .file(&path)
+        .unwrap()
+        .reload_every(Duration::from_millis(5));
+    let fg = Floodgate::new()
+        .clock(FakeClock::new())
+        .ip_header("x-client")
+        .deny_list(list.clone());
+    let srv = server(fg);
+    assert_eq!(get(&srv, "/ping", "203.0.113.1").await, 403);
+    assert_eq!(get(&srv, "/ping", "203.0.113.2").await, 200);
+
+    std::fs::write(&path, "203.0.113.2\n").unwrap();
+    // The interval is real time (it paces file reads, not limits): poll the reload thread.
+    // The deadline only keeps a broken reload from hanging the suite.
+    let changed = "203.0.113.2".parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !list.contains(changed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list was never reloaded"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(get(&srv, "/ping", "203.0.113.2").await, 403);
+    assert_eq!(get(&srv, "/ping", "203.0.113.1").await, 200);
+    assert_eq!(list.ranges(), 1);
+}

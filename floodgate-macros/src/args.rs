@@ -243,6 +243,10 @@ fn duration_ms(e: &Entry, errors: &mut Errors, forever: bool) -> Option<Option<u
             None
         }
         Ok(ms) => Some(Some(ms)),
+        Err(msg) if forever => {
+            errors.at(s.span(), format!("{msg}, or \"forever\""));
+            None
+        }
         Err(msg) => {
             errors.at(s.span(), msg);
             None
@@ -394,8 +398,10 @@ impl SpecificArgs {
             }
         };
         let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key"]);
+        let mut unknown_key = false;
         for e in &entries {
             if !keys.accept(e, errors) {
+                unknown_key = true;
                 continue;
             }
             match e.key.to_string().as_str() {
@@ -423,7 +429,9 @@ impl SpecificArgs {
                 _ => {}
             }
         }
-        if entries.iter().all(|e| e.key != "rate_limit_rules") {
+        // A misspelt key already has its error (with a suggestion): a second one saying the
+        // rules are missing would only mislead.
+        if !unknown_key && entries.iter().all(|e| e.key != "rate_limit_rules") {
             errors.spanned(
                 attr,
                 "#[specific] needs `rate_limit_rules = [..]`, e.g. `#[specific(rate_limit_rules = [(1, \"2s\")])]`",
@@ -454,6 +462,8 @@ pub(crate) struct PolicyArgs {
     pub(crate) adaptive_factor: Option<f64>,
     pub(crate) adaptive_max_ms: Option<u64>,
     pub(crate) adaptive_jitter_ms: Option<u64>,
+    /// `policy = "name"`: a policy registered on the app, shared with every route naming it.
+    pub(crate) shared: Option<LitStr>,
 }
 
 const POLICY_KEYS: &[&str] = &[
@@ -475,6 +485,7 @@ const POLICY_KEYS: &[&str] = &[
     "adaptive_factor",
     "adaptive_max",
     "adaptive_jitter",
+    "policy",
 ];
 
 impl PolicyArgs {
@@ -532,6 +543,20 @@ impl PolicyArgs {
                     }
                 }
                 "key" => out.key = key_path(e, errors),
+                "policy" => {
+                    let Some(expr) = value(e, errors, "\"api\"") else {
+                        continue;
+                    };
+                    match lit(expr) {
+                        Some(Lit::Str(s)) if !s.value().trim().is_empty() => {
+                            out.shared = Some(s.clone())
+                        }
+                        _ => errors.spanned(
+                            expr,
+                            "`policy` expects the name of a policy registered with `Floodgate::policy`, such as \"api\"",
+                        ),
+                    }
+                }
                 "request_data_check" => {
                     let Some(expr) = value(e, errors, "path::to::check") else {
                         continue;
@@ -556,6 +581,19 @@ impl PolicyArgs {
     /// Rejects combinations that cannot mean anything. Each error goes on the key that makes
     /// the combination impossible; values that failed to parse are not checked again.
     fn check_combinations(&self, given: &[(String, Span)], errors: &mut Errors) {
+        if given.iter().any(|(k, _)| k == "policy") {
+            // A shared policy is defined once, on the app: no route may change it.
+            for (key, span) in given.iter().filter(|(k, _)| k != "policy") {
+                errors.at(
+                    *span,
+                    format!(
+                        "`{key}` cannot be given beside `policy = ..`: a shared policy is set once, \
+                         with `Floodgate::policy`, for every route that names it"
+                    ),
+                );
+            }
+            return;
+        }
         let span = |k: &str| {
             given
                 .iter()

@@ -64,8 +64,16 @@ fn route_attr(attr: &Attribute) -> Option<bool> {
     }
 }
 
+/// The argument that marks an attribute already merged into the one above it.
+const MERGED: &str = "__floodgate_merged";
+
 /// Expands one floodgate attribute, or reports its errors next to the item.
 pub(crate) fn attribute(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+    // Merged into the attribute above, which left it in place (with the path the user
+    // wrote) so that its import counts as used: nothing more to do.
+    if is_merged_marker(&args) {
+        return item;
+    }
     match expand(kind, args, item) {
         Ok(tokens) | Err(tokens) => tokens,
     }
@@ -127,6 +135,21 @@ impl Spec {
     }
 }
 
+fn is_merged_marker(args: &TokenStream) -> bool {
+    let mut tokens = args.clone().into_iter();
+    matches!((tokens.next(), tokens.next()), (Some(TokenTree::Ident(i)), None) if i == MERGED)
+}
+
+/// `attr` (a floodgate attribute merged into the one above) reduced to its marker: the same
+/// path, so that the user's import of it is used, and no arguments to expand again.
+fn merged_marker(attr: &Attribute) -> Attribute {
+    let path = attr.path();
+    let marker = proc_macro2::Ident::new(MERGED, Span::call_site());
+    let mut out: Attribute = syn::parse_quote!(#[#path(#marker)]);
+    out.pound_token = attr.pound_token;
+    out
+}
+
 /// The expansion, or on error the errors and the untouched item.
 ///
 /// The other floodgate attributes of the handler (those below this one) are merged into
@@ -179,6 +202,7 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> Result<TokenStrea
                 };
                 let site = attr.to_token_stream();
                 spec.add(other, tokens, &site, &mut seen, &mut errors, &mut deferred);
+                kept.push(merged_marker(&attr));
             }
             None => kept.push(attr),
         }
@@ -198,7 +222,7 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> Result<TokenStrea
         errors.at(
             Span::call_site(),
             format!(
-                "{name} must be written above the handler's route attribute, and there is no #[get(..)], #[post(..)], #[route(..)] or #[routes] below it. If the route attribute is above {name}, move {name} up above it. For routes registered with web::resource, wrap the resource with floodgate::RouteRules instead"
+                "move {name} up, above the handler's route attribute (#[get(..)], #[post(..)], #[route(..)] or #[routes]): it found none below it. For routes registered with web::resource, wrap the resource with floodgate::RouteRules instead"
             ),
         );
     }
@@ -285,6 +309,13 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
     };
     let policy = match &spec.policy {
         None => quote!(::core::option::Option::None),
+        Some(PolicyArgs {
+            shared: Some(name), ..
+        }) => quote! {
+            ::core::option::Option::Some(::floodgate::__private::PolicySpec::Shared(
+                ::floodgate::__private::Cow::Borrowed(#name)
+            ))
+        },
         Some(p) => {
             let amount = opt(&p.amount);
             let time_window_ms = opt(&p.time_window_ms);
@@ -491,7 +522,18 @@ mod tests {
             out.contains("amount : :: core :: option :: Option :: Some (3u32)"),
             "{out}"
         );
-        assert!(!out.contains("rate_limited"), "{out}");
+        // The merged attribute stays, reduced to its marker, so that its import is used.
+        assert!(
+            out.contains("# [floodgate :: rate_limited (__floodgate_merged)]"),
+            "{out}"
+        );
+        assert!(!out.contains("amount = 3"), "{out}");
+        // The marker expands to the item as it is.
+        let item = quote!(
+            async fn handler() {}
+        );
+        let again = attribute(Kind::RateLimited, quote!(__floodgate_merged), item.clone());
+        assert_eq!(again.to_string(), item.to_string());
     }
 
     #[test]

@@ -41,10 +41,14 @@ pub(crate) struct Shared {
     pub(crate) rotation_watch: Arc<RotationWatch>,
     /// Mistakes made with infallible builder methods, reported when the app starts.
     pub(crate) config_errors: Vec<ConfigError>,
+    /// The `log` target of this floodgate's decisions and operator actions.
+    pub(crate) log_target: Arc<str>,
     pub(crate) ban_rule: Option<BanRule>,
     pub(crate) global_rules: Vec<Rule>,
     pub(crate) excluded_methods: Vec<Method>,
     pub(crate) default_policy: Policy,
+    /// Policies registered by name, shared by every route naming them.
+    pub(crate) shared_policies: Vec<(Arc<str>, Policy)>,
     pub(crate) policies_use_global_rules: bool,
     pub(crate) ratelimit_headers: bool,
     pub(crate) legacy_headers: bool,
@@ -71,10 +75,12 @@ impl Shared {
             ipv6_rotation: Ipv6Rotation::new(),
             rotation_watch: Arc::default(),
             config_errors: Vec::new(),
+            log_target: Arc::from("floodgate"),
             ban_rule: None,
             global_rules: Vec::new(),
             excluded_methods: Vec::new(),
             default_policy: Policy::default(),
+            shared_policies: Vec::new(),
             policies_use_global_rules: true,
             ratelimit_headers: true,
             legacy_headers: false,
@@ -98,10 +104,12 @@ impl Shared {
             ipv6_rotation: self.ipv6_rotation,
             rotation_watch: self.rotation_watch.clone(),
             config_errors: self.config_errors.clone(),
+            log_target: self.log_target.clone(),
             ban_rule: self.ban_rule,
             global_rules: self.global_rules.clone(),
             excluded_methods: self.excluded_methods.clone(),
             default_policy: self.default_policy,
+            shared_policies: self.shared_policies.clone(),
             policies_use_global_rules: self.policies_use_global_rules,
             ratelimit_headers: self.ratelimit_headers,
             legacy_headers: self.legacy_headers,
@@ -112,6 +120,11 @@ impl Shared {
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
         }
+    }
+
+    /// The `log` target of this floodgate's lines.
+    pub(crate) fn log_target(&self) -> &str {
+        &self.log_target
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -163,7 +176,7 @@ impl Shared {
                 .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            log::warn!(
+            log::warn!(target: self.log_target(),
                 "floodgate: store failed during {what}: {err}; requests are {} until it answers \
                  (logged once a minute)",
                 match self.store_failure {
@@ -176,7 +189,7 @@ impl Shared {
 
     fn log_once(&self, message: &str) {
         if !self.unknown_logged.swap(true, Ordering::Relaxed) {
-            log::warn!("{message}");
+            log::warn!(target: self.log_target(), "{message}");
         }
     }
 
@@ -191,6 +204,9 @@ impl Shared {
             crate::validate::ban_rule(rule)?;
         }
         crate::validate::policy("default_policy", &self.default_policy)?;
+        for (name, p) in &self.shared_policies {
+            crate::validate::policy(&format!("policy {name}"), p)?;
+        }
         self.ipv6_rotation.validate(self.v6_prefix)?;
         if self.proxy_header.is_some() && !matches!(self.ip_source, IpSource::TrustedProxies(..)) {
             return Err(ConfigError::invalid(
@@ -200,6 +216,60 @@ impl Shared {
             ));
         }
         self.targeting.validate()
+    }
+
+    /// What routes' policies are resolved against.
+    pub(crate) fn policy_source(&self) -> crate::route_spec::PolicySource<'_> {
+        crate::route_spec::PolicySource {
+            default: &self.default_policy,
+            shared: &self.shared_policies,
+        }
+    }
+
+    /// Checks the routes built under this floodgate: every shared policy they name is
+    /// registered.
+    pub(crate) fn validate_routes(
+        &self,
+        routes: &[Arc<crate::route_spec::RouteSpec>],
+    ) -> Result<(), ConfigError> {
+        // A route's name keys its counters: two routes of one name share them, which only
+        // works when they count alike.
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        for spec in routes {
+            let shape = format!(
+                "{:?}",
+                (&spec.rules, spec.standalone, &spec.policy, spec.bypass)
+            );
+            match seen.get(&*spec.name) {
+                Some(other) if *other != shape => {
+                    return Err(ConfigError::invalid(
+                        "RouteRules",
+                        format!(
+                            "two routes are named {:?} with different rules; a route's name keys \
+                             its counters, so give each route its own name",
+                            spec.name
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(&spec.name, shape);
+                }
+            }
+            if let Some(name) = spec.shared_policy() {
+                if self.policy_source().named(name).is_none() {
+                    return Err(ConfigError::invalid(
+                        "policy",
+                        format!(
+                            "route {} names the shared policy {name:?}, which is not \
+                             registered: add Floodgate::policy({name:?}, Policy::new(..))",
+                            spec.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Notes a ban of `client` for IPv6 rotation, and imposes the network bans it tips.
@@ -221,7 +291,7 @@ impl Shared {
         }
         let mut steps = Vec::with_capacity(tipped.len());
         for ban in tipped {
-            log::warn!(
+            log::warn!(target: self.log_target(),
                 "floodgate: network {} banned until {} ({reason:?}): {} was the last of enough \
                  of its client networks banned within {:?} (IPv6 rotation)",
                 ban.network,
@@ -265,6 +335,7 @@ impl fmt::Debug for Shared {
             .field("rate_limit_rules", &self.global_rules)
             .field("excluded_methods", &self.excluded_methods)
             .field("default_policy", &self.default_policy)
+            .field("policies", &self.shared_policies)
             .field("store_failure", &self.store_failure)
             .field("targeting", &self.targeting)
             .finish_non_exhaustive()
@@ -383,7 +454,7 @@ impl GateKeeper {
             Ok(outcome) => {
                 match outcome {
                     ReportOutcome::Banned { until } => {
-                        log::warn!(
+                        log::warn!(target: self.shared.log_target(),
                             "floodgate: {} banned until {until} after {} reported offences",
                             key.logged(),
                             rule.count()
@@ -397,11 +468,13 @@ impl GateKeeper {
                             }
                         }
                     }
-                    ReportOutcome::Recorded { offences } => log::debug!(
-                        "floodgate: offence {offences}/{} for {}",
-                        rule.count(),
-                        key.logged()
-                    ),
+                    ReportOutcome::Recorded { offences } => {
+                        log::debug!(target: self.shared.log_target(),
+                            "floodgate: offence {offences}/{} for {}",
+                            rule.count(),
+                            key.logged()
+                        )
+                    }
                 }
                 Some(outcome)
             }
@@ -425,7 +498,7 @@ impl GateKeeper {
             .store
             .ban(&key, Some(now + duration), now)
             .await?;
-        log::warn!(
+        log::warn!(target: self.shared.log_target(),
             "floodgate: {} banned by operator for {duration:?}",
             key.logged()
         );
@@ -437,7 +510,7 @@ impl GateKeeper {
         let key = self.key(client.into());
         let now = self.shared.now();
         self.shared.store.ban(&key, None, now).await?;
-        log::warn!("floodgate: {} blacklisted by operator", key.logged());
+        log::warn!(target: self.shared.log_target(), "floodgate: {} blacklisted by operator", key.logged());
         Ok(())
     }
 
@@ -446,7 +519,7 @@ impl GateKeeper {
     pub async fn unban(&self, client: impl Into<Client>) -> Result<bool, StoreError> {
         let key = self.key(client.into());
         let was = self.shared.store.unban(&key, self.shared.now()).await?;
-        log::info!(
+        log::info!(target: self.shared.log_target(),
             "floodgate: {} unbanned by operator (was banned: {was})",
             key.logged()
         );
@@ -485,6 +558,26 @@ impl GateKeeper {
         self.shared.store.sweep(self.shared.now()).await
     }
 
+    /// Reloads every allow and deny list of this floodgate whose files changed (see
+    /// [`IpList::reload_if_changed`](crate::IpList::reload_if_changed)); returns how many lists were reloaded. Each list is
+    /// swapped atomically; a list whose file is unusable keeps its previous entries, and the
+    /// first such error is returned after every other list was tried.
+    pub fn reload_lists(&self) -> Result<usize, crate::targeting::ListError> {
+        let t = &self.shared.targeting;
+        let mut reloaded = 0;
+        let mut first_error = None;
+        for list in t.allow.iter().chain(&t.deny) {
+            match list.reload_if_changed() {
+                Ok(true) => reloaded += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(reloaded), Err)
+    }
+
     /// The current time on floodgate's clock.
     pub fn now(&self) -> Timestamp {
         self.shared.now()
@@ -504,7 +597,8 @@ impl FromRequest for GateKeeper {
                      .wrap(floodgate.clone()) to the App or scope"
                 );
                 Err(actix_web::error::ErrorInternalServerError(
-                    "GateKeeper is not configured for this route",
+                    "GateKeeper is unavailable on this route: no Floodgate middleware wraps it \
+                     (see the server's log)",
                 ))
             }
         })

@@ -103,8 +103,10 @@
 // docs.rs (`--cfg docsrs`, see Cargo.toml): mark each item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod builder;
 mod client;
 mod clock;
+mod decide;
 mod error;
 mod gatekeeper;
 mod middleware;
@@ -123,11 +125,12 @@ pub mod store;
 pub mod targeting;
 mod validate;
 
+pub use builder::Floodgate;
 pub use client::{ClientKey, ProxyHeader};
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ConfigError, DecodeError, StoreError};
 pub use gatekeeper::{Client, GateKeeper};
-pub use middleware::{Floodgate, FloodgateMiddleware};
+pub use middleware::FloodgateMiddleware;
 pub use outcome::FloodgateFuture;
 pub use policy::{Adaptive, Grace, Policy, Punishment, RequestCheck};
 pub use response::{Refusal, RefusalKind, RATELIMIT, RATELIMIT_POLICY};

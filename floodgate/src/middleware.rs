@@ -1,4 +1,5 @@
-//! [`Floodgate`]: the app-wide middleware and its settings.
+//! [`FloodgateMiddleware`]: the service of [`Floodgate`], translating each request into the
+//! decision steps and their answer into a response.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -8,275 +9,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::HeaderName;
-use actix_web::http::Method;
-use actix_web::{Error, HttpResponse};
-use ipnet::IpNet;
+use actix_web::Error;
 
-use crate::client::{ClientKey, IpSource, ProxyHeader};
-use crate::clock::Clock;
-use crate::error::ConfigError;
-use crate::gatekeeper::{GateKeeper, Shared};
+use crate::builder::Floodgate;
+use crate::client::ClientKey;
+use crate::decide::{self, NotFound, NotFoundReport};
+use crate::gatekeeper::Shared;
 use crate::outcome::{denied, key_missing, FloodgateFuture};
 use crate::plans::{route_plans, RoutePlan, RoutePlans};
-use crate::policy::Policy;
-use crate::response::Refusal;
-use crate::rotation::Ipv6Rotation;
 use crate::route_spec::{Mark, WorkerCtx, WorkerLink};
-use crate::rules::{BanRule, Rule};
 use crate::state::{Plan, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
-use crate::store::{Store, StoreFailure};
-use crate::targeting::{self, KeyChoice, NotFound, NotFoundReport};
+use crate::targeting::KeyChoice;
 
-/// Rate limiting and banning for an actix-web `App` (or scope): wrap it with this.
-///
-/// `Floodgate` is `Clone`; all clones, and so all workers, share one state. With no rules it
-/// lets everything through (operator bans still apply).
-///
-/// # Examples
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use actix_web::{get, http::Method, App, HttpServer};
-/// use floodgate::{BanRule, Floodgate, Rule};
-///
-/// #[get("/ping")]
-/// async fn ping() -> &'static str { "ok" }
-///
-/// #[actix_web::main]
-/// async fn main() -> std::io::Result<()> {
-///     let floodgate = Floodgate::new()
-///         .ban_rule(BanRule::new(3, Duration::from_secs(10), Duration::from_secs(600)))
-///         .rate_limit_rules([Rule::new(20, Duration::from_secs(1)), Rule::new(100, Duration::from_secs(10))])
-///         .excluded_methods([Method::HEAD]);
-///     HttpServer::new(move || App::new().wrap(floodgate.clone()).service(ping))
-///         .bind(("127.0.0.1", 8080))?
-///         .run()
-///         .await
-/// }
-/// ```
-///
-/// # Configuration mistakes
-///
-/// A setting that cannot work (a rule of count 0 or a window under a millisecond, a target
-/// that does nothing, an invalid header name given to an infallible setter, ...) stops the app
-/// from starting: the middleware's factory fails and the message, naming the setting, is
-/// logged at error and printed to stderr. Call [`validate`](Self::validate) first to get it
-/// as a [`ConfigError`].
-///
-/// # Security
-///
-/// By default the client is the TCP peer. Behind a reverse proxy every client would then be
-/// the proxy: use [`trusted_proxies`](Self::trusted_proxies) (with
-/// [`proxy_header`](Self::proxy_header)) or [`ip_header`](Self::ip_header). `ip_header`
-/// trusts the header blindly, so it is only safe when the proxy always sets it and clients
-/// cannot reach the app directly; otherwise any client can pick its own address and evade
-/// limits or frame another client. `trusted_proxies` reads the forwarding header only from
-/// the listed proxies. See the README's threat model.
-#[derive(Clone)]
-pub struct Floodgate {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl Default for Floodgate {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for Floodgate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.fmt(f)
-    }
-}
-
-impl Floodgate {
-    /// A floodgate with no rules, keeping state in a [`MemoryStore`](crate::MemoryStore).
-    pub fn new() -> Self {
-        Floodgate {
-            shared: Arc::new(Shared::new()),
-        }
-    }
-
-    pub(crate) fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
-        if Arc::get_mut(&mut self.shared).is_none() {
-            self.shared = Arc::new(self.shared.fork());
-        }
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            f(shared);
-        }
-        self
-    }
-
-    /// Reads the client's address from this header, set by your reverse proxy (the right-most
-    /// value when it holds a list). A missing or unparsable value falls back to the peer.
-    ///
-    /// An invalid header name stops the app from starting (see [`validate`](Self::validate));
-    /// [`try_ip_header`](Self::try_ip_header) gives the error at once.
-    pub fn ip_header(self, name: &str) -> Self {
-        match self.clone().try_ip_header(name) {
-            Ok(this) => this,
-            Err(err) => self.edit(|s| s.config_errors.push(err)),
-        }
-    }
-
-    /// Like [`ip_header`](Self::ip_header), but an invalid header name is an error.
-    pub fn try_ip_header(self, name: &str) -> Result<Self, ConfigError> {
-        let header = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
-            ConfigError::invalid("ip_header", format!("{name:?} is not a valid header name"))
-        })?;
-        Ok(self.edit(|s| s.ip_source = IpSource::Header(header)))
-    }
-
-    /// Trusts the forwarding header (`X-Forwarded-For` by default, see
-    /// [`proxy_header`](Self::proxy_header)) only from these proxies (CIDRs such as
-    /// `"10.0.0.0/8"` or single addresses): the client is the right-most hop that is not a
-    /// trusted proxy. Requests from anyone else are keyed by their peer address.
-    ///
-    /// # Security
-    ///
-    /// Only the named header is read, never the other one: a client that sends its own
-    /// `Forwarded` through a proxy that writes `X-Forwarded-For` changes nothing. A hop that
-    /// is not an address (`unknown`, an obfuscated identifier, junk) ends the walk: such a
-    /// request is keyed as an unknown client (the key `unknown`, shared by all of them, on no
-    /// allow list), never as the proxy. List every proxy of the chain, and nothing else.
-    pub fn trusted_proxies<I, T>(self, proxies: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<str>,
-    {
-        let mut nets = Vec::new();
-        for p in proxies {
-            let p = p.as_ref().trim();
-            let net = p
-                .parse::<IpNet>()
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    ConfigError::invalid(
-                        "trusted_proxies",
-                        format!("{p:?} is not an address or CIDR range"),
-                    )
-                })?;
-            nets.push(net);
-        }
-        Ok(self.edit(|s| {
-            s.ip_source = IpSource::TrustedProxies(nets.into(), s.proxy_header.unwrap_or_default())
-        }))
-    }
-
-    /// The header your trusted proxies write: [`ProxyHeader::XForwardedFor`] (the default) or
-    /// [`ProxyHeader::Forwarded`] (RFC 7239). Only this header is read. Needs
-    /// [`trusted_proxies`](Self::trusted_proxies) (before or after this call).
-    pub fn proxy_header(self, header: ProxyHeader) -> Self {
-        self.edit(|s| {
-            s.proxy_header = Some(header);
-            if let IpSource::TrustedProxies(nets, _) = &s.ip_source {
-                s.ip_source = IpSource::TrustedProxies(nets.clone(), header);
-            }
-        })
-    }
-
-    /// Bans a whole IPv6 network when enough of its client networks (/64s) were banned within
-    /// a window (see [`Ipv6Rotation`]; on by default, [`Ipv6Rotation::off`] to turn it off).
-    pub fn ipv6_rotation(self, rotation: Ipv6Rotation) -> Self {
-        self.edit(|s| s.ipv6_rotation = rotation)
-    }
-
-    /// Checks the settings as the app's start will: the first configuration mistake, naming
-    /// the setting. An app whose floodgate fails this does not start.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use floodgate::{Floodgate, Rule};
-    ///
-    /// let bad = Floodgate::new().rate_limit_rules([Rule::new(10, Duration::ZERO)]);
-    /// let err = bad.validate().unwrap_err();
-    /// assert_eq!(err.field(), "rate_limit_rules");
-    /// assert!(Floodgate::new().validate().is_ok());
-    /// ```
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.shared.validate()
-    }
-
-    /// Keys IPv6 clients by their first `bits` bits (default 64; 128 keys each address).
-    pub fn ipv6_prefix(self, bits: u8) -> Self {
-        self.edit(|s| s.v6_prefix = bits.clamp(1, 128))
-    }
-
-    /// Bans a client when reported offences reach this rule (see [`GateKeeper::report`]).
-    pub fn ban_rule(self, rule: BanRule) -> Self {
-        self.edit(|s| s.ban_rule = Some(rule))
-    }
-
-    /// The global rules, applied to every route that is not `standalone` or `#[bypass]`. A
-    /// rule of count 0 or with a window under a millisecond stops the app from starting.
-    pub fn rate_limit_rules(self, rules: impl IntoIterator<Item = Rule>) -> Self {
-        let rules: Vec<Rule> = rules.into_iter().collect();
-        self.edit(|s| s.global_rules = rules)
-    }
-
-    /// Requests with these methods are neither counted nor rate-checked (bans still apply).
-    pub fn excluded_methods(self, methods: impl IntoIterator<Item = Method>) -> Self {
-        let methods = methods.into_iter().collect();
-        self.edit(|s| s.excluded_methods = methods)
-    }
-
-    /// The policy of `#[rate_limited]` routes; their attribute keys override it.
-    pub fn default_policy(self, policy: Policy) -> Self {
-        self.edit(|s| s.default_policy = policy)
-    }
-
-    /// Whether the global rules also apply on routes with a policy (default `true`).
-    pub fn policies_use_global_rules(self, yes: bool) -> Self {
-        self.edit(|s| s.policies_use_global_rules = yes)
-    }
-
-    /// Keeps state in `store` instead of memory.
-    pub fn store(self, store: impl Store) -> Self {
-        let store: Arc<dyn Store> = Arc::new(store);
-        self.edit(|s| s.store = store)
-    }
-
-    /// Reads time from `clock` (a [`FakeClock`](crate::FakeClock) in tests).
-    pub fn clock(self, clock: impl Clock) -> Self {
-        let clock: Arc<dyn Clock> = Arc::new(clock);
-        self.edit(|s| s.clock = clock)
-    }
-
-    /// Whether limited routes carry `RateLimit-Policy` and `RateLimit` (default `true`).
-    pub fn ratelimit_headers(self, yes: bool) -> Self {
-        self.edit(|s| s.ratelimit_headers = yes)
-    }
-
-    /// Whether limited routes also carry `X-RateLimit-Limit`, `-Remaining` and `-Reset`
-    /// (default `false`).
-    pub fn legacy_headers(self, yes: bool) -> Self {
-        self.edit(|s| s.legacy_headers = yes)
-    }
-
-    /// Builds refusal responses with `f` instead of the default problem+json body.
-    /// `Retry-After` and the RateLimit fields are added unless `f` sets them.
-    pub fn refusal_response(
-        self,
-        f: impl Fn(&Refusal<'_>) -> HttpResponse + Send + Sync + 'static,
-    ) -> Self {
-        let f: crate::gatekeeper::RefusalHook = Arc::new(f);
-        self.edit(|s| s.refusal_hook = Some(f))
-    }
-
-    /// What requests get when the store fails (default [`StoreFailure::Open`]).
-    pub fn store_failure(self, policy: StoreFailure) -> Self {
-        self.edit(|s| s.store_failure = policy)
-    }
-
-    /// The handle on this floodgate's state.
-    pub fn gatekeeper(&self) -> GateKeeper {
-        GateKeeper {
-            shared: self.shared.clone(),
-        }
-    }
-}
 impl<S, B> Transform<S, ServiceRequest> for Floodgate
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -290,10 +35,15 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         let shared = self.shared.clone();
-        if let Err(err) = shared.validate() {
+        // The routes built on this worker's thread before this middleware: those it wraps.
+        let routes = crate::route_spec::take_built();
+        if let Err(err) = shared
+            .validate()
+            .and_then(|()| shared.validate_routes(&routes))
+        {
             // actix-web takes no error value from a middleware's factory: say it here, where
             // the app fails to start, whether or not a logger is installed.
-            log::error!("floodgate: {err}; the app does not start");
+            log::error!(target: shared.log_target(), "floodgate: {err}; the app does not start");
             eprintln!("floodgate: configuration error: {err}; the app does not start");
             return ready(Err(()));
         }
@@ -314,11 +64,22 @@ where
             &shared,
             Plan::new([(ScopeId::GLOBAL, shared.global_rules.clone())], None),
         );
+        // Plans of the routes known now, so that their limits show in a client's status
+        // before their first request.
+        let plans = routes
+            .iter()
+            .map(|spec| {
+                (
+                    Arc::as_ptr(spec) as usize,
+                    route_plans(&shared, spec, false),
+                )
+            })
+            .collect();
         ready(Ok(FloodgateMiddleware {
             service,
             ban_only: RoutePlan::new(&shared, Plan::ban_only()),
             global,
-            routes: RefCell::new(HashMap::new()),
+            routes: RefCell::new(plans),
             targeted: RefCell::new(HashMap::new()),
             shared,
             ctx,
@@ -448,10 +209,10 @@ where
         let now = shared.now();
         let probe = pre
             .probe
-            .then(|| shared.targeting.probe_step(shared, &ip_key, now))
+            .then(|| decide::probe_step(shared, &ip_key, now))
             .flatten();
         let bans = ban_keys(shared, &ip_key, &key);
-        let decision = targeting::decide(&shared.store, bans, &key, &route.plan, now, probe);
+        let decision = decide::decide(&shared.store, bans, &key, &route.plan, now, probe);
         FloodgateFuture::decided(shared, &route, &key, decision, now, fut)
     }
 }

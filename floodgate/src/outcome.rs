@@ -88,7 +88,7 @@ pub(crate) fn settle(
     };
     match decision {
         Decision::Allowed { quota } => {
-            log::trace!("floodgate: {} allowed", key.logged());
+            log::trace!(target: shared.log_target(), "floodgate: {} allowed", key.logged());
             Ok(headers_on.then(|| Headers {
                 route: route.clone(),
                 quota,
@@ -105,7 +105,7 @@ pub(crate) fn settle(
             let limits = route.plan.limits();
             let Some(info) = limits.get(limit) else {
                 // A store answered with a limit this plan does not have: refuse all the same.
-                log::error!(
+                log::error!(target: shared.log_target(),
                     "floodgate: the store refused {} by limit {limit}, which this route's plan \
                      does not have; refused without naming a limit",
                     key.logged()
@@ -122,14 +122,14 @@ pub(crate) fn settle(
                 ));
             };
             if started {
-                log::info!(
+                log::info!(target: shared.log_target(),
                     "floodgate: {} blocked for {}s by policy {}",
                     key.logged(),
                     response::retry_after_secs(retry_after),
                     info.name
                 );
             } else {
-                log::debug!(
+                log::debug!(target: shared.log_target(),
                     "floodgate: {} limited by {} ({reason:?})",
                     key.logged(),
                     info.name
@@ -167,9 +167,11 @@ pub(crate) fn settle(
             if started {
                 match until {
                     Some(t) => {
-                        log::warn!("floodgate: {} banned until {t} ({reason:?})", key.logged())
+                        log::warn!(target: shared.log_target(), "floodgate: {} banned until {t} ({reason:?})", key.logged())
                     }
-                    None => log::warn!("floodgate: {} blacklisted ({reason:?})", key.logged()),
+                    None => {
+                        log::warn!(target: shared.log_target(), "floodgate: {} blacklisted ({reason:?})", key.logged())
+                    }
                 }
                 if let Some(step) = shared.note_ban(key, until, reason, now) {
                     actix_web::rt::spawn(async move {
@@ -179,17 +181,14 @@ pub(crate) fn settle(
                     });
                 }
             } else {
-                log::debug!("floodgate: {} refused: banned ({reason:?})", key.logged());
+                log::debug!(target: shared.log_target(), "floodgate: {} refused: banned ({reason:?})", key.logged());
             }
             let retry_after = until.map(|t| t.saturating_since(now));
-            // A blacklist has no reset time: the policy field only, no RateLimit field.
+            // The policy field only: a ban is not a spent quota, so no RateLimit field (whose
+            // `r=0;t=..` would claim the route's quota is spent and resets at the ban's end).
             let headers = (headers_on && !route.plan.limits().is_empty()).then(|| Headers {
                 route: route.clone(),
-                quota: retry_after.map(|reset| Quota {
-                    limit: 0,
-                    remaining: 0,
-                    reset,
-                }),
+                quota: None,
                 ietf: shared.ratelimit_headers,
                 legacy: shared.legacy_headers,
             });
@@ -209,7 +208,7 @@ pub(crate) fn settle(
 
 /// A client refused by a deny list, a country rule or a denying target (403, permanent).
 pub(crate) fn denied(shared: &Shared, client: &ClientKey, reason: &DenyReason) -> Error {
-    log::debug!("floodgate: {} denied ({reason:?})", client.logged());
+    log::debug!(target: shared.log_target(), "floodgate: {} denied ({reason:?})", client.logged());
     refusal_error(
         shared,
         Refusal {
@@ -224,7 +223,7 @@ pub(crate) fn denied(shared: &Shared, client: &ClientKey, reason: &DenyReason) -
 
 /// A request without the key its route is counted under ([`MissingKey::Refuse`](crate::MissingKey::Refuse)).
 pub(crate) fn key_missing(shared: &Shared, client: &ClientKey, status: StatusCode) -> Error {
-    log::debug!(
+    log::debug!(target: shared.log_target(),
         "floodgate: {} sent no key; refused with {status}",
         client.logged()
     );

@@ -9,7 +9,7 @@ use actix_web::http::header::HeaderValue;
 
 use crate::gatekeeper::Shared;
 use crate::response;
-use crate::route_spec::{PolicySpec, RouteSpec};
+use crate::route_spec::RouteSpec;
 use crate::state::{Plan, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
 
@@ -62,10 +62,7 @@ pub(crate) fn route_plans(
             exempt: None,
         };
     }
-    let policy = spec.policy.map(|p| match p {
-        PolicySpec::Full(p) => p,
-        PolicySpec::Overrides(o) => shared.default_policy.with_overrides(&o),
-    });
+    let policy = spec.resolve_policy(&shared.policy_source());
     let use_global = !global_applied
         && !spec.standalone
         && (policy.is_none() || shared.policies_use_global_rules);
@@ -86,7 +83,12 @@ pub(crate) fn route_plans(
         logs.push((id, spec.rules.to_vec()));
     }
     let policy = policy.map(|p| {
-        let label = format!("policy {}", spec.name);
+        // Routes naming one shared policy share its scope: one window, one block count and
+        // one punishment per client across all of them.
+        let label = match spec.shared_policy() {
+            Some(name) => format!("shared policy {name}"),
+            None => format!("policy {}", spec.name),
+        };
         let id = ScopeId::named(&label);
         shared.register_scope(
             id,
@@ -97,9 +99,11 @@ pub(crate) fn route_plans(
         );
         (id, p)
     });
+    // A request the policy's `request_data_check` exempts is served without being counted
+    // anywhere; bans still apply.
     let exempt = policy
         .is_some()
-        .then(|| RoutePlan::new(shared, Plan::new(logs.clone(), None)));
+        .then(|| RoutePlan::new(shared, Plan::ban_only()));
     RoutePlans {
         _spec: spec.clone(),
         full: Some(RoutePlan::new(shared, Plan::new(logs, policy))),

@@ -326,8 +326,9 @@ mod tests {
 
     #[test]
     fn problem_body_escapes_and_names_the_limit() {
+        // A name with a quote, a backslash and a control character (a route's own name).
         let limit = LimitInfo {
-            name: "5/1m".into(),
+            name: "5/1m \"a\\b\u{1}".into(),
             quota: 5,
             window: Duration::from_secs(60),
         };
@@ -346,6 +347,17 @@ mod tests {
         assert_eq!(
             res.headers().get(CONTENT_TYPE).unwrap(),
             "application/problem+json"
+        );
+        let body = actix_web::body::to_bytes(res.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"type":"about:blank","title":"Too Many Requests","status":429,"#.to_owned()
+                + r#""limit":"5/1m \"a\\b\u0001","#
+                + r#""detail":"Rate limit 5/1m \"a\\b\u0001 exceeded. Retry in 3 s.","#
+                + r#""retry_after":3}"#
         );
     }
 

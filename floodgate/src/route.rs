@@ -124,6 +124,14 @@ impl RouteRules {
         self.edit(|s| s.key = Some(key))
     }
 
+    /// This route follows the policy registered on the app as `name` (see
+    /// [`Floodgate::policy`](crate::Floodgate::policy)), sharing its window, block count and
+    /// punishment with every route that names it.
+    pub fn shared_policy(self, name: impl Into<Cow<'static, str>>) -> Self {
+        let name = name.into();
+        self.edit(|s| s.policy = Some(PolicySpec::Shared(name)))
+    }
+
     /// This route follows the app's default policy.
     pub fn default_policy(self) -> Self {
         self.edit(|s| s.policy = Some(PolicySpec::Overrides(PolicyOverrides::NONE)))
@@ -146,6 +154,7 @@ where
             eprintln!("floodgate: configuration error: {err}; the app does not start");
             return ready(Err(()));
         }
+        crate::route_spec::built(&self.spec);
         ready(Ok(RouteRulesMiddleware {
             service,
             spec: self.spec.clone(),
@@ -178,7 +187,14 @@ impl<S> fmt::Debug for RouteRulesMiddleware<S> {
 impl<S> RouteRulesMiddleware<S> {
     /// Whether the policy's `request_data_check` exempts this request.
     fn exempt(&self, req: &ServiceRequest) -> bool {
-        self.spec.data_check().is_some_and(|check| {
+        if self.spec.policy.is_none() {
+            return false;
+        }
+        let Some(gk) = req.app_data::<GateKeeper>() else {
+            return false;
+        };
+        let check = self.spec.data_check(&gk.shared.policy_source());
+        check.is_some_and(|check| {
             // A panicking check must not take the worker down: count the request.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(req.request())))
                 .unwrap_or_else(|_| {

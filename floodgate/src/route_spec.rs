@@ -27,13 +27,31 @@ pub struct RouteSpec {
     pub key: Option<RouteKey>,
 }
 
-/// A route's policy: keys given in an attribute (over the app's default policy), or a whole
-/// [`Policy`].
+/// A route's policy: keys given in an attribute (over the app's default policy), a whole
+/// [`Policy`], or the name of a policy registered on the app and shared by every route
+/// naming it.
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum PolicySpec {
     Overrides(PolicyOverrides),
     Full(Policy),
+    Shared(Cow<'static, str>),
+}
+
+/// The app-wide settings a route's policy is resolved against.
+pub(crate) struct PolicySource<'a> {
+    pub(crate) default: &'a Policy,
+    pub(crate) shared: &'a [(Arc<str>, Policy)],
+}
+
+impl PolicySource<'_> {
+    /// The policy registered as `name`.
+    pub(crate) fn named(&self, name: &str) -> Option<&Policy> {
+        self.shared
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, p)| p)
+    }
 }
 
 impl RouteSpec {
@@ -50,11 +68,44 @@ impl RouteSpec {
         Ok(())
     }
 
-    pub(crate) fn data_check(&self) -> Option<crate::policy::RequestCheck> {
+    /// The route's policy, resolved: `None` without a policy; for a shared policy that is not
+    /// registered (a mistake the app's start reports), the default policy.
+    pub(crate) fn resolve_policy(&self, from: &PolicySource<'_>) -> Option<Policy> {
+        Some(match self.policy.as_ref()? {
+            PolicySpec::Full(p) => *p,
+            PolicySpec::Overrides(o) => from.default.with_overrides(o),
+            PolicySpec::Shared(name) => match from.named(name) {
+                Some(p) => *p,
+                None => {
+                    log::error!(
+                        "floodgate: route {} names the shared policy {name:?}, which is not \
+                         registered with Floodgate::policy; the default policy applies",
+                        self.name
+                    );
+                    *from.default
+                }
+            },
+        })
+    }
+
+    /// The `request_data_check` of the route's policy: its own, else the app's default
+    /// policy's (for keys left out of `#[rate_limited]`), else the shared policy's.
+    pub(crate) fn data_check(
+        &self,
+        from: &PolicySource<'_>,
+    ) -> Option<crate::policy::RequestCheck> {
+        match self.policy.as_ref()? {
+            PolicySpec::Overrides(o) => o.request_data_check.or(from.default.request_data_check),
+            PolicySpec::Full(p) => p.request_data_check,
+            PolicySpec::Shared(name) => from.named(name).and_then(|p| p.request_data_check),
+        }
+    }
+
+    /// The name of the shared policy the route follows, if any.
+    pub(crate) fn shared_policy(&self) -> Option<&str> {
         match &self.policy {
-            Some(PolicySpec::Overrides(o)) => o.request_data_check,
-            Some(PolicySpec::Full(p)) => p.request_data_check,
-            None => None,
+            Some(PolicySpec::Shared(name)) => Some(name),
+            _ => None,
         }
     }
 }
@@ -82,6 +133,32 @@ impl fmt::Debug for WorkerCtx {
             .field("in_call", &self.in_call.get())
             .finish_non_exhaustive()
     }
+}
+
+thread_local! {
+    /// Routes whose `RouteRules` were built on this thread since a `Floodgate` last took them:
+    /// actix-web builds a resource's middleware before the app's, on the worker's thread, so
+    /// `Floodgate`'s factory learns here which routes it wraps (to check the shared policies
+    /// they name, and to know their limits before their first request).
+    static BUILT: std::cell::RefCell<Vec<Arc<RouteSpec>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many routes wait for a `Floodgate` on one thread.
+const MAX_BUILT: usize = 65_536;
+
+/// Notes that a route's `RouteRules` was built on this thread.
+pub(crate) fn built(spec: &Arc<RouteSpec>) {
+    BUILT.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < MAX_BUILT {
+            b.push(spec.clone());
+        }
+    });
+}
+
+/// The routes built on this thread since the last call.
+pub(crate) fn take_built() -> Vec<Arc<RouteSpec>> {
+    BUILT.with(|b| std::mem::take(&mut *b.borrow_mut()))
 }
 
 /// How `RouteRules` finds its worker's `Floodgate` (through the request's app data).

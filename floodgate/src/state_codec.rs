@@ -1,5 +1,5 @@
 //! A compact, versioned binary encoding of [`ClientState`], for stores that persist it
-//! (SQLite, Redis, your own).
+//! (SQLite, and stores of your own; the Redis script keeps its own text encoding).
 //!
 //! Layout of format 1 (integers are LEB128 varints unless said otherwise):
 //!

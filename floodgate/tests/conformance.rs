@@ -1,5 +1,6 @@
-//! The store conformance suite: every test runs against every store (memory, SQLite), which
-//! must give the same answers. Time is explicit `Timestamp`s; nothing sleeps.
+//! The store conformance suite: every test runs against every store (memory, SQLite in each
+//! durability mode), which must give the same answers; a SQLite file reopened after a test
+//! must give every client the state it had. Time is explicit `Timestamp`s; nothing sleeps.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,8 +11,8 @@ use std::thread::{self, Thread};
 use std::time::Duration;
 
 use floodgate::{
-    BanReason, BanRule, ClientKey, Decision, LimitReason, Plan, Policy, ReportOutcome, Rule,
-    ScopeId, Store, StoreFuture, Timestamp,
+    Adaptive, BanReason, BanRule, ClientKey, ClientState, Decision, Grace, LimitReason, Plan,
+    Policy, Punishment, ReportOutcome, Rule, ScopeId, Store, StoreFuture, Timestamp,
 };
 
 struct Unpark(Thread);
@@ -335,6 +336,220 @@ fn custom_keys_are_separate_from_addresses(store: &dyn Store) {
     assert!(!run(store.check(&v6_same_net, &plan, at(1))).is_allowed());
 }
 
+fn policy_accumulation_cooldown_grace_and_adaptive(store: &dyn Store) {
+    let plan = |p: Policy| Arc::new(Plan::new([], Some((ScopeId::named("roadmap"), p))));
+    let allowed = |c: &ClientKey, plan: &Arc<Plan>, ms: u64| {
+        let d = run(store.check(c, plan, at(ms)));
+        assert!(d.is_allowed(), "at {ms}: {d:?}");
+    };
+    let refused = |c: &ClientKey, plan: &Arc<Plan>, ms: u64| -> Decision {
+        let d = run(store.check(c, plan, at(ms)));
+        assert!(!d.is_allowed(), "at {ms}: {d:?}");
+        d
+    };
+
+    // Accumulation capped above amount: amount 2, cap 5. One request a window leaves one
+    // more unused each window until the carry reaches the cap: then a window allows 2 + 5.
+    let acc = plan(Policy::new(2, secs(10)).accumulate_cap(5));
+    let c = key(20);
+    for w in 0..6 {
+        allowed(&c, &acc, w * 20_000);
+    }
+    for ms in 120_000..120_007 {
+        allowed(&c, &acc, ms);
+    }
+    refused(&c, &acc, 120_007);
+    // ... below amount: amount 3, cap 1 (two unused, one carried); and at amount.
+    let acc = plan(Policy::new(3, secs(10)).accumulate_cap(1));
+    let c = key(21);
+    allowed(&c, &acc, 0);
+    for ms in 20_000..20_004 {
+        allowed(&c, &acc, ms);
+    }
+    refused(&c, &acc, 20_004);
+    let acc = plan(Policy::new(2, secs(10)).accumulate_requests(true));
+    let c = key(22);
+    for w in 0..5 {
+        allowed(&c, &acc, w * 20_000);
+    }
+    for ms in 100_000..100_004 {
+        allowed(&c, &acc, ms);
+    }
+    refused(&c, &acc, 100_004);
+
+    // Cooldown: 2 s between requests; a refusal is not a block.
+    let cool = plan(Policy::new(10, secs(60)).cooldown(secs(2)));
+    let c = key(23);
+    allowed(&c, &cool, 0);
+    assert_eq!(
+        refused(&c, &cool, 500),
+        Decision::Limited {
+            reason: LimitReason::Cooldown,
+            limit: 0,
+            retry_after: Duration::from_millis(1_500),
+            started: false
+        }
+    );
+    allowed(&c, &cool, 2_000);
+    allowed(&c, &cool, 4_000);
+
+    // Grace: a new (or rare) client may exceed amount 3 by 1 once; not again within the hour.
+    let grace = plan(Policy::new(3, secs(10)).grace(Grace {
+        extra: 1,
+        interval: secs(3_600),
+    }));
+    let c = key(24);
+    for ms in 0..4 {
+        allowed(&c, &grace, ms);
+    }
+    refused(&c, &grace, 4);
+    for ms in 20_000..20_003 {
+        allowed(&c, &grace, ms);
+    }
+    refused(&c, &grace, 20_003);
+    let later = 20_003 + 3_600_000;
+    for ms in later..later + 4 {
+        allowed(&c, &grace, ms);
+    }
+    refused(&c, &grace, later + 4);
+
+    // Adaptive punishment: 10 s x 3^n, capped at 200 s.
+    let adaptive = plan(
+        Policy::new(1, secs(1))
+            .block_limit(0)
+            .punishment(Punishment::Ban(secs(10)))
+            .adaptive(Adaptive {
+                factor: 3.0,
+                max: secs(200),
+                jitter: Duration::ZERO,
+            }),
+    );
+    let c = key(25);
+    let mut t = 0;
+    let mut lengths = Vec::new();
+    for _ in 0..5 {
+        allowed(&c, &adaptive, t);
+        match refused(&c, &adaptive, t + 1) {
+            Decision::Banned {
+                until: Some(u),
+                reason: BanReason::Punished,
+                ..
+            } => {
+                let end = u.as_millis() - T0.as_millis();
+                lengths.push((end - (t + 1)) / 1_000);
+                t = end + 5_000;
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+    assert_eq!(lengths, [10, 30, 90, 200, 200]);
+}
+
+/// A store that notes every client it is asked about and the latest time, so that the
+/// states a test left can be read back (from the same file, reopened).
+struct Noting<S> {
+    inner: S,
+    seen: std::sync::Mutex<(Vec<ClientKey>, Timestamp)>,
+}
+
+impl<S: Store> Noting<S> {
+    fn new(inner: S) -> Self {
+        Noting {
+            inner,
+            seen: std::sync::Mutex::new((Vec::new(), Timestamp::from_millis(0))),
+        }
+    }
+
+    fn note(&self, client: Option<&ClientKey>, now: Timestamp) {
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(c) = client {
+            if !seen.0.contains(c) {
+                seen.0.push(c.clone());
+            }
+        }
+        seen.1 = seen.1.max(now);
+    }
+
+    /// Every client noted, and the latest time noted.
+    fn noted(&self) -> (Vec<ClientKey>, Timestamp) {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The live state of each of `clients` at `now`.
+fn states(
+    store: &dyn Store,
+    (clients, now): &(Vec<ClientKey>, Timestamp),
+) -> Vec<(ClientKey, Option<ClientState>)> {
+    assert!(!clients.is_empty());
+    clients
+        .iter()
+        .map(|c| (c.clone(), run(store.state(c, *now))))
+        .collect()
+}
+
+impl<S: Store> std::fmt::Debug for Noting<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Noting").field(&self.inner).finish()
+    }
+}
+
+impl<S: Store> Store for Noting<S> {
+    fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
+        self.note(Some(client), now);
+        self.inner.check(client, plan, now)
+    }
+    fn report(
+        &self,
+        client: &ClientKey,
+        rule: &BanRule,
+        now: Timestamp,
+    ) -> StoreFuture<ReportOutcome> {
+        self.note(Some(client), now);
+        self.inner.report(client, rule, now)
+    }
+    fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
+        self.note(Some(client), now);
+        self.inner.ban(client, until, now)
+    }
+    fn extend_ban(
+        &self,
+        client: &ClientKey,
+        until: Option<Timestamp>,
+        reason: BanReason,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        self.note(Some(client), now);
+        self.inner.extend_ban(client, until, reason, now)
+    }
+    fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
+        self.note(Some(client), now);
+        self.inner.unban(client, now)
+    }
+    fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
+        self.note(Some(client), now);
+        self.inner.state(client, now)
+    }
+    fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
+        self.note(None, now);
+        self.inner.sweep(now)
+    }
+}
+
+/// Runs `test` on the store `open` gives, then checks that the file, reopened, gives every
+/// client the test touched the same state as the store had when it was dropped.
+#[cfg(feature = "sqlite")]
+fn reopened_gives_the_same_state(open: impl Fn() -> floodgate::SqliteStore, test: fn(&dyn Store)) {
+    let store = Noting::new(open());
+    test(&store);
+    let noted = store.noted();
+    let before = states(&store.inner, &noted);
+    drop(store);
+    let again = open();
+    let after = states(&again, &noted);
+    assert_eq!(after, before, "the reopened file holds another state");
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -352,12 +567,10 @@ macro_rules! conformance {
                 #[test]
                 fn $test() {
                     let db = super::TempDb::new(stringify!($test));
-                    let store = floodgate::SqliteStore::open(&db.path).expect("open");
-                    super::$test(&store);
-                    // Reopened, the file gives the same state.
-                    drop(store);
-                    let again = floodgate::SqliteStore::open(&db.path).expect("reopen");
-                    drop(again);
+                    super::reopened_gives_the_same_state(
+                        || floodgate::SqliteStore::open(&db.path).expect("open"),
+                        super::$test,
+                    );
                 }
             )*
         }
@@ -374,10 +587,7 @@ macro_rules! conformance {
                             .open()
                             .expect("open")
                     };
-                    let store = open();
-                    super::$test(&store);
-                    drop(store);
-                    drop(open());
+                    super::reopened_gives_the_same_state(open, super::$test);
                 }
             )*
         }
@@ -396,6 +606,7 @@ conformance!(
     expired_state_starts_afresh,
     concurrent_requests_are_counted_exactly,
     custom_keys_are_separate_from_addresses,
+    policy_accumulation_cooldown_grace_and_adaptive,
 );
 
 /// A database file in the temp dir, deleted (with its WAL files) on drop.

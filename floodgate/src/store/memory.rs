@@ -80,9 +80,9 @@ const MIN_PER_SHARD: usize = 32;
 /// is banned or was reported. A client under one sliding-log rule of count 1 costs about
 /// 120 bytes; under a policy, about 200; under a rule of count 100 with its log full, about
 /// 900. A [custom key](crate::ClientKey::custom) adds its length plus 16 bytes (plus the
-/// allocator's overhead): bound the length of the keys your key function returns (hash
-/// long ones), since the client chooses them. Allocator overhead (8 to 16 bytes per heap
-/// block) comes on top.
+/// allocator's overhead); the middleware uses no key longer than 1 KiB (such a request is
+/// counted under its IP address), so a client-chosen key costs at most about 1 KiB more.
+/// Allocator overhead (8 to 16 bytes per heap block) comes on top.
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Box<[Padded]>,

@@ -1,3 +1,4 @@
+#![deny(unused_imports)]
 //! Every form of the attributes compiles, registers on an `App` and serves; where a form
 //! attaches a strict rule, the rule is checked to be in force on exactly that handler.
 
@@ -27,6 +28,13 @@ async fn bare() -> &'static str {
 #[rate_limited()]
 #[get("/empty-parens")]
 async fn empty_parens() -> &'static str {
+    "ok"
+}
+
+// A policy registered on the app and shared by every route naming it.
+#[rate_limited(policy = "api")]
+#[get("/shared")]
+async fn shared_policy() -> &'static str {
     "ok"
 }
 
@@ -294,12 +302,16 @@ macro_rules! call {
 
 #[actix_web::main]
 async fn main() {
-    let floodgate = Floodgate::new().clock(FakeClock::new());
+    let floodgate = Floodgate::new().clock(FakeClock::new()).policy(
+        "api",
+        floodgate::Policy::new(20, std::time::Duration::from_secs(60)),
+    );
     let app = test::init_service(
         App::new()
             .wrap(floodgate)
             .service(bare)
             .service(empty_parens)
+            .service(shared_policy)
             .service(rate_limited_route)
             .service(every_key)
             .service(spelled_out)

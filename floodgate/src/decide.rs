@@ -1,0 +1,329 @@
+//! One request's decision steps around the store: a probe's ban or report, the bans of the
+//! client's address and IPv6 networks, then the route's plan under the client's key; and the
+//! report of a 404 for an unrouted path once the response is known.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::Error;
+use pin_project_lite::pin_project;
+
+use crate::client::ClientKey;
+use crate::clock::Timestamp;
+use crate::error::StoreError;
+use crate::gatekeeper::Shared;
+use crate::state::{BanReason, Decision, Plan, ReportOutcome};
+use crate::store::{Store, StoreFuture};
+use crate::targeting::{Pre, ProbeAction};
+
+/// The store operation a probe asks for, on the client's IP key.
+pub(crate) fn probe_step(
+    shared: &Shared,
+    ip_key: &ClientKey,
+    now: Timestamp,
+) -> Option<StoreFuture<()>> {
+    let action = shared.targeting.probe_action()?;
+    log::info!(target: shared.log_target(),
+        "floodgate: {} probed a scanner path ({action:?})",
+        ip_key.logged()
+    );
+    match action {
+        // Never shortens a longer ban or a blacklist in force.
+        ProbeAction::Ban(duration) => {
+            let until = duration.map(|d| now + d);
+            let ban = shared
+                .store
+                .extend_ban(ip_key, until, BanReason::Probe, now);
+            let network = shared.note_ban(ip_key, until, BanReason::Probe, now);
+            Some(then(ban, network))
+        }
+        ProbeAction::Report => {
+            let Some(rule) = shared.ban_rule else {
+                log::warn!(target: shared.log_target(), "floodgate: probe reports need a ban rule: set Floodgate::ban_rule");
+                return None;
+            };
+            let mut f = shared.store.report(ip_key, &rule, now);
+            Some(match f.take_ready() {
+                Some(r) => StoreFuture::ready(r.map(drop)),
+                None => StoreFuture::pending(async move { f.await.map(drop) }),
+            })
+        }
+    }
+}
+
+/// The decision for one request: the probe's store operation first, then the bans of `bans`
+/// (the IP address's when the request is counted under another key, the IPv6 networks around
+/// it), then `plan` under `key`. A ban found anywhere refuses. A store failure while checking
+/// `bans` is the answer unless `plan` refuses, so that the store-failure policy applies to it
+/// (fail-closed refuses with 503). Synchronous stores answer at once; otherwise the steps
+/// left run in one future.
+pub(crate) fn decide(
+    store: &Arc<dyn Store>,
+    bans: Vec<ClientKey>,
+    key: &ClientKey,
+    plan: &Arc<Plan>,
+    now: Timestamp,
+    probe: Option<StoreFuture<()>>,
+) -> StoreFuture<Decision> {
+    if probe.is_none() && bans.is_empty() {
+        // The common case: one store call, nothing to clone.
+        return store.check(key, plan, now);
+    }
+    let mut steps = Steps {
+        store: store.clone(),
+        bans,
+        next: 0,
+        key: key.clone(),
+        plan: plan.clone(),
+        now,
+        failed: None,
+    };
+    if let Some(mut step) = probe {
+        match step.take_ready() {
+            Some(r) => log_failure(r),
+            None => {
+                return StoreFuture::pending(async move {
+                    log_failure(step.await);
+                    steps.finish().await
+                })
+            }
+        }
+    }
+    while let Some(ban_key) = steps.bans.get(steps.next) {
+        let mut ban = store.check(ban_key, ban_only(), now);
+        steps.next += 1;
+        match ban.take_ready() {
+            Some(r) => {
+                if let Some(banned) = steps.ban_answer(r) {
+                    return StoreFuture::ready(Ok(banned));
+                }
+            }
+            None => {
+                return StoreFuture::pending(async move {
+                    if let Some(banned) = steps.ban_answer(ban.await) {
+                        return Ok(banned);
+                    }
+                    steps.finish().await
+                })
+            }
+        }
+    }
+    let mut main = store.check(key, plan, now);
+    match main.take_ready() {
+        Some(r) => StoreFuture::ready(steps.combine(r)),
+        None => StoreFuture::pending(async move { steps.combine(main.await) }),
+    }
+}
+
+/// The steps of [`decide`] left to run.
+struct Steps {
+    store: Arc<dyn Store>,
+    bans: Vec<ClientKey>,
+    next: usize,
+    key: ClientKey,
+    plan: Arc<Plan>,
+    now: Timestamp,
+    failed: Option<StoreError>,
+}
+
+impl Steps {
+    /// A ban check's answer: the refusal when it found a ban.
+    fn ban_answer(&mut self, r: Result<Decision, StoreError>) -> Option<Decision> {
+        match r {
+            Ok(d @ Decision::Banned { .. }) => Some(d),
+            Ok(_) => None,
+            Err(err) => {
+                self.failed.get_or_insert(err);
+                None
+            }
+        }
+    }
+
+    fn combine(self, r: Result<Decision, StoreError>) -> Result<Decision, StoreError> {
+        match (r, self.failed) {
+            (Ok(Decision::Allowed { .. }), Some(err)) => Err(err),
+            (r, _) => r,
+        }
+    }
+
+    async fn finish(mut self) -> Result<Decision, StoreError> {
+        while let Some(ban_key) = self.bans.get(self.next).cloned() {
+            self.next += 1;
+            let r = self.store.check(&ban_key, ban_only(), self.now).await;
+            if let Some(banned) = self.ban_answer(r) {
+                return Ok(banned);
+            }
+        }
+        let r = self.store.check(&self.key, &self.plan, self.now).await;
+        self.combine(r)
+    }
+}
+
+fn ban_only() -> &'static Arc<Plan> {
+    static PLAN: std::sync::OnceLock<Arc<Plan>> = std::sync::OnceLock::new();
+    PLAN.get_or_init(|| Arc::new(Plan::ban_only()))
+}
+
+/// `first`, then `second` when there is one.
+fn then(mut first: StoreFuture<()>, second: Option<StoreFuture<()>>) -> StoreFuture<()> {
+    let Some(mut second) = second else {
+        return first;
+    };
+    match (first.take_ready(), second.take_ready()) {
+        (Some(a), Some(b)) => StoreFuture::ready(a.and(b)),
+        (a, b) => StoreFuture::pending(async move {
+            let a = match a {
+                Some(a) => a,
+                None => first.await,
+            };
+            let b = match b {
+                Some(b) => b,
+                None => second.await,
+            };
+            a.and(b)
+        }),
+    }
+}
+
+fn log_failure(r: Result<(), crate::error::StoreError>) {
+    if let Err(err) = r {
+        log::warn!("floodgate: store failed while banning a probe: {err}");
+    }
+}
+
+/// What reporting a 404 needs.
+pub(crate) struct NotFound {
+    shared: Arc<Shared>,
+    key: ClientKey,
+}
+
+impl NotFound {
+    /// Feeds a ban this reporter caused to IPv6 rotation.
+    fn note_ban(&self, until: Timestamp, now: Timestamp) {
+        if let Some(step) = self
+            .shared
+            .note_ban(&self.key, Some(until), BanReason::Reported, now)
+        {
+            actix_web::rt::spawn(async move {
+                if let Err(err) = step.await {
+                    log::warn!("floodgate: store failed while banning a network: {err}");
+                }
+            });
+        }
+    }
+
+    /// The reporter for this request, when 404s count and it can be reported.
+    pub(crate) fn new(shared: &Arc<Shared>, pre: &Pre, ip_key: &ClientKey) -> Option<Box<Self>> {
+        (shared.targeting.reports_not_found()
+            && !pre.skip
+            && !pre.probe
+            && shared.ban_rule.is_some())
+        .then(|| {
+            Box::new(NotFound {
+                shared: shared.clone(),
+                key: ip_key.clone(),
+            })
+        })
+    }
+}
+
+pin_project! {
+    /// The inner service's future, reporting a 404 for an unrouted path as an offence (when
+    /// [`ProbeBan::not_found_reports`] is on) before the response goes out.
+    pub struct NotFoundReport<F, B> {
+        #[pin]
+        fut: F,
+        reporter: Option<Box<NotFound>>,
+        // Boxed: rare, and a large response would make every request's future larger.
+        held: Option<Box<(StoreFuture<ReportOutcome>, ServiceResponse<B>)>>,
+    }
+}
+
+impl<F, B> NotFoundReport<F, B> {
+    pub(crate) fn new(fut: F, reporter: Option<Box<NotFound>>) -> Self {
+        NotFoundReport {
+            fut,
+            reporter,
+            held: None,
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for NotFoundReport<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NotFoundReport")
+    }
+}
+
+impl<F, B> Future for NotFoundReport<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
+    type Output = Result<ServiceResponse<B>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(held) = this.held.as_mut() {
+            let report = &mut held.0;
+            let r = ready!(Pin::new(report).poll(cx));
+            log_report(r);
+            return match this.held.take() {
+                Some(held) => Poll::Ready(Ok(held.1)),
+                None => Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
+                    "floodgate future polled after completion",
+                ))),
+            };
+        }
+        let out = ready!(this.fut.poll(cx));
+        let Some(reporter) = this.reporter.take() else {
+            return Poll::Ready(out);
+        };
+        let res = match out {
+            Ok(res)
+                if res.status() == StatusCode::NOT_FOUND
+                    && res.request().match_pattern().is_none() =>
+            {
+                res
+            }
+            other => return Poll::Ready(other),
+        };
+        let Some(rule) = reporter.shared.ban_rule else {
+            return Poll::Ready(Ok(res));
+        };
+        log::debug!(target: reporter.shared.log_target(),
+            "floodgate: {} got a 404 for an unrouted path: reported",
+            reporter.key.logged()
+        );
+        let now = reporter.shared.now();
+        let mut report = reporter.shared.store.report(&reporter.key, &rule, now);
+        match report.take_ready() {
+            Some(r) => {
+                if let Ok(ReportOutcome::Banned { until }) = r {
+                    reporter.note_ban(until, now);
+                }
+                log_report(r);
+                Poll::Ready(Ok(res))
+            }
+            None => {
+                *this.held = Some(Box::new((report, res)));
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+fn log_report(r: Result<ReportOutcome, crate::error::StoreError>) {
+    match r {
+        Ok(ReportOutcome::Banned { until }) => {
+            log::warn!("floodgate: a client banned until {until} after 404s and probes")
+        }
+        Ok(_) => {}
+        Err(err) => log::warn!("floodgate: store failed while reporting a 404: {err}"),
+    }
+}
