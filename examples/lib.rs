@@ -28,3 +28,13 @@ pub async fn status(req: HttpRequest, gk: GateKeeper) -> impl Responder {
         Err(err) => HttpResponse::ServiceUnavailable().body(err.to_string()),
     }
 }
+
+/// The Rust blocks of README.md, compiled (and run, unless `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The Rust blocks of docs/migrating.md, compiled (and run, unless `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/migrating.md")]
+pub struct MigratingDoctests;

@@ -41,6 +41,27 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Lets `?` stop an actix-web `main() -> std::io::Result<()>` on a configuration mistake
+/// (kind [`InvalidInput`](std::io::ErrorKind::InvalidInput), same message):
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlite")]
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let store = floodgate::SqliteStore::open("ip-data.db")?;
+///     let floodgate = floodgate::Floodgate::new().store(store);
+///     // HttpServer::new(move || App::new().wrap(floodgate.clone()) ..) ..
+///     Ok(())
+/// }
+/// # #[cfg(not(feature = "sqlite"))]
+/// # fn main() {}
+/// ```
+impl From<ConfigError> for std::io::Error {
+    fn from(err: ConfigError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, err)
+    }
+}
+
 /// A store that could not answer: the database is unreachable, locked, corrupt, or full.
 ///
 /// At request time such a failure never reaches the client as a 500: the middleware follows

@@ -385,9 +385,11 @@ impl From<&ClientKey> for Client {
 /// The handle on floodgate's shared state: report offences, ban and unban clients, and read
 /// their status.
 ///
-/// Extract it in a handler (it implements [`FromRequest`] on apps wrapped by
+/// Extract it in a handler (it implements [`FromRequest`][from-request] on apps wrapped by
 /// [`Floodgate`](crate::Floodgate)), or get it from [`Floodgate::gatekeeper`](crate::Floodgate::gatekeeper)
 /// for operator tools. All handles of one `Floodgate` share one state.
+///
+/// [from-request]: https://docs.rs/actix-web/4/actix_web/trait.FromRequest.html
 ///
 /// # Examples
 ///

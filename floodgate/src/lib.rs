@@ -62,8 +62,8 @@
 //! # Refusals are errors that carry their response
 //!
 //! A refused request is answered before routing finishes, so its handler never runs. The
-//! middleware returns the refusal as an [`actix_web::Error`] holding the complete response
-//! (status, `Retry-After`, RateLimit fields, problem+json body). Clients see a normal
+//! middleware returns the refusal as an [`actix_web::Error`][actix-error] holding the complete
+//! response (status, `Retry-After`, RateLimit fields, problem+json body). Clients see a normal
 //! response. Two consequences: middleware registered *outside* `Floodgate` (a later
 //! `.wrap()`) that only decorates successful responses, such as `Logger`, does not see
 //! refusals (floodgate logs them itself: debug per refusal, info for blocks, warn for bans);
@@ -71,10 +71,28 @@
 //! into its response with `ResponseError::error_response`, since `test::call_service`
 //! panics on errors.
 //!
+//! [actix-error]: https://docs.rs/actix-web/4/actix_web/error/struct.Error.html
+//!
 //! # Features
 //!
-//! - `macros` (default): the attribute macros.
-//! - `sqlite` (default): [`SqliteStore`], state in an SQLite file (SQLite is bundled).
+//! - `macros` (default): the attribute macros [`#[rate_limited]`](rate_limited),
+//!   [`#[specific]`](specific) and [`#[bypass]`](bypass). Without it, attach rules with
+//!   [`RouteRules`].
+//! - `sqlite` (default): [`SqliteStore`], state in an SQLite file (SQLite is bundled, so no
+//!   system library is needed). The table is `floodgate_clients` unless you name another.
+//! - `redis`: [`RedisStore`], state in one Redis shared by a fleet of servers (one round trip
+//!   per decision); [`FailoverStore`] adds a backup store for when it is down.
+//! - `geoip`: [`GeoDb::maxmind_file`], countries from MaxMind-format databases (GeoIP2,
+//!   GeoLite2, DB-IP). Geofeeds ([`GeoDb::geofeed_file`]) need no feature.
+//!
+//! # Logging
+//!
+//! floodgate logs through the [`log`](https://docs.rs/log) crate: debug for each refusal,
+//! info for blocks, warn for bans, blacklists and store failures (client-chosen strings are
+//! escaped). `log` only hands records to a logger that the application installs: until it
+//! does, nothing is printed, whatever `RUST_LOG` says. With
+//! [env_logger](https://docs.rs/env_logger), call `env_logger::init()` at the top of `main`,
+//! then run with `RUST_LOG=info` (or `RUST_LOG=floodgate=debug` to see every refusal).
 //!
 //! # Time
 //!
@@ -82,6 +100,8 @@
 //! never sleep.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// docs.rs (`--cfg docsrs`, see Cargo.toml): mark each item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod client;

@@ -273,7 +273,7 @@ pub(crate) struct Waiting {
 }
 
 pin_project! {
-    /// The response future of [`FloodgateMiddleware`].
+    /// The response future of [`FloodgateMiddleware`](crate::FloodgateMiddleware).
     pub struct FloodgateFuture<F> {
         #[pin]
         state: State<F>,

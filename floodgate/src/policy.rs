@@ -72,8 +72,9 @@ impl Adaptive {
     }
 }
 
-/// A per-client policy of the floodgate family (SPEC section 5), attached to a route with
-/// `#[rate_limited(..)]` or [`RouteRules::policy`](crate::RouteRules::policy).
+/// A per-client policy of the floodgate family (FlaskFloodgate's rate limiting: fixed
+/// windows, blocks and punishments), attached to a route with `#[rate_limited(..)]` or
+/// [`RouteRules::policy`](crate::RouteRules::policy).
 ///
 /// Per client, a fixed window opens at the client's first counted request. `amount`
 /// requests are allowed in it; the next one *blocks* the client (429) for `block_duration`.

@@ -13,6 +13,10 @@
 //!
 //! Time is floodgate's fake clock everywhere; the only real waits are bounded polls for a
 //! `redis-server` to come up or for a connection to come back.
+//!
+//! Without `redis-server` and `redis-cli` on `PATH`, every test that needs them returns early
+//! after one notice on stderr (`support/services.rs`); `FLOODGATE_REQUIRE_REDIS=1`, which CI
+//! sets, makes that a failure instead.
 #![cfg(feature = "redis")]
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
@@ -27,6 +31,9 @@ use floodgate::{
     LimitReason, MemoryStore, Plan, Policy, Punishment, RedisStore, ReportOutcome, Rule, ScopeId,
     Store, Timestamp,
 };
+
+#[path = "support/services.rs"]
+mod services;
 
 // ---------------------------------------------------------------------------------------
 // redis-servers of our own.
@@ -158,20 +165,36 @@ fn shared_server() -> &'static Shared {
     })
 }
 
+/// Whether `redis-server` and `redis-cli` are installed. When they are not, each
+/// constructor of [`RedisServer`] gives `None` and its test returns early (see
+/// `support/services.rs`; `FLOODGATE_REQUIRE_REDIS=1` panics instead).
+fn redis_installed() -> bool {
+    services::available(
+        "the Redis suite (floodgate/tests/redis_store.rs)",
+        &["redis-server", "redis-cli"],
+    )
+}
+
 impl RedisServer {
     /// A database of its own on the binary's shared server.
-    fn shared() -> Self {
+    fn shared() -> Option<Self> {
+        if !redis_installed() {
+            return None;
+        }
         let gate = Gate::Shared(GATE.read().unwrap_or_else(|p| p.into_inner()));
-        Self::on_shared(gate)
+        Some(Self::on_shared(gate))
     }
 
     /// A database on the shared server, while no other test uses it: for tests that read
     /// server-wide statistics (`INFO commandstats`, reset first) or flush its scripts.
-    fn shared_exclusive() -> Self {
+    fn shared_exclusive() -> Option<Self> {
+        if !redis_installed() {
+            return None;
+        }
         let gate = Gate::Exclusive(GATE.write().unwrap_or_else(|p| p.into_inner()));
         let server = Self::on_shared(gate);
         assert_eq!(server.cli(&["CONFIG", "RESETSTAT"]), "OK");
-        server
+        Some(server)
     }
 
     fn on_shared(gate: Gate) -> Self {
@@ -189,11 +212,14 @@ impl RedisServer {
     }
 
     /// A server of its own, for a test that stops it.
-    fn start() -> Self {
+    fn start() -> Option<Self> {
         Self::start_with(&[])
     }
 
-    fn start_with(extra: &[&str]) -> Self {
+    fn start_with(extra: &[&str]) -> Option<Self> {
+        if !redis_installed() {
+            return None;
+        }
         for _ in 0..5 {
             let port = free_port();
             let dir =
@@ -208,7 +234,7 @@ impl RedisServer {
                 _gate: None,
             };
             if server.try_run() {
-                return server;
+                return Some(server);
             }
         }
         panic!("could not start redis-server on a free port");
@@ -943,7 +969,7 @@ macro_rules! conformance {
             $(
                 #[actix_rt::test]
                 async fn $scenario() {
-                    let server = super::RedisServer::shared();
+                    let Some(server) = super::RedisServer::shared() else { return; };
                     super::$scenario(super::redis_store(&server, std::time::Duration::from_secs(1)).await).await;
                 }
             )*
@@ -952,7 +978,7 @@ macro_rules! conformance {
             $(
                 #[actix_rt::test]
                 async fn $scenario() {
-                    let server = super::RedisServer::shared();
+                    let Some(server) = super::RedisServer::shared() else { return; };
                     let redis = super::redis_store(&server, std::time::Duration::from_secs(1)).await;
                     let store = floodgate::FailoverStore::new(redis).backup(floodgate::MemoryStore::new());
                     super::$scenario(store.clone()).await;
@@ -964,7 +990,7 @@ macro_rules! conformance {
             $(
                 #[actix_rt::test]
                 async fn $scenario() {
-                    let server = super::RedisServer::shared();
+                    let Some(server) = super::RedisServer::shared() else { return; };
                     super::$scenario(super::redis_store(&server, std::time::Duration::ZERO).await).await;
                 }
             )*
@@ -1001,7 +1027,9 @@ fn assert_covered(seen: &[&str]) {
 /// One seeded differential run (states compared too), in a database of its own; the seeds
 /// run as separate tests, in parallel.
 async fn redis_decides_and_stores_exactly_what_memory_does(seed: u64) {
-    let server = RedisServer::shared();
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
     let store = redis_store(&server, Duration::ZERO).await;
     let seen = differential(MemoryStore::new(), store, seed, true).await;
     assert_covered(&seen);
@@ -1024,7 +1052,9 @@ async fn redis_decides_and_stores_exactly_what_memory_does_seed_3() {
 
 #[actix_rt::test]
 async fn the_ban_cache_changes_no_decision() {
-    let server = RedisServer::shared();
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
     let mut seen = Vec::new();
     for seed in [4, 5] {
         server.cli(&["FLUSHDB"]);
@@ -1039,7 +1069,9 @@ async fn the_ban_cache_changes_no_decision() {
 
 #[actix_rt::test]
 async fn keys_are_prefixed_and_expire_with_the_state() {
-    let server = RedisServer::shared();
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
     let s = redis_store(&server, secs(1)).await;
     let c = client(50);
     assert_eq!(s.key_of(&c), "test:ip:203.0.113.50");
@@ -1086,7 +1118,9 @@ const LUA_NEVER: u64 = 1 << 53;
 
 #[actix_rt::test]
 async fn durations_of_duration_max_mean_forever_in_the_script_too() {
-    let server = RedisServer::shared();
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
     let redis = redis_store(&server, Duration::ZERO).await;
     let memory = MemoryStore::new();
     let stores = (&redis, &memory);
@@ -1218,7 +1252,9 @@ async fn durations_of_duration_max_mean_forever_in_the_script_too() {
 async fn adaptive_jitter_on_redis_stays_within_its_bound_and_varies() {
     const SEED: u64 = 0x5eed_0017;
     fastrand::seed(SEED);
-    let server = RedisServer::shared();
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
     let s = redis_store(&server, Duration::ZERO).await;
     let plan = policy_plan(
         Policy::new(1, secs(1))
@@ -1258,7 +1294,9 @@ async fn adaptive_jitter_on_redis_stays_within_its_bound_and_varies() {
 
 #[actix_rt::test]
 async fn one_round_trip_per_decision_and_none_for_a_cached_ban() {
-    let server = RedisServer::shared_exclusive();
+    let Some(server) = RedisServer::shared_exclusive() else {
+        return;
+    };
     let a = redis_store(&server, secs(1)).await;
     let b = redis_store(&server, secs(1)).await;
     let plan = global(&[(1_000, 60)]);
@@ -1312,7 +1350,9 @@ async fn one_round_trip_per_decision_and_none_for_a_cached_ban() {
 
 #[actix_rt::test]
 async fn a_redis_that_lost_the_script_gets_it_again() {
-    let server = RedisServer::shared_exclusive();
+    let Some(server) = RedisServer::shared_exclusive() else {
+        return;
+    };
     let s = redis_store(&server, Duration::ZERO).await;
     let plan = global(&[(2, 60)]);
     let c = client(52);
@@ -1377,7 +1417,9 @@ mod fleet {
 
     #[actix_rt::test]
     async fn two_servers_share_one_limit_exactly() {
-        let redis = RedisServer::shared();
+        let Some(redis) = RedisServer::shared() else {
+            return;
+        };
         let clock = FakeClock::new();
         let (a, _) = app(
             redis_store(&redis, secs(1)).await,
@@ -1406,7 +1448,9 @@ mod fleet {
 
     #[actix_rt::test]
     async fn a_ban_reported_on_one_server_holds_on_the_other_at_once() {
-        let redis = RedisServer::shared();
+        let Some(redis) = RedisServer::shared() else {
+            return;
+        };
         let clock = FakeClock::new();
         let (a, fg_a) = app(
             redis_store(&redis, secs(1)).await,
@@ -1476,7 +1520,9 @@ mod fleet {
 
     #[actix_rt::test]
     async fn a_shared_policy_is_one_window_block_count_and_punishment_across_a_fleet() {
-        let redis = RedisServer::shared();
+        let Some(redis) = RedisServer::shared() else {
+            return;
+        };
         let clock = FakeClock::new();
         let one = shared_policy_app(&redis, &clock).await;
         let two = shared_policy_app(&redis, &clock).await;
@@ -1550,7 +1596,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn killed_redis_fails_over_to_the_backup_and_is_taken_back() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+            return;
+        };
         let clock = FakeClock::new();
         let store = failover(redis_store(&redis, secs(1)).await).backup(MemoryStore::new());
         let (srv, _) = app(store.clone(), &clock, StoreFailure::Closed);
@@ -1569,7 +1617,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn killed_redis_fails_open_without_a_backup() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+            return;
+        };
         let clock = FakeClock::new();
         let store = failover(redis_store(&redis, secs(1)).await);
         let (srv, _) = app(store.clone(), &clock, StoreFailure::Open);
@@ -1585,7 +1635,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn killed_redis_fails_closed_with_503() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+            return;
+        };
         let clock = FakeClock::new();
         // A bare RedisStore: every request tries Redis, and each failure is a 503.
         let (srv, _) = app(
@@ -1651,7 +1703,9 @@ mod faults {
     #[actix_rt::test]
     async fn redis_killed_mid_load_never_yields_a_500() {
         for mode in ["backup", "open", "closed"] {
-            let mut redis = RedisServer::start();
+            let Some(mut redis) = RedisServer::start() else {
+                return;
+            };
             let clock = FakeClock::new();
             let primary = redis_store(&redis, secs(1)).await;
             let (srv, _) = match mode {
@@ -1720,7 +1774,9 @@ mod faults {
     #[actix_rt::test]
     async fn a_wrong_password_is_a_clear_error_that_hides_the_password() {
         // A user with a password on the shared server (the default user needs none there).
-        let redis = RedisServer::shared();
+        let Some(redis) = RedisServer::shared() else {
+            return;
+        };
         let user = format!("floodgate-test-{}", redis.db);
         let acl = [
             "ACL",
@@ -1767,7 +1823,9 @@ mod faults {
 
     #[actix_rt::test]
     async fn a_lazy_store_starts_on_the_backup_while_redis_is_down() {
-        let mut redis = RedisServer::start();
+        let Some(mut redis) = RedisServer::start() else {
+            return;
+        };
         redis.stop();
         let lazy = RedisStore::builder(redis.url())
             .prefix("test")

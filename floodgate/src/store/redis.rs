@@ -27,7 +27,10 @@
 //! - **Failures** are [`StoreError`]s, bounded by [`timeout`](RedisStoreBuilder::timeout):
 //!   the middleware then follows its [`StoreFailure`](crate::StoreFailure) policy, or a
 //!   [`FailoverStore`](crate::store::failover::FailoverStore) takes over with a backup. The
-//!   connection is a [`ConnectionManager`], which reconnects by itself when Redis is back.
+//!   connection is a [`ConnectionManager`][manager], which reconnects by itself when Redis is
+//!   back.
+//!
+//! [manager]: https://docs.rs/redis/1/redis/aio/struct.ConnectionManager.html
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};

@@ -189,13 +189,11 @@ pub enum Durability {
 /// - **Checkpoints** (copying the WAL back into the database) run on a second thread with its
 ///   own connection, so the store thread never waits for their fsyncs; should that thread
 ///   fall behind, the store thread checkpoints itself once the WAL passes 64 MiB.
-/// - **Speed**: measured over HTTP (`tests/bench/sqlite_vs_memory.sh`: 2 workers, global
-///   rules and a ban rule, wrk with 64 connections on the same 2 cores, a new client on every
-///   request), as a share of the memory store's throughput in the same run: 0.64-0.77 with
-///   [`Durability::Normal`], 0.71-0.84 with [`Durability::Batched`]; with 10,000 clients in
-///   turn, 0.70 and 0.93 (BENCHMARKS.md). In the first two modes every decision crosses to
-///   the store thread and back, which alone costs about a fifth of the throughput on two
-///   cores, then reads and writes its row.
+/// - **Speed**: in [`Durability::Normal`] and [`Durability::Full`] every decision crosses to
+///   the store thread and back, then reads and writes its row; [`Durability::Batched`]
+///   decides in memory. The figures against the memory store, and the command that measures
+///   them, are in
+///   [BENCHMARKS.md](https://github.com/floodgate-rs/floodgate/blob/main/BENCHMARKS.md#sqlite-store-against-the-memory-store-testsbenchsqlite_vs_memorysh).
 pub struct SqliteStore {
     jobs: SyncSender<Job>,
     path: PathBuf,
@@ -233,7 +231,8 @@ pub struct SqliteStoreBuilder {
 }
 
 impl SqliteStoreBuilder {
-    /// The table holding client rows (default [`DEFAULT_TABLE`]). An ASCII letter or
+    /// The table holding client rows (default [`DEFAULT_TABLE`], `floodgate_clients`;
+    /// FlaskFloodgate's examples name theirs `IP_Data`). An ASCII letter or
     /// underscore, then letters, digits and underscores, at most 64 in all; checked by
     /// [`open`](Self::open), never put into SQL unchecked.
     pub fn table(mut self, name: impl Into<String>) -> Self {
@@ -419,7 +418,8 @@ impl Durability {
 }
 
 impl SqliteStore {
-    /// Opens the database at `path` with the default settings and table.
+    /// Opens the database at `path` with the default settings and table
+    /// ([`DEFAULT_TABLE`], `floodgate_clients`).
     ///
     /// # Errors
     ///
