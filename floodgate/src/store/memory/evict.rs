@@ -1,5 +1,5 @@
-//! Sweeping and eviction in a full shard of a [`MemoryStore`], by what each client has at stake
-//! and within the shard's budgets.
+//! Sweeping and eviction in a full shard of a [`MemoryStore`](super::MemoryStore), by what
+//! each client has at stake and within the shard's budgets.
 
 use std::hash::BuildHasher;
 
@@ -70,7 +70,7 @@ impl Shard {
 
     /// Makes room for at least one client (and up to an eighth of the shard, so that the
     /// scan is amortised) that arrives with `incoming` at stake, following the eviction
-    /// rules of [`MemoryStore`].
+    /// rules of [`MemoryStore`](super::MemoryStore).
     pub(super) fn evict(
         &mut self,
         now: u64,

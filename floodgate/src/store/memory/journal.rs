@@ -28,7 +28,7 @@ pub(super) struct Journal {
     pub(super) evicted: Vec<Change>,
     /// Live clients whose state is only in the file (evicted, or there before this process
     /// started): a request from one of them loads its state before deciding. At most
-    /// [`Budgets::spilled`] of them.
+    /// [`Budgets::spilled`](super::Budgets::spilled) of them.
     pub(super) spilled: HashTable<Spilled>,
     /// True once a client's live state went to the file without a record in `spilled` (the
     /// index was full): from then on, a client unknown here may be in the file, so it is
