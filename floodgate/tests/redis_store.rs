@@ -339,7 +339,7 @@ async fn redis_store(server: &RedisServer, cache: Duration) -> RedisStore {
 }
 
 // ---------------------------------------------------------------------------------------
-// Behavioural scenarios, generic over the store. Each mirrors a unit test of state.rs.
+// Behavioural scenarios, generic over the store. Each mirrors a unit test of the state module.
 
 const T0: u64 = 1_700_000_000_000;
 

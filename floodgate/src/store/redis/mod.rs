@@ -4,7 +4,7 @@
 //!
 //! - **One round trip per decision, atomic per client.** The decision core of
 //!   [`ClientState`] is ported to a Lua script (`redis.lua`, kept line for line with
-//!   `state.rs`) that reads the client's key, decides, writes the key back and sets its
+//!   `state/`) that reads the client's key, decides, writes the key back and sets its
 //!   expiry, all inside Redis. The script is loaded once at connect and called by its hash
 //!   (`EVALSHA`); a Redis that lost it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`) gets it
 //!   again on the next call.
