@@ -1,7 +1,7 @@
 //! Who is the client: the key that limits and bans are counted under.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName};
@@ -132,6 +132,46 @@ pub(crate) fn write_escaped(f: &mut impl fmt::Write, text: &str) -> fmt::Result 
 impl fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ClientKey({})", self.logged())
+    }
+}
+
+/// A client to act on: an IP address (keyed as configured, so an IPv6 address stands for its
+/// /64 by default) or a [`ClientKey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// An address.
+    Ip(IpAddr),
+    /// A key as floodgate counts it.
+    Key(ClientKey),
+}
+
+impl From<IpAddr> for Client {
+    fn from(ip: IpAddr) -> Self {
+        Client::Ip(ip)
+    }
+}
+
+impl From<Ipv4Addr> for Client {
+    fn from(ip: Ipv4Addr) -> Self {
+        Client::Ip(ip.into())
+    }
+}
+
+impl From<Ipv6Addr> for Client {
+    fn from(ip: Ipv6Addr) -> Self {
+        Client::Ip(ip.into())
+    }
+}
+
+impl From<ClientKey> for Client {
+    fn from(key: ClientKey) -> Self {
+        Client::Key(key)
+    }
+}
+
+impl From<&ClientKey> for Client {
+    fn from(key: &ClientKey) -> Self {
+        Client::Key(key.clone())
     }
 }
 

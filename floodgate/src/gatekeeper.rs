@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{ready, Ready};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use actix_web::dev::Payload;
 use actix_web::http::Method;
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 
-use crate::client::{ClientKey, IpSource, ProxyHeader};
+use crate::client::{Client, ClientKey, IpSource, ProxyHeader};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::ConfigError;
 use crate::error::StoreError;
@@ -339,46 +339,6 @@ impl fmt::Debug for Shared {
             .field("store_failure", &self.store_failure)
             .field("targeting", &self.targeting)
             .finish_non_exhaustive()
-    }
-}
-
-/// A client to act on: an IP address (keyed as configured, so an IPv6 address stands for its
-/// /64 by default) or a [`ClientKey`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Client {
-    /// An address.
-    Ip(IpAddr),
-    /// A key as floodgate counts it.
-    Key(ClientKey),
-}
-
-impl From<IpAddr> for Client {
-    fn from(ip: IpAddr) -> Self {
-        Client::Ip(ip)
-    }
-}
-
-impl From<Ipv4Addr> for Client {
-    fn from(ip: Ipv4Addr) -> Self {
-        Client::Ip(ip.into())
-    }
-}
-
-impl From<Ipv6Addr> for Client {
-    fn from(ip: Ipv6Addr) -> Self {
-        Client::Ip(ip.into())
-    }
-}
-
-impl From<ClientKey> for Client {
-    fn from(key: ClientKey) -> Self {
-        Client::Key(key)
-    }
-}
-
-impl From<&ClientKey> for Client {
-    fn from(key: &ClientKey) -> Self {
-        Client::Key(key.clone())
     }
 }
 

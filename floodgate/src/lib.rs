@@ -126,10 +126,10 @@ pub mod targeting;
 mod validate;
 
 pub use builder::Floodgate;
-pub use client::{ClientKey, ProxyHeader};
+pub use client::{Client, ClientKey, ProxyHeader};
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ConfigError, DecodeError, StoreError};
-pub use gatekeeper::{Client, GateKeeper};
+pub use gatekeeper::GateKeeper;
 pub use middleware::FloodgateMiddleware;
 pub use outcome::FloodgateFuture;
 pub use policy::{Adaptive, Grace, Policy, Punishment, RequestCheck};
