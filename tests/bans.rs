@@ -2,13 +2,12 @@
 //! reports without a ban rule and on a store that fails.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use actix_web::http::Method;
 use actix_web::{get, route, web, App, HttpRequest, HttpResponse};
 use floodgate::{
-    bypass, specific, BanReason, BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate,
-    GateKeeper, Plan, ReportOutcome, Rule, Store, StoreError, StoreFailure, StoreFuture, Timestamp,
+    bypass, specific, BanReason, BanRule, ClientKey, FakeClock, Floodgate, GateKeeper,
+    ReportOutcome, Rule, StoreFailure,
 };
 use floodgate_tests::{
     codes_as, from_ip, get_as, millis, secs, send, server_config, Resp, IP_HEADER,
@@ -409,44 +408,6 @@ async fn report_without_a_ban_rule_records_nothing_and_serves_the_handler() {
     assert_eq!(get_as(&srv, "/ping", who).await.code(), 200);
 }
 
-/// A store whose every call fails, as a database that is down.
-#[derive(Debug)]
-struct DownStore;
-
-fn down<T>() -> StoreFuture<T> {
-    StoreFuture::ready(Err(StoreError::new("the test store is down")))
-}
-
-impl Store for DownStore {
-    fn check(&self, _: &ClientKey, _: &Arc<Plan>, _: Timestamp) -> StoreFuture<Decision> {
-        down()
-    }
-    fn report(&self, _: &ClientKey, _: &BanRule, _: Timestamp) -> StoreFuture<ReportOutcome> {
-        down()
-    }
-    fn ban(&self, _: &ClientKey, _: Option<Timestamp>, _: Timestamp) -> StoreFuture<()> {
-        down()
-    }
-    fn extend_ban(
-        &self,
-        _: &ClientKey,
-        _: Option<Timestamp>,
-        _: BanReason,
-        _: Timestamp,
-    ) -> StoreFuture<()> {
-        down()
-    }
-    fn unban(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<bool> {
-        down()
-    }
-    fn state(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<Option<ClientState>> {
-        down()
-    }
-    fn sweep(&self, _: Timestamp) -> StoreFuture<usize> {
-        down()
-    }
-}
-
 #[actix_web::test]
 async fn report_after_a_store_failure_returns_none_and_never_fails_the_handler() {
     let clock = FakeClock::new();
@@ -454,7 +415,7 @@ async fn report_after_a_store_failure_returns_none_and_never_fails_the_handler()
     let fg = Floodgate::new()
         .clock(clock.clone())
         .ip_header(IP_HEADER)
-        .store(DownStore)
+        .store(floodgate_tests::DownStore)
         .store_failure(StoreFailure::Closed)
         .ban_rule(BanRule::new(1, secs(10), secs(600)));
     let app_fg = fg.clone();

@@ -223,3 +223,64 @@ where
         .await
         .is_ok()
 }
+
+/// A store whose every call fails with "the test store is down", as a database that is down.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DownStore;
+
+fn down<T>() -> floodgate::StoreFuture<T> {
+    floodgate::StoreFuture::ready(Err(floodgate::StoreError::new("the test store is down")))
+}
+
+impl floodgate::Store for DownStore {
+    fn check(
+        &self,
+        _: &floodgate::ClientKey,
+        _: &std::sync::Arc<floodgate::Plan>,
+        _: floodgate::Timestamp,
+    ) -> floodgate::StoreFuture<floodgate::Decision> {
+        down()
+    }
+    fn report(
+        &self,
+        _: &floodgate::ClientKey,
+        _: &floodgate::BanRule,
+        _: floodgate::Timestamp,
+    ) -> floodgate::StoreFuture<floodgate::ReportOutcome> {
+        down()
+    }
+    fn ban(
+        &self,
+        _: &floodgate::ClientKey,
+        _: Option<floodgate::Timestamp>,
+        _: floodgate::Timestamp,
+    ) -> floodgate::StoreFuture<()> {
+        down()
+    }
+    fn extend_ban(
+        &self,
+        _: &floodgate::ClientKey,
+        _: Option<floodgate::Timestamp>,
+        _: floodgate::BanReason,
+        _: floodgate::Timestamp,
+    ) -> floodgate::StoreFuture<()> {
+        down()
+    }
+    fn unban(
+        &self,
+        _: &floodgate::ClientKey,
+        _: floodgate::Timestamp,
+    ) -> floodgate::StoreFuture<bool> {
+        down()
+    }
+    fn state(
+        &self,
+        _: &floodgate::ClientKey,
+        _: floodgate::Timestamp,
+    ) -> floodgate::StoreFuture<Option<floodgate::ClientState>> {
+        down()
+    }
+    fn sweep(&self, _: floodgate::Timestamp) -> floodgate::StoreFuture<usize> {
+        down()
+    }
+}

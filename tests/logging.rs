@@ -1,13 +1,10 @@
 //! What floodgate logs, at which level and under which target (`Floodgate::log_target`), for
 //! a refusal, a block, a ban, a report and a store failure.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use actix_web::{get, App, HttpRequest};
-use floodgate::{
-    rate_limited, BanReason, BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate,
-    GateKeeper, Plan, ReportOutcome, Rule, Store, StoreError, StoreFuture, Timestamp,
-};
+use floodgate::{rate_limited, BanRule, ClientKey, FakeClock, Floodgate, GateKeeper, Rule};
 use floodgate_tests::{get_as, secs, server_config, IP_HEADER};
 
 /// (level, target, message) of every record of this test binary.
@@ -140,44 +137,6 @@ async fn decisions_are_logged_under_the_apps_target_at_their_levels() {
     assert!(levels("floodgate", "1.1.1.1").is_empty());
 }
 
-/// A store that is down.
-#[derive(Debug)]
-struct Down;
-
-fn down<T>() -> StoreFuture<T> {
-    StoreFuture::ready(Err(StoreError::new("connection refused")))
-}
-
-impl Store for Down {
-    fn check(&self, _: &ClientKey, _: &Arc<Plan>, _: Timestamp) -> StoreFuture<Decision> {
-        down()
-    }
-    fn report(&self, _: &ClientKey, _: &BanRule, _: Timestamp) -> StoreFuture<ReportOutcome> {
-        down()
-    }
-    fn ban(&self, _: &ClientKey, _: Option<Timestamp>, _: Timestamp) -> StoreFuture<()> {
-        down()
-    }
-    fn extend_ban(
-        &self,
-        _: &ClientKey,
-        _: Option<Timestamp>,
-        _: BanReason,
-        _: Timestamp,
-    ) -> StoreFuture<()> {
-        down()
-    }
-    fn unban(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<bool> {
-        down()
-    }
-    fn state(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<Option<ClientState>> {
-        down()
-    }
-    fn sweep(&self, _: Timestamp) -> StoreFuture<usize> {
-        down()
-    }
-}
-
 #[actix_web::test]
 async fn a_store_failure_is_logged_at_warn_under_the_apps_target() {
     capture();
@@ -185,7 +144,7 @@ async fn a_store_failure_is_logged_at_warn_under_the_apps_target() {
         .clock(FakeClock::new())
         .ip_header(IP_HEADER)
         .log_target("shop::store")
-        .store(Down)
+        .store(floodgate_tests::DownStore)
         .rate_limit_rules([Rule::new(1, secs(60))]);
     let srv = actix_test::start_with(server_config(), {
         let fg = fg.clone();
@@ -205,7 +164,7 @@ async fn a_store_failure_is_logged_at_warn_under_the_apps_target() {
         .map(|(_, _, m)| m.clone())
         .unwrap();
     assert!(
-        line.contains("connection refused") && line.contains("served unlimited"),
+        line.contains("the test store is down") && line.contains("served unlimited"),
         "{line}"
     );
 }

@@ -4,14 +4,12 @@
 //! Every time in a response comes from the fake clock, so every value is checked exactly.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{get, App, HttpResponse};
 use floodgate::{
-    bypass, BanReason, BanRule, ClientKey, ClientState, Decision, FakeClock, Floodgate, HeaderKey,
-    IpList, MissingKey, Plan, Refusal, RefusalKind, ReportOutcome, Rule, Store, StoreError,
-    StoreFailure, StoreFuture, Timestamp,
+    bypass, FakeClock, Floodgate, HeaderKey, IpList, MissingKey, Refusal, RefusalKind, Rule,
+    StoreFailure,
 };
 use floodgate_tests::{get_as, millis, secs, server_config, Resp, IP_HEADER};
 use serde_json::json;
@@ -388,50 +386,12 @@ async fn a_custom_refusal_response_replaces_the_body_and_keeps_retry_after() {
     assert_eq!(r.header_count("retry-after"), 1);
 }
 
-/// A store whose every call fails, as a database that is down: no Redis needed.
-#[derive(Debug)]
-struct DownStore;
-
-fn down<T>() -> StoreFuture<T> {
-    StoreFuture::ready(Err(StoreError::new("the test store is down")))
-}
-
-impl Store for DownStore {
-    fn check(&self, _: &ClientKey, _: &Arc<Plan>, _: Timestamp) -> StoreFuture<Decision> {
-        down()
-    }
-    fn report(&self, _: &ClientKey, _: &BanRule, _: Timestamp) -> StoreFuture<ReportOutcome> {
-        down()
-    }
-    fn ban(&self, _: &ClientKey, _: Option<Timestamp>, _: Timestamp) -> StoreFuture<()> {
-        down()
-    }
-    fn extend_ban(
-        &self,
-        _: &ClientKey,
-        _: Option<Timestamp>,
-        _: BanReason,
-        _: Timestamp,
-    ) -> StoreFuture<()> {
-        down()
-    }
-    fn unban(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<bool> {
-        down()
-    }
-    fn state(&self, _: &ClientKey, _: Timestamp) -> StoreFuture<Option<ClientState>> {
-        down()
-    }
-    fn sweep(&self, _: Timestamp) -> StoreFuture<usize> {
-        down()
-    }
-}
-
 #[actix_web::test]
 async fn a_failing_store_fails_open_by_default_and_closed_with_503_on_request() {
     let clock = FakeClock::new();
     // The default: served, unlimited, without RateLimit fields (nothing was decided).
     assert_eq!(StoreFailure::default(), StoreFailure::Open);
-    let srv = start(&base(&clock).store(DownStore));
+    let srv = start(&base(&clock).store(floodgate_tests::DownStore));
     for _ in 0..10 {
         let r = get_as(&srv, "/limited", "10.3.8.1").await;
         assert_eq!((r.code(), r.text()), (200, "ok"));
@@ -440,7 +400,7 @@ async fn a_failing_store_fails_open_by_default_and_closed_with_503_on_request() 
     // Fail-closed: 503, problem+json, retry in a second.
     let srv = start(
         &base(&clock)
-            .store(DownStore)
+            .store(floodgate_tests::DownStore)
             .store_failure(StoreFailure::Closed),
     );
     let r = get_as(&srv, "/limited", "10.3.8.1").await;
@@ -533,7 +493,7 @@ async fn a_custom_refusal_response_sees_denied_missing_key_and_store_unavailable
     assert_eq!((r.code(), r.text()), (401, "missing key 401 10.3.10.1"));
 
     let failing = base(&clock)
-        .store(DownStore)
+        .store(floodgate_tests::DownStore)
         .store_failure(StoreFailure::Closed)
         .refusal_response(hook);
     let srv = start(&failing);
