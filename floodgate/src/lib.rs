@@ -146,7 +146,7 @@ pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
-pub use store::sqlite::{Durability, SqliteStore, SqliteStoreBuilder};
+pub use store::sqlite::{BatchedUsage, Durability, SqliteStore, SqliteStoreBuilder};
 pub use store::{Store, StoreFailure, StoreFuture};
 pub use targeting::{
     Country, DenyReason, GeoBlock, GeoDb, HeaderKey, IpList, KeyExtractor, ListError, MissingKey,
