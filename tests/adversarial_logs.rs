@@ -2,38 +2,10 @@
 //! may hold newlines and terminal escapes; every log line shows them escaped, so a client
 //! cannot forge log lines (or fool a fail2ban-style log watcher).
 
-use std::sync::Mutex;
-
 use actix_web::{get, App, HttpRequest};
 use floodgate::{specific, FakeClock, Floodgate, GateKeeper, HeaderKey, Rule};
+use floodgate_tests::logs::{capture, records};
 use floodgate_tests::{secs, send, server_config, IP_HEADER};
-
-/// Every log record of this test binary, formatted.
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if record.target().starts_with("floodgate") {
-            let line = format!("{} {}", record.level(), record.args());
-            LINES.lock().unwrap().push(line);
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn capture() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        static CAPTURE: Capture = Capture;
-        log::set_logger(&CAPTURE).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
 
 fn user_of(req: &HttpRequest) -> Option<String> {
     Some(format!("user:{}", req.match_info().get("id")?))
@@ -77,7 +49,12 @@ async fn keys_with_control_characters_are_escaped_in_every_log_line() {
             .insert_header(("x-api-key", "a\tbc"));
         send(req).await;
     }
-    let lines = LINES.lock().unwrap().clone();
+    // floodgate's lines, as "LEVEL message".
+    let lines: Vec<String> = records()
+        .into_iter()
+        .filter(|(_, target, _)| target.starts_with("floodgate"))
+        .map(|(level, _, message)| format!("{level} {message}"))
+        .collect();
     let about_forged: Vec<&String> = lines.iter().filter(|l| l.contains("user:x")).collect();
     assert!(
         about_forged.len() >= 2,

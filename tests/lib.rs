@@ -284,3 +284,41 @@ impl floodgate::Store for DownStore {
         down()
     }
 }
+
+/// A logger that keeps every record of this test binary: (level, target, message).
+pub mod logs {
+    use std::sync::Mutex;
+
+    static RECORDS: Mutex<Vec<(log::Level, String, String)>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            let record = (r.level(), r.target().to_owned(), r.args().to_string());
+            RECORDS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(record);
+        }
+        fn flush(&self) {}
+    }
+
+    /// Installs the logger (once per test binary), at every level.
+    pub fn capture() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            static CAPTURE: Capture = Capture;
+            log::set_logger(&CAPTURE).expect("no other logger in this test binary");
+            log::set_max_level(log::LevelFilter::Trace);
+        });
+    }
+
+    /// Every record so far.
+    pub fn records() -> Vec<(log::Level, String, String)> {
+        RECORDS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

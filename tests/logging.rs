@@ -1,47 +1,17 @@
 //! What floodgate logs, at which level and under which target (`Floodgate::log_target`), for
 //! a refusal, a block, a ban, a report and a store failure.
 
-use std::sync::Mutex;
-
 use actix_web::{get, App, HttpRequest};
 use floodgate::{rate_limited, BanRule, ClientKey, FakeClock, Floodgate, GateKeeper, Rule};
+use floodgate_tests::logs::{capture, records};
 use floodgate_tests::{get_as, secs, server_config, IP_HEADER};
-
-/// (level, target, message) of every record of this test binary.
-static RECORDS: Mutex<Vec<(log::Level, String, String)>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        RECORDS
-            .lock()
-            .unwrap()
-            .push((r.level(), r.target().to_owned(), r.args().to_string()));
-    }
-    fn flush(&self) {}
-}
-
-fn capture() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        static CAPTURE: Capture = Capture;
-        log::set_logger(&CAPTURE).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
 
 /// The records under `target` whose message contains `text`, with their levels.
 fn levels(target: &str, text: &str) -> Vec<log::Level> {
-    RECORDS
-        .lock()
-        .unwrap()
-        .iter()
+    records()
+        .into_iter()
         .filter(|(_, t, m)| t == target && m.contains(text))
-        .map(|(l, _, _)| *l)
+        .map(|(l, _, _)| l)
         .collect()
 }
 
@@ -156,9 +126,7 @@ async fn a_store_failure_is_logged_at_warn_under_the_apps_target() {
     }
     let warned = levels("shop::store", "store failed during a request");
     assert_eq!(warned, [log::Level::Warn]);
-    let line = RECORDS
-        .lock()
-        .unwrap()
+    let line = records()
         .iter()
         .find(|(_, t, m)| t == "shop::store" && m.contains("store failed"))
         .map(|(_, _, m)| m.clone())

@@ -2,12 +2,9 @@
 //! durability mode), which must give the same answers; a SQLite file reopened after a test
 //! must give every client the state it had. Time is explicit `Timestamp`s; nothing sleeps.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::thread::{self};
 use std::time::Duration;
 
 use floodgate::{
@@ -15,25 +12,9 @@ use floodgate::{
     Policy, Punishment, ReportOutcome, Rule, ScopeId, Store, StoreFuture, Timestamp,
 };
 
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Waits for a store answer on this thread.
-fn run<T>(mut f: StoreFuture<T>) -> T {
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(r) = Pin::new(&mut f).poll(&mut cx) {
-            return r.expect("the store failed");
-        }
-        thread::park();
-    }
-}
+#[path = "support/block_on.rs"]
+mod block_on;
+use block_on::run;
 
 fn key(n: u32) -> ClientKey {
     ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)

@@ -2,43 +2,21 @@
 //! one file, corrupt rows.
 #![cfg(feature = "sqlite")]
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::thread::{self};
 use std::time::Duration;
 
 use floodgate::{
     BanReason, ClientKey, ClientState, ConfigError, Decision, Durability, Plan, Rule, ScopeId,
-    SqliteStore, Store, StoreError, StoreFuture, Timestamp,
+    SqliteStore, Store, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension};
 
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn try_run<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(r) = Pin::new(&mut f).poll(&mut cx) {
-            return r;
-        }
-        thread::park();
-    }
-}
-
-fn run<T>(f: StoreFuture<T>) -> T {
-    try_run(f).expect("the store failed")
-}
+#[path = "support/block_on.rs"]
+mod block_on;
+use block_on::{run, try_run};
 
 fn key(n: u32) -> ClientKey {
     ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)

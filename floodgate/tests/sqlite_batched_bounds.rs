@@ -3,44 +3,21 @@
 //! missed; and rounds that fail do not grow memory past the documented bound.
 #![cfg(feature = "sqlite")]
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 use std::time::Duration;
 
 use floodgate::store::sqlite::BatchedUsage;
 use floodgate::{
     BanRule, ClientKey, Decision, Durability, Plan, Rule, ScopeId, SqliteStore, SqliteStoreBuilder,
-    Store, StoreError, StoreFuture, Timestamp,
+    Store, Timestamp,
 };
 use rusqlite::Connection;
 
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn try_run<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(r) = Pin::new(&mut f).poll(&mut cx) {
-            return r;
-        }
-        thread::park();
-    }
-}
-
-fn run<T>(f: StoreFuture<T>) -> T {
-    try_run(f).expect("the store failed")
-}
+#[path = "support/block_on.rs"]
+mod block_on;
+use block_on::{run, try_run};
 
 fn key(n: u32) -> ClientKey {
     ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)
