@@ -16,6 +16,7 @@ use crate::policy::Policy;
 use crate::response::Refusal;
 use crate::rotation::Ipv6Rotation;
 use crate::rules::{BanRule, Rule};
+use crate::settings::Settings;
 use crate::status::{ScopeInfo, ScopeKind};
 use crate::store::{Store, StoreFailure};
 use crate::targeting::{
@@ -89,16 +90,17 @@ impl Floodgate {
     /// A floodgate with no rules, keeping state in a [`MemoryStore`](crate::MemoryStore).
     pub fn new() -> Self {
         Floodgate {
-            shared: Arc::new(Shared::new()),
+            shared: Arc::new(Shared::new(Settings::default())),
         }
     }
 
-    pub(crate) fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+    /// Changes a setting: in place while this is the only handle, else on a fork.
+    pub(crate) fn edit(mut self, f: impl FnOnce(&mut Settings)) -> Self {
         if Arc::get_mut(&mut self.shared).is_none() {
             self.shared = Arc::new(self.shared.fork());
         }
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            f(shared);
+            f(&mut shared.settings);
         }
         self
     }
@@ -291,7 +293,7 @@ impl Floodgate {
         self,
         f: impl Fn(&Refusal<'_>) -> HttpResponse + Send + Sync + 'static,
     ) -> Self {
-        let f: crate::gatekeeper::RefusalHook = Arc::new(f);
+        let f: crate::settings::RefusalHook = Arc::new(f);
         self.edit(|s| s.refusal_hook = Some(f))
     }
 
@@ -413,17 +415,15 @@ impl Floodgate {
                 target.name
             );
         }
-        Ok(self.edit(|s| {
-            if let Action::Limit(rules) = &target.action {
-                s.register_scope(
-                    target.scope(),
-                    ScopeInfo {
-                        label: format!("target {}", target.name),
-                        kind: ScopeKind::Rules(rules.clone()),
-                    },
-                );
-            }
-            Arc::make_mut(&mut s.targeting).targets.push(target)
-        }))
+        if let Action::Limit(rules) = &target.action {
+            self.shared.register_scope(
+                target.scope(),
+                ScopeInfo {
+                    label: format!("target {}", target.name),
+                    kind: ScopeKind::Rules(rules.clone()),
+                },
+            );
+        }
+        Ok(self.edit(|s| Arc::make_mut(&mut s.targeting).targets.push(target)))
     }
 }

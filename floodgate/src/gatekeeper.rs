@@ -9,130 +9,61 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::Payload;
-use actix_web::http::Method;
-use actix_web::{FromRequest, HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest};
 
-use crate::client::{Client, ClientKey, IpSource, ProxyHeader};
-use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::error::ConfigError;
+use crate::client::{Client, ClientKey};
+use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::policy::Policy;
-use crate::response::Refusal;
-use crate::rotation::{Ipv6Rotation, RotationWatch};
-use crate::rules::{BanRule, Rule};
+use crate::rotation::RotationWatch;
+use crate::settings::Settings;
 use crate::state::BanReason;
 use crate::state::{ReportOutcome, ScopeId};
 use crate::status::{ClientStatus, ScopeInfo};
-use crate::store::memory::MemoryStore;
 use crate::store::{Store, StoreFailure};
 
-pub(crate) type RefusalHook = Arc<dyn Fn(&Refusal<'_>) -> HttpResponse + Send + Sync>;
-
-/// Everything all clones of a `Floodgate` and all workers share.
+/// A floodgate's settings (see [`Settings`]) and the runtime state that all clones of a
+/// `Floodgate` and all workers share. Reads of a setting go through `Deref`.
 pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) ip_source: IpSource,
-    /// The header trusted proxies write (used by `trusted_proxies`).
-    pub(crate) proxy_header: Option<ProxyHeader>,
-    pub(crate) v6_prefix: u8,
-    pub(crate) ipv6_rotation: Ipv6Rotation,
-    /// The bans seen per IPv6 network (runtime state, shared by every fork).
-    pub(crate) rotation_watch: Arc<RotationWatch>,
-    /// Mistakes made with infallible builder methods, reported when the app starts.
-    pub(crate) config_errors: Vec<ConfigError>,
-    /// The `log` target of this floodgate's decisions and operator actions.
-    pub(crate) log_target: Arc<str>,
-    pub(crate) ban_rule: Option<BanRule>,
-    pub(crate) global_rules: Vec<Rule>,
-    pub(crate) excluded_methods: Vec<Method>,
-    pub(crate) default_policy: Policy,
-    /// Policies registered by name, shared by every route naming them.
-    pub(crate) shared_policies: Vec<(Arc<str>, Policy)>,
-    pub(crate) policies_use_global_rules: bool,
-    pub(crate) ratelimit_headers: bool,
-    pub(crate) legacy_headers: bool,
-    pub(crate) refusal_hook: Option<RefusalHook>,
-    pub(crate) store_failure: StoreFailure,
-    /// Lists, geo, probes, targets and custom keys (see `targeting`).
-    pub(crate) targeting: Arc<crate::targeting::Targeting>,
+    pub(crate) settings: Settings,
     /// What each scope id stands for, filled as plans are built; read by `status`.
     pub(crate) scopes: Mutex<HashMap<ScopeId, ScopeInfo>>,
+    /// The bans seen per IPv6 network (shared by every fork of these settings).
+    pub(crate) rotation_watch: Arc<RotationWatch>,
     /// Last time (ms) a store failure was logged, so failures are logged once per interval.
     last_failure_log: AtomicU64,
     /// Whether the "unknown client address" warning was logged (once per floodgate).
     unknown_logged: AtomicBool,
 }
 
+impl std::ops::Deref for Shared {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
 impl Shared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(settings: Settings) -> Self {
         Shared {
-            store: Arc::new(MemoryStore::new()),
-            clock: Arc::new(SystemClock),
-            ip_source: IpSource::Peer,
-            proxy_header: None,
-            v6_prefix: 64,
-            ipv6_rotation: Ipv6Rotation::new(),
-            rotation_watch: Arc::default(),
-            config_errors: Vec::new(),
-            log_target: Arc::from("floodgate"),
-            ban_rule: None,
-            global_rules: Vec::new(),
-            excluded_methods: Vec::new(),
-            default_policy: Policy::default(),
-            shared_policies: Vec::new(),
-            policies_use_global_rules: true,
-            ratelimit_headers: true,
-            legacy_headers: false,
-            refusal_hook: None,
-            store_failure: StoreFailure::Open,
-            targeting: Arc::default(),
+            settings,
             scopes: Mutex::new(HashMap::new()),
+            rotation_watch: Arc::default(),
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
         }
     }
 
-    /// A copy of the settings that shares the same store and clock.
+    /// A copy of the settings, for a builder to change, that keeps the same store, clock,
+    /// scope names and IPv6 rotation watch; its log throttles start afresh.
     pub(crate) fn fork(&self) -> Self {
         Shared {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            ip_source: self.ip_source.clone(),
-            proxy_header: self.proxy_header,
-            v6_prefix: self.v6_prefix,
-            ipv6_rotation: self.ipv6_rotation,
-            rotation_watch: self.rotation_watch.clone(),
-            config_errors: self.config_errors.clone(),
-            log_target: self.log_target.clone(),
-            ban_rule: self.ban_rule,
-            global_rules: self.global_rules.clone(),
-            excluded_methods: self.excluded_methods.clone(),
-            default_policy: self.default_policy,
-            shared_policies: self.shared_policies.clone(),
-            policies_use_global_rules: self.policies_use_global_rules,
-            ratelimit_headers: self.ratelimit_headers,
-            legacy_headers: self.legacy_headers,
-            refusal_hook: self.refusal_hook.clone(),
-            store_failure: self.store_failure,
-            targeting: self.targeting.clone(),
+            settings: self.settings.clone(),
             scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
+            rotation_watch: self.rotation_watch.clone(),
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
         }
-    }
-
-    /// The `log` target of this floodgate's lines.
-    pub(crate) fn log_target(&self) -> &str {
-        &self.log_target
-    }
-
-    pub(crate) fn now(&self) -> Timestamp {
-        self.clock.now()
-    }
-
-    pub(crate) fn key_of_ip(&self, ip: IpAddr) -> ClientKey {
-        ClientKey::from_ip(ip, self.v6_prefix)
     }
 
     /// The client key of a request: its address per the configured source.
@@ -193,85 +124,6 @@ impl Shared {
         }
     }
 
-    /// Every configuration mistake, the first one first: recorded ones, then the checks of
-    /// the settings as a whole.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(err) = self.config_errors.first() {
-            return Err(err.clone());
-        }
-        crate::validate::rules("rate_limit_rules", &self.global_rules)?;
-        if let Some(rule) = &self.ban_rule {
-            crate::validate::ban_rule(rule)?;
-        }
-        crate::validate::policy("default_policy", &self.default_policy)?;
-        for (name, p) in &self.shared_policies {
-            crate::validate::policy(&format!("policy {name}"), p)?;
-        }
-        self.ipv6_rotation.validate(self.v6_prefix)?;
-        if self.proxy_header.is_some() && !matches!(self.ip_source, IpSource::TrustedProxies(..)) {
-            return Err(ConfigError::invalid(
-                "proxy_header",
-                "is set, but no trusted_proxies are: set Floodgate::trusted_proxies to the \
-                 addresses of the proxies that write it",
-            ));
-        }
-        self.targeting.validate()
-    }
-
-    /// What routes' policies are resolved against.
-    pub(crate) fn policy_source(&self) -> crate::route_spec::PolicySource<'_> {
-        crate::route_spec::PolicySource {
-            default: &self.default_policy,
-            shared: &self.shared_policies,
-        }
-    }
-
-    /// Checks the routes built under this floodgate: every shared policy they name is
-    /// registered.
-    pub(crate) fn validate_routes(
-        &self,
-        routes: &[Arc<crate::route_spec::RouteSpec>],
-    ) -> Result<(), ConfigError> {
-        // A route's name keys its counters: two routes of one name share them, which only
-        // works when they count alike.
-        let mut seen: HashMap<&str, String> = HashMap::new();
-        for spec in routes {
-            let shape = format!(
-                "{:?}",
-                (&spec.rules, spec.standalone, &spec.policy, spec.bypass)
-            );
-            match seen.get(&*spec.name) {
-                Some(other) if *other != shape => {
-                    return Err(ConfigError::invalid(
-                        "RouteRules",
-                        format!(
-                            "two routes are named {:?} with different rules; a route's name keys \
-                             its counters, so give each route its own name",
-                            spec.name
-                        ),
-                    ))
-                }
-                Some(_) => {}
-                None => {
-                    seen.insert(&spec.name, shape);
-                }
-            }
-            if let Some(name) = spec.shared_policy() {
-                if self.policy_source().named(name).is_none() {
-                    return Err(ConfigError::invalid(
-                        "policy",
-                        format!(
-                            "route {} names the shared policy {name:?}, which is not \
-                             registered: add Floodgate::policy({name:?}, Policy::new(..))",
-                            spec.name
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Notes a ban of `client` for IPv6 rotation, and imposes the network bans it tips.
     pub(crate) fn note_ban(
         &self,
@@ -326,19 +178,7 @@ impl Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Floodgate")
-            .field("store", &self.store)
-            .field("clock", &self.clock)
-            .field("ip_source", &self.ip_source)
-            .field("ipv6_prefix", &self.v6_prefix)
-            .field("ban_rule", &self.ban_rule)
-            .field("rate_limit_rules", &self.global_rules)
-            .field("excluded_methods", &self.excluded_methods)
-            .field("default_policy", &self.default_policy)
-            .field("policies", &self.shared_policies)
-            .field("store_failure", &self.store_failure)
-            .field("targeting", &self.targeting)
-            .finish_non_exhaustive()
+        self.settings.fmt(f)
     }
 }
 

@@ -118,6 +118,7 @@ mod rotation;
 mod route;
 mod route_spec;
 mod rules;
+mod settings;
 mod state;
 mod state_codec;
 mod status;
