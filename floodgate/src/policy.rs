@@ -51,6 +51,16 @@ pub struct Adaptive {
 }
 
 impl Adaptive {
+    /// The random extra (ms) added to a punishment, from `draw`, a uniformly random number
+    /// that the caller drew: at most `jitter`, so a decision is a function of its inputs.
+    pub fn jitter_millis(&self, draw: u64) -> u64 {
+        match duration_millis(self.jitter) {
+            0 => 0,
+            u64::MAX => draw,
+            j => draw % (j + 1),
+        }
+    }
+
     /// The length of punishment number `n` (0-based) for a base duration, before jitter.
     pub fn length(&self, base: Duration, n: u32) -> Duration {
         let factor = if self.factor.is_finite() && self.factor > 1.0 {

@@ -177,11 +177,21 @@ impl ClientState {
         self.tidy_rare();
     }
 
-    /// Decides one request under `plan` at `now`, and records it when it is allowed.
+    /// Decides one request under `plan` at `now`, and records it when it is allowed; an
+    /// adaptive punishment's jitter is drawn from `fastrand` (see
+    /// [`check_with_draw`](Self::check_with_draw)).
+    pub fn check(&mut self, plan: &Plan, now: Timestamp) -> Decision {
+        self.check_with_draw(plan, now, fastrand::u64(..))
+    }
+
+    /// Decides one request under `plan` at `now`, and records it when it is allowed: a pure
+    /// function of the state, the plan, the time and `draw`, a uniformly random number the
+    /// caller drew, which sets an adaptive punishment's jitter
+    /// ([`Adaptive::jitter_millis`](crate::Adaptive::jitter_millis)).
     ///
     /// All limits are checked together: a refused request consumes no quota anywhere. A
     /// policy's refusal may still start a block or a punishment, which is its purpose.
-    pub fn check(&mut self, plan: &Plan, now: Timestamp) -> Decision {
+    pub fn check_with_draw(&mut self, plan: &Plan, now: Timestamp, draw: u64) -> Decision {
         let now = now.as_millis();
         self.last_seen = now;
         if plan.ban_check {
@@ -278,7 +288,7 @@ impl ClientState {
                 }
             }
             if st.count >= allowance {
-                return self.block(pp, now);
+                return self.block(pp, now, draw);
             }
         }
 
@@ -336,7 +346,7 @@ impl ClientState {
     }
 
     /// The request exceeded the policy's allowance: block, and punish past the block limit.
-    fn block(&mut self, pp: &PolicyPlan, now: u64) -> Decision {
+    fn block(&mut self, pp: &PolicyPlan, now: u64, draw: u64) -> Decision {
         let p = &pp.policy;
         let st = self.policy_mut(pp.scope);
         st.blocked_until = now.saturating_add(p.block_ms());
@@ -351,15 +361,8 @@ impl ClientState {
                 Punishment::Blacklist => NEVER,
                 Punishment::Ban(base) => {
                     let length = match p.adaptive {
-                        Some(a) => {
-                            let jitter = duration_millis(a.jitter);
-                            let extra = if jitter == 0 {
-                                0
-                            } else {
-                                fastrand::u64(0..=jitter)
-                            };
-                            duration_millis(a.length(base, st.punishments)).saturating_add(extra)
-                        }
+                        Some(a) => duration_millis(a.length(base, st.punishments))
+                            .saturating_add(a.jitter_millis(draw)),
                         None => duration_millis(base),
                     };
                     now.saturating_add(length)
@@ -861,10 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_jitter_stays_within_its_bound() {
-        // The jitter is drawn from this thread's fastrand: seeded, so a failure replays.
-        const SEED: u64 = 0x5eed_0018;
-        fastrand::seed(SEED);
+    fn adaptive_jitter_comes_from_the_draw_and_stays_within_its_bound() {
         let a = Adaptive {
             factor: 2.0,
             max: secs(1_000),
@@ -876,20 +876,29 @@ mod tests {
                 .punishment(Punishment::Ban(secs(10)))
                 .adaptive(a),
         );
-        let mut lengths = Vec::new();
-        for _ in 0..50 {
+        let length = |draw: u64| {
             let mut s = ClientState::new();
-            s.check(&plan, at(0));
-            let Decision::Banned { until: Some(u), .. } = s.check(&plan, at(1)) else {
+            s.check_with_draw(&plan, at(0), draw);
+            let Decision::Banned { until: Some(u), .. } = s.check_with_draw(&plan, at(1), draw)
+            else {
                 panic!("banned")
             };
-            let len = u.as_millis() - T0 - 1;
-            assert!((10_000..=15_000).contains(&len), "seed {SEED:#x}: {len}");
-            lengths.push(len);
+            u.as_millis() - T0 - 1
+        };
+        // The same draw gives the same punishment: the decision is a function of its inputs.
+        assert_eq!(length(1_234), length(1_234));
+        assert_eq!(length(0), 10_000);
+        assert_eq!(length(5_000), 15_000);
+        assert_eq!(length(5_001), 10_000);
+        assert_eq!(length(u64::MAX), 10_000 + u64::MAX % 5_001);
+        for draw in [1, 77, 4_999, 123_456_789, u64::MAX - 1] {
+            assert!((10_000..=15_000).contains(&length(draw)), "draw {draw}");
         }
+        // Random draws vary it.
+        let mut lengths: Vec<u64> = (0..50).map(|_| length(fastrand::u64(..))).collect();
         lengths.sort_unstable();
         lengths.dedup();
-        assert!(lengths.len() > 1, "seed {SEED:#x}: the jitter never varied");
+        assert!(lengths.len() > 1, "the jitter never varied");
     }
 
     #[test]

@@ -394,7 +394,9 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 impl Store for MemoryStore {
     fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
         let decision = self
-            .with_state(client, now, plan.counts(), |s| s.check(plan, now))
+            .with_state(client, now, plan.counts(), |s| {
+                s.check_with_draw(plan, now, fastrand::u64(..))
+            })
             .unwrap_or(Decision::Allowed { quota: None });
         StoreFuture::ready(Ok(decision))
     }

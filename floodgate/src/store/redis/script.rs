@@ -103,14 +103,8 @@ pub(super) fn encode_plan(plan: &Plan) -> String {
                     };
                     let _ = write!(out, " {factor:?}");
                     push_time(&mut out, duration_millis(a.max));
-                    // The random extra is drawn here, as the memory store draws it in the core.
-                    let jitter = duration_millis(a.jitter);
-                    let extra = if jitter == 0 {
-                        0
-                    } else {
-                        fastrand::u64(0..=jitter)
-                    };
-                    push_time(&mut out, extra);
+                    // The random extra is drawn here, as the other stores draw it for the core.
+                    push_time(&mut out, a.jitter_millis(fastrand::u64(..)));
                 }
                 None => out.push_str(" n 0 0"),
             }

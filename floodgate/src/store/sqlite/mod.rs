@@ -510,7 +510,9 @@ impl Store for SqliteStore {
         let plan = Arc::clone(plan);
         let create = plan.counts();
         map(
-            self.with_state(client, now, create, move |s| s.check(&plan, now)),
+            self.with_state(client, now, create, move |s| {
+                s.check_with_draw(&plan, now, fastrand::u64(..))
+            }),
             |d| d.unwrap_or(Decision::Allowed { quota: None }),
         )
     }
