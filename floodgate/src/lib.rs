@@ -123,6 +123,7 @@ mod state;
 mod state_codec;
 mod status;
 pub mod store;
+mod stored_name;
 pub mod targeting;
 mod validate;
 

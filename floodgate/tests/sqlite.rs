@@ -488,7 +488,55 @@ fn a_version_1_file_is_migrated_without_losing_rows() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!((version, indexes), (2, 0));
+    assert_eq!((version, indexes), (3, 0));
+}
+
+#[test]
+fn a_version_2_file_keeps_its_custom_keys_under_their_new_spelling() {
+    let dir = TempDir::new("migrate-v2");
+    let db = dir.file("x.db");
+    let tenant = ClientKey::custom("tenant-7");
+    let lookalike = ClientKey::custom("1.2.3.4");
+    let store = SqliteStore::open(&db).unwrap();
+    run(store.ban(&tenant, None, T0));
+    run(store.ban(&key(9), None, T0));
+    assert!(run(store.check(&lookalike, &plan(5), T0)).is_allowed());
+    drop(store);
+    // Back to what version 2 wrote: custom keys as `custom:`.
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "UPDATE floodgate_clients SET key = 'custom:' || substr(key, 5) WHERE key LIKE 'key:%';
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&db).unwrap();
+    assert!(matches!(
+        run(store.check(&tenant, &plan(3), T0)),
+        Decision::Banned { until: None, .. }
+    ));
+    assert!(matches!(
+        run(store.check(&key(9), &plan(3), T0)),
+        Decision::Banned { until: None, .. }
+    ));
+    // The custom key "1.2.3.4" kept its count, apart from the address 1.2.3.4.
+    let quota = |d: Decision| match d {
+        Decision::Allowed { quota: Some(q) } => q.remaining,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(quota(run(store.check(&lookalike, &plan(5), T0))), 3);
+    drop(store);
+    let conn = Connection::open(&db).unwrap();
+    let mut keys: Vec<String> = conn
+        .prepare("SELECT key FROM floodgate_clients ORDER BY key")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys, ["0.0.0.9", "key:1.2.3.4", "key:tenant-7"]);
 }
 
 #[test]

@@ -279,9 +279,10 @@ impl RedisStore {
 
     /// The Redis key holding `client`'s state.
     pub fn key_of(&self, client: &ClientKey) -> String {
+        // `ip:` before an address; a custom key's stored name starts with `key:`.
         match client.ip() {
-            Some(_) => format!("{}:ip:{client}", self.prefix),
-            None => format!("{}:key:{client}", self.prefix),
+            Some(_) => format!("{}:ip:{}", self.prefix, client.stored_name()),
+            None => format!("{}:{}", self.prefix, client.stored_name()),
         }
     }
 

@@ -1,37 +1,14 @@
 //! Rows of the SQLite store: a client's key text, times as SQLite integers, and the
 //! decoding of stored state.
 
-use std::net::IpAddr;
-
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::state::{BanReason, ClientState, Scope};
 
-/// A client's row key: the address (`203.0.113.7`, `2001:db8::/64`), or `custom:` and the
-/// custom key, so that a custom key never collides with an address.
+/// A client's row key: its [`ClientKey::stored_name`].
 pub(super) fn key_text(client: &ClientKey) -> String {
-    match client.ip() {
-        // The common case without core::fmt: four numbers and three dots.
-        Some(IpAddr::V4(v4)) => {
-            let mut text = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push('.');
-                }
-                if octet >= 100 {
-                    text.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    text.push(char::from(b'0' + octet / 10 % 10));
-                }
-                text.push(char::from(b'0' + octet % 10));
-            }
-            text
-        }
-        Some(IpAddr::V6(_)) => client.to_string(),
-        None => format!("custom:{client}"),
-    }
+    client.stored_name()
 }
 
 /// Milliseconds as an SQLite integer (`i64`), saturating: "never" stays the largest value.
@@ -50,20 +27,7 @@ pub(super) fn sql_now(now: u64) -> i64 {
 
 /// The inverse of [`key_text`]; `None` for a key no floodgate wrote.
 pub(super) fn key_from_text(text: &str) -> Option<ClientKey> {
-    if let Some(custom) = text.strip_prefix("custom:") {
-        return Some(ClientKey::custom(custom));
-    }
-    match text.split_once('/') {
-        Some((ip, prefix)) => {
-            let ip: IpAddr = ip.parse().ok()?;
-            let prefix: u8 = prefix.parse().ok()?;
-            Some(ClientKey::from_ip(ip, prefix))
-        }
-        None => {
-            let ip: IpAddr = text.parse().ok()?;
-            Some(ClientKey::from_ip(ip, 128))
-        }
-    }
+    ClientKey::from_stored_name(text)
 }
 
 /// Decodes the state of row `key`, pruned to `now`; `None` when nothing of it is live.
@@ -104,7 +68,7 @@ mod tests {
         use std::net::{IpAddr, Ipv4Addr};
         let ip = ClientKey::from_ip(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)), 64);
         assert_eq!(key_text(&ip), "1.2.3.4");
-        assert_eq!(key_text(&ClientKey::custom("1.2.3.4")), "custom:1.2.3.4");
+        assert_eq!(key_text(&ClientKey::custom("1.2.3.4")), "key:1.2.3.4");
     }
 
     #[test]

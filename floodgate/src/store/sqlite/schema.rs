@@ -39,6 +39,12 @@ const MIGRATIONS: &[Migration] = &[
         file: &[],
         table: &["DROP INDEX IF EXISTS {index}"],
     },
+    // One spelling of a custom key in every store: `key:` (it was `custom:` here).
+    Migration {
+        file: &[],
+        table: &["UPDATE {table} SET key = 'key:' || substr(key, 8) \
+                  WHERE key >= 'custom:' AND key < 'custom;'"],
+    },
 ];
 
 /// The columns a floodgate table has: name, declared type, part of the primary key.
