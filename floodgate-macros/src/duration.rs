@@ -1,38 +1,15 @@
 //! Duration strings, checked at compile time.
 
-/// Milliseconds of `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`, `"1w"` (or spelled out:
-/// `"10 seconds"`; a unit alone is one of it: `"minute"`, as in `"5 per minute"`), or a
-/// message saying what is wrong. Accepts exactly what `floodgate::parse_duration` accepts,
-/// so that a rule reads the same in an attribute and in `"..".parse::<Rule>()`.
+/// Milliseconds of `"500ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`, `"1w"` (or spelled out), or a
+/// message saying what is wrong: the runtime's parser (`floodgate-duration`), so that a rule
+/// reads the same in an attribute and in `"..".parse::<Rule>()`.
 pub(crate) fn millis(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let digits_end = trimmed
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_digit())
-        .map_or(trimmed.len(), |(i, _)| i);
-    let number = &trimmed[..digits_end];
-    let unit = trimmed[digits_end..].trim();
-    let scale: u64 = match unit {
-        "ms" | "millisecond" | "milliseconds" => 1,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60 * 1_000,
-        "h" | "hr" | "hrs" | "hour" | "hours" => 60 * 60 * 1_000,
-        "d" | "day" | "days" => 24 * 60 * 60 * 1_000,
-        "w" | "week" | "weeks" => 7 * 24 * 60 * 60 * 1_000,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration; write a number and a unit, such as \"500ms\", \"2s\", \"1m\", \"1h\" or \"7d\""
-            ))
-        }
-    };
-    if number.is_empty() {
-        return Ok(scale); // "minute", "per second"
-    }
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("`{text}` is too long a duration"))
+    floodgate_duration::millis(text).map_err(|e| match e {
+        floodgate_duration::DurationError::NotADuration => format!(
+            "`{text}` is not a duration; write a number and a unit, such as \"500ms\", \"2s\", \"1m\", \"1h\" or \"7d\""
+        ),
+        floodgate_duration::DurationError::TooLong => format!("`{text}` is too long a duration"),
+    })
 }
 
 #[cfg(test)]

@@ -170,36 +170,9 @@ impl BanRule {
 /// assert!(floodgate::parse_duration("soon").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
-    let s = text.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let amount: u64 = if digits.is_empty() {
-        1 // "minute", "per second"
-    } else {
-        digits.parse().map_err(|_| {
-            ConfigError::invalid("duration", format!("{text:?}: the number is too large"))
-        })?
-    };
-    let unit_ms: u64 = match unit.trim() {
-        "ms" | "millisecond" | "milliseconds" => 1,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
-        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000,
-        "d" | "day" | "days" => 86_400_000,
-        "w" | "week" | "weeks" => 604_800_000,
-        _ => {
-            return Err(ConfigError::invalid(
-                "duration",
-                format!(
-                "{text:?} is not a duration such as \"500ms\", \"2s\", \"1m\", \"1h\" or \"7d\""
-            ),
-            ))
-        }
-    };
-    amount
-        .checked_mul(unit_ms)
+    floodgate_duration::millis(text)
         .map(Duration::from_millis)
-        .ok_or_else(|| ConfigError::invalid("duration", format!("{text:?} is too long")))
+        .map_err(|e| ConfigError::invalid("duration", format!("{text:?} {e}")))
 }
 
 /// Formats a duration in the shortest exact unit: `1s`, `90s`, `1m`, `1500ms`.
