@@ -106,11 +106,12 @@
 mod builder;
 mod client;
 mod clock;
-mod decide;
 mod error;
 mod gatekeeper;
 mod middleware;
+mod not_found;
 mod outcome;
+mod pipeline;
 mod plans;
 mod policy;
 mod response;

@@ -1,8 +1,7 @@
-//! [`FloodgateMiddleware`]: the service of [`Floodgate`], translating each request into the
-//! decision steps and their answer into a response.
+//! [`FloodgateMiddleware`]: the service of [`Floodgate`]. It reads a request's facts, lets
+//! routing run, hands the facts to the decision pipeline (`pipeline`) and writes its verdict
+//! into the response (`outcome`); it decides nothing itself.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::{ready, Ready};
 use std::rc::Rc;
@@ -12,15 +11,14 @@ use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Trans
 use actix_web::Error;
 
 use crate::builder::Floodgate;
-use crate::client::ClientKey;
-use crate::decide::{self, NotFound, NotFoundReport};
 use crate::gatekeeper::Shared;
-use crate::outcome::{denied, key_missing, FloodgateFuture};
-use crate::plans::{route_plans, RoutePlan, RoutePlans};
-use crate::route_spec::{Mark, WorkerCtx, WorkerLink};
-use crate::state::{Plan, ScopeId};
+use crate::not_found::{NotFound, NotFoundReport};
+use crate::outcome::FloodgateFuture;
+use crate::pipeline::{self, Facts};
+use crate::plans::WorkerPlans;
+use crate::route_spec::{WorkerCtx, WorkerLink};
+use crate::state::ScopeId;
 use crate::status::{ScopeInfo, ScopeKind};
-use crate::targeting::KeyChoice;
 
 impl<S, B> Transform<S, ServiceRequest> for Floodgate
 where
@@ -60,27 +58,9 @@ where
         let mut data = Extensions::new();
         data.insert(self.gatekeeper());
         data.insert(WorkerLink(ctx.clone()));
-        let global = RoutePlan::new(
-            &shared,
-            Plan::new([(ScopeId::GLOBAL, shared.global_rules.clone())], None),
-        );
-        // Plans of the routes known now, so that their limits show in a client's status
-        // before their first request.
-        let plans = routes
-            .iter()
-            .map(|spec| {
-                (
-                    Arc::as_ptr(spec) as usize,
-                    route_plans(&shared, spec, false),
-                )
-            })
-            .collect();
         ready(Ok(FloodgateMiddleware {
             service,
-            ban_only: RoutePlan::new(&shared, Plan::ban_only()),
-            global,
-            routes: RefCell::new(plans),
-            targeted: RefCell::new(HashMap::new()),
+            plans: WorkerPlans::new(&shared, &routes),
             shared,
             ctx,
             data: Rc::new(data),
@@ -94,11 +74,7 @@ pub struct FloodgateMiddleware<S> {
     shared: Arc<Shared>,
     ctx: Rc<WorkerCtx>,
     data: Rc<Extensions>,
-    global: Rc<RoutePlan>,
-    ban_only: Rc<RoutePlan>,
-    routes: RefCell<HashMap<usize, RoutePlans>>,
-    /// Route plans extended by matching targets, by (base plan, target bits).
-    targeted: RefCell<HashMap<(usize, u64), Rc<RoutePlan>>>,
+    plans: WorkerPlans,
 }
 
 impl<S> fmt::Debug for FloodgateMiddleware<S> {
@@ -106,53 +82,6 @@ impl<S> fmt::Debug for FloodgateMiddleware<S> {
         f.debug_struct("FloodgateMiddleware")
             .field("floodgate", &self.shared)
             .finish_non_exhaustive()
-    }
-}
-
-impl<S> FloodgateMiddleware<S> {
-    /// The plan for what routing chose; `None` when nothing applies (bypass).
-    fn plan(&self, mark: Option<Mark>, excluded: bool) -> Option<Rc<RoutePlan>> {
-        let Some(mark) = mark else {
-            return Some(if excluded {
-                self.ban_only.clone()
-            } else {
-                self.global.clone()
-            });
-        };
-        if mark.spec.bypass {
-            return None;
-        }
-        if excluded {
-            return Some(self.ban_only.clone());
-        }
-        let key = Arc::as_ptr(&mark.spec) as usize;
-        let mut routes = self.routes.borrow_mut();
-        let plans = routes
-            .entry(key)
-            .or_insert_with(|| route_plans(&self.shared, &mark.spec, false));
-        if mark.exempt {
-            plans.exempt.clone()
-        } else {
-            plans.full.clone()
-        }
-    }
-
-    /// `base` with the rules of the targets in `bits` added (targeting).
-    fn targeted(&self, base: Rc<RoutePlan>, bits: u64) -> Rc<RoutePlan> {
-        let cache_key = (Rc::as_ptr(&base) as usize, bits);
-        if let Some(plan) = self.targeted.borrow().get(&cache_key) {
-            return plan.clone();
-        }
-        let extra = self.shared.targeting.target_logs(bits);
-        let logs = base.plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
-        let policy = base.plan.policy.as_ref().map(|p| (p.scope, p.policy));
-        let plan = RoutePlan::new(&self.shared, Plan::new(logs.chain(extra), policy));
-        let mut cache = self.targeted.borrow_mut();
-        if cache.len() >= 4096 {
-            cache.clear();
-        }
-        cache.insert(cache_key, plan.clone());
-        plan
     }
 }
 
@@ -169,64 +98,29 @@ where
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let shared = &self.shared;
-        // Read what the decision needs now: after `call` the request belongs to the route.
+        // Read the facts now: after `call` the request belongs to the route.
         let ip = shared
             .ip_source
             .client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
         let ip_key = shared.key_of(ip);
         let excluded = shared.excluded_methods.contains(req.method());
-        let mut pre = shared.targeting.before_routing(&req, ip);
+        let found = shared.targeting.before_routing(&req, ip);
         req.add_data_container(self.data.clone());
 
+        // Routing: a route with floodgate rules leaves its mark in the worker's context.
         self.ctx.in_call.set(true);
         let fut = self.service.call(req);
         self.ctx.in_call.set(false);
-        let mut mark = self.ctx.mark.take();
+        let route = self.ctx.mark.take();
 
-        // Targeting: allow and deny lists, countries, keys, targets, probes.
-        let fut = NotFoundReport::new(fut, NotFound::new(shared, &pre, &ip_key));
-        if pre.skip || mark.as_ref().is_some_and(|m| m.spec.bypass) {
-            return FloodgateFuture::pass(fut, None);
-        }
-        if let Some(reason) = &pre.deny {
-            return FloodgateFuture::refused(denied(shared, &ip_key, reason));
-        }
-        let route_key = mark.as_mut().and_then(|m| m.key.take());
-        let (key, unlimited) = match shared.targeting.choose_key(&mut pre, route_key) {
-            KeyChoice::Ip => (ip_key.clone(), false),
-            KeyChoice::Custom(key) => (key, false),
-            KeyChoice::Skip => (ip_key.clone(), true),
-            KeyChoice::Refuse(status) => {
-                return FloodgateFuture::refused(key_missing(shared, &ip_key, status))
-            }
+        let fut = NotFoundReport::new(fut, NotFound::new(shared, &found, &ip_key));
+        let facts = Facts {
+            ip_key,
+            excluded,
+            found,
+            route,
         };
-        let Some(mut route) = self.plan(mark, excluded || unlimited) else {
-            return FloodgateFuture::pass(fut, None);
-        };
-        if pre.targets != 0 && !excluded && !unlimited {
-            route = self.targeted(route, pre.targets);
-        }
-        let now = shared.now();
-        let probe = pre
-            .probe
-            .then(|| decide::probe_step(shared, &ip_key, now))
-            .flatten();
-        let bans = ban_keys(shared, &ip_key, &key);
-        let decision = decide::decide(&shared.store, bans, &key, &route.plan, now, probe);
-        FloodgateFuture::decided(shared, &route, &key, decision, now, fut).defer_to_route(&self.ctx)
+        let begin = pipeline::begin(shared, &self.plans, facts);
+        FloodgateFuture::begin(shared, begin, fut).defer_to_route(&self.ctx)
     }
-}
-
-/// The keys whose bans refuse a request counted under `key`, besides `key` itself: the IP
-/// address's when the request is counted under another key, and the IPv6 networks around
-/// it that [`Ipv6Rotation`] may have banned.
-pub(crate) fn ban_keys(shared: &Shared, ip_key: &ClientKey, key: &ClientKey) -> Vec<ClientKey> {
-    let mut bans = Vec::new();
-    if key != ip_key {
-        bans.push(ip_key.clone());
-    }
-    if shared.ipv6_rotation.is_on() {
-        bans.extend(shared.ipv6_rotation.networks(ip_key));
-    }
-    bans
 }

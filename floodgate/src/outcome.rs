@@ -1,5 +1,6 @@
-//! What a request gets: the store's decision turned into headers to add or a refusal, and
-//! [`FloodgateFuture`], which waits for the decision before the route runs.
+//! A verdict written into the response: the RateLimit fields of a served request, a refusal as
+//! actix-web's error, and [`FloodgateFuture`], which waits for the store's decision before
+//! the route runs.
 
 use std::fmt;
 use std::future::Future;
@@ -14,21 +15,14 @@ use actix_web::http::StatusCode;
 use actix_web::Error;
 use pin_project_lite::pin_project;
 
-use crate::client::ClientKey;
-use crate::clock::Timestamp;
-use crate::error::StoreError;
 use crate::gatekeeper::Shared;
-use crate::plans::RoutePlan;
+use crate::pipeline::{verdict, Ask, Begin, FieldValues, Refused, Verdict, Why};
 use crate::response::{self, Refusal, RefusalKind};
 use crate::route_spec::WorkerCtx;
-use crate::state::{Decision, Quota};
-use crate::store::{StoreFailure, StoreFuture};
-use crate::targeting::DenyReason;
 
-/// What an allowed response gets: the RateLimit fields.
-pub(crate) struct Headers {
-    route: Rc<RoutePlan>,
-    quota: Option<Quota>,
+/// The RateLimit fields a response gets.
+pub(crate) struct RateLimitFields {
+    values: FieldValues,
     ietf: bool,
     legacy: bool,
     /// The worker of the app-wide middleware: once a route of it decided on its own (routing
@@ -36,7 +30,16 @@ pub(crate) struct Headers {
     defer_to_route: Option<Rc<WorkerCtx>>,
 }
 
-impl Headers {
+impl RateLimitFields {
+    fn new(shared: &Shared, values: FieldValues) -> Self {
+        RateLimitFields {
+            values,
+            ietf: shared.ratelimit_headers,
+            legacy: shared.legacy_headers,
+            defer_to_route: None,
+        }
+    }
+
     fn apply(self, headers: &mut actix_web::http::header::HeaderMap) {
         if self
             .defer_to_route
@@ -47,17 +50,18 @@ impl Headers {
         {
             return;
         }
+        let route = &self.values.route;
         if self.ietf {
-            if let Some(v) = &self.route.policy_header {
+            if let Some(v) = &route.policy_header {
                 headers.insert(response::RATELIMIT_POLICY, v.clone());
             }
         }
-        if let Some(q) = self.quota {
+        if let Some(q) = self.values.quota {
             response::insert_quota(
                 headers,
-                self.route.plan.limits(),
+                route.plan.limits(),
                 q,
-                &self.route.ratelimit,
+                &route.ratelimit,
                 self.legacy,
                 self.ietf,
             );
@@ -65,211 +69,62 @@ impl Headers {
     }
 }
 
-/// Turns the store's answer into what the request gets: headers to add, or a refusal.
-pub(crate) fn settle(
-    shared: &Shared,
-    route: &Rc<RoutePlan>,
-    key: &ClientKey,
-    result: Result<Decision, StoreError>,
-    now: Timestamp,
-) -> Result<Option<Headers>, Error> {
-    let headers_on = shared.ratelimit_headers || shared.legacy_headers;
-    let decision = match result {
-        Ok(d) => d,
-        Err(err) => {
-            shared.store_failed("a request", &err);
-            return match shared.store_failure {
-                StoreFailure::Open => Ok(None),
-                StoreFailure::Closed => Err(refusal_error(
-                    shared,
-                    Refusal {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        client: key,
-                        retry_after: Some(std::time::Duration::from_secs(1)),
-                        kind: RefusalKind::StoreUnavailable,
-                    },
-                    None,
-                )),
-            };
-        }
-    };
-    match decision {
-        Decision::Allowed { quota } => {
-            log::trace!(target: shared.log_target(), "floodgate: {} allowed", key.logged());
-            Ok(headers_on.then(|| Headers {
-                route: route.clone(),
-                quota,
-                ietf: shared.ratelimit_headers,
-                legacy: shared.legacy_headers,
-                defer_to_route: None,
-            }))
-        }
-        Decision::Limited {
-            reason,
-            limit,
-            retry_after,
-            started,
-        } => {
-            let limits = route.plan.limits();
-            let Some(info) = limits.get(limit) else {
-                // A store answered with a limit this plan does not have: refuse all the same.
-                log::error!(target: shared.log_target(),
-                    "floodgate: the store refused {} by limit {limit}, which this route's plan \
-                     does not have; refused without naming a limit",
-                    key.logged()
-                );
-                return Err(refusal_error(
-                    shared,
-                    Refusal {
-                        status: StatusCode::TOO_MANY_REQUESTS,
-                        client: key,
-                        retry_after: Some(retry_after),
-                        kind: RefusalKind::StoreUnavailable,
-                    },
-                    None,
-                ));
-            };
-            if started {
-                log::info!(target: shared.log_target(),
-                    "floodgate: {} blocked for {}s by policy {}",
-                    key.logged(),
-                    response::retry_after_secs(retry_after),
-                    info.name
-                );
-            } else {
-                log::debug!(target: shared.log_target(),
-                    "floodgate: {} limited by {} ({reason:?})",
-                    key.logged(),
-                    info.name
-                );
+/// A refusal as the error actix-web answers with: the app's refusal response (or floodgate's
+/// problem+json), `Retry-After` and the RateLimit fields. Starts the network bans it tipped.
+pub(crate) fn refusal_error(shared: &Shared, refused: Refused) -> Error {
+    let Refused {
+        status,
+        client,
+        retry_after,
+        why,
+        fields,
+        network_bans,
+    } = refused;
+    if let Some(step) = network_bans {
+        actix_web::rt::spawn(async move {
+            if let Err(err) = step.await {
+                log::warn!("floodgate: store failed while banning a network: {err}");
             }
-            let headers = headers_on.then(|| Headers {
-                route: route.clone(),
-                quota: Some(Quota {
-                    limit,
-                    remaining: 0,
-                    reset: retry_after,
-                }),
-                ietf: shared.ratelimit_headers,
-                legacy: shared.legacy_headers,
-                defer_to_route: None,
-            });
-            Err(refusal_error(
-                shared,
-                Refusal {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    client: key,
-                    retry_after: Some(retry_after),
-                    kind: RefusalKind::Limited {
-                        reason,
-                        limit: info,
-                    },
-                },
-                headers,
-            ))
-        }
-        Decision::Banned {
-            until,
-            reason,
-            started,
-        } => {
-            if started {
-                match until {
-                    Some(t) => {
-                        log::warn!(target: shared.log_target(), "floodgate: {} banned until {t} ({reason:?})", key.logged())
-                    }
-                    None => {
-                        log::warn!(target: shared.log_target(), "floodgate: {} blacklisted ({reason:?})", key.logged())
-                    }
-                }
-                if let Some(step) = shared.note_ban(key, until, reason, now) {
-                    actix_web::rt::spawn(async move {
-                        if let Err(err) = step.await {
-                            log::warn!("floodgate: store failed while banning a network: {err}");
-                        }
-                    });
-                }
-            } else {
-                log::debug!(target: shared.log_target(), "floodgate: {} refused: banned ({reason:?})", key.logged());
-            }
-            let retry_after = until.map(|t| t.saturating_since(now));
-            // The policy field only: a ban is not a spent quota, so no RateLimit field (whose
-            // `r=0;t=..` would claim the route's quota is spent and resets at the ban's end).
-            let headers = (headers_on && !route.plan.limits().is_empty()).then(|| Headers {
-                route: route.clone(),
-                quota: None,
-                ietf: shared.ratelimit_headers,
-                legacy: shared.legacy_headers,
-                defer_to_route: None,
-            });
-            Err(refusal_error(
-                shared,
-                Refusal {
-                    status: StatusCode::FORBIDDEN,
-                    client: key,
-                    retry_after,
-                    kind: RefusalKind::Banned { until, reason },
-                },
-                headers,
-            ))
-        }
+        });
     }
-}
-
-/// A client refused by a deny list, a country rule or a denying target (403, permanent).
-pub(crate) fn denied(shared: &Shared, client: &ClientKey, reason: &DenyReason) -> Error {
-    log::debug!(target: shared.log_target(), "floodgate: {} denied ({reason:?})", client.logged());
-    refusal_error(
-        shared,
-        Refusal {
-            status: StatusCode::FORBIDDEN,
-            client,
-            retry_after: None,
-            kind: RefusalKind::Denied { reason },
+    let kind = match &why {
+        Why::Limited {
+            reason,
+            route,
+            limit,
+        } => match route.plan.limits().get(*limit) {
+            Some(limit) => RefusalKind::Limited {
+                reason: *reason,
+                limit,
+            },
+            None => RefusalKind::StoreUnavailable,
         },
-        None,
-    )
-}
-
-/// A request without the key its route is counted under ([`MissingKey::Refuse`](crate::MissingKey::Refuse)).
-pub(crate) fn key_missing(shared: &Shared, client: &ClientKey, status: StatusCode) -> Error {
-    log::debug!(target: shared.log_target(),
-        "floodgate: {} sent no key; refused with {status}",
-        client.logged()
-    );
-    refusal_error(
-        shared,
-        Refusal {
-            status,
-            client,
-            retry_after: None,
-            kind: RefusalKind::MissingKey,
+        Why::Banned { until, reason } => RefusalKind::Banned {
+            until: *until,
+            reason: *reason,
         },
-        None,
-    )
-}
-
-fn refusal_error(shared: &Shared, refusal: Refusal<'_>, headers: Option<Headers>) -> Error {
+        Why::StoreUnavailable => RefusalKind::StoreUnavailable,
+        Why::Denied(reason) => RefusalKind::Denied { reason },
+        Why::MissingKey => RefusalKind::MissingKey,
+    };
+    let refusal = Refusal {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+        client: &client,
+        retry_after,
+        kind,
+    };
     let mut res = match &shared.refusal_hook {
         Some(hook) => hook(&refusal),
         None => refusal.default_response(),
     };
     let h = res.headers_mut();
     response::insert_retry_after(h, refusal.retry_after);
-    if let Some(headers) = headers {
+    if let Some(values) = fields {
         if !h.contains_key(response::RATELIMIT) {
-            headers.apply(h);
+            RateLimitFields::new(shared, values).apply(h);
         }
     }
     InternalError::from_response("request refused by floodgate", res).into()
-}
-
-pub(crate) struct Waiting {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) route: Rc<RoutePlan>,
-    pub(crate) key: ClientKey,
-    pub(crate) now: Timestamp,
-    pub(crate) defer_to_route: Option<Rc<WorkerCtx>>,
 }
 
 pin_project! {
@@ -285,14 +140,15 @@ pin_project! {
     enum State<F> {
         // Waiting for an asynchronous store; the route's future is not polled until allowed.
         Deciding {
-            decision: StoreFuture<Decision>,
+            ask: Box<Ask>,
+            shared: Arc<Shared>,
             fut: Option<F>,
-            wait: Option<Box<Waiting>>,
+            defer_to_route: Option<Rc<WorkerCtx>>,
         },
         Serving {
             #[pin]
             fut: F,
-            headers: Option<Headers>,
+            fields: Option<RateLimitFields>,
         },
         Refused {
             error: Option<Error>,
@@ -301,51 +157,57 @@ pin_project! {
 }
 
 impl<F> FloodgateFuture<F> {
-    pub(crate) fn pass(fut: F, headers: Option<Headers>) -> Self {
+    fn serve(fut: F, fields: Option<RateLimitFields>) -> Self {
         FloodgateFuture {
-            state: State::Serving { fut, headers },
+            state: State::Serving { fut, fields },
         }
     }
 
-    /// Waits for `decision`, then serves `fut` or refuses.
-    pub(crate) fn deciding(decision: StoreFuture<Decision>, fut: F, wait: Waiting) -> Self {
+    /// Serves `fut` without counting anything.
+    pub(crate) fn pass(fut: F) -> Self {
+        Self::serve(fut, None)
+    }
+
+    pub(crate) fn refused(error: Error) -> Self {
         FloodgateFuture {
-            state: State::Deciding {
-                decision,
-                fut: Some(fut),
-                wait: Some(Box::new(wait)),
-            },
+            state: State::Refused { error: Some(error) },
         }
     }
 
-    /// Serves `fut` or refuses, as the store's answer says.
-    pub(crate) fn decided(
-        shared: &Arc<Shared>,
-        route: &Rc<RoutePlan>,
-        key: &ClientKey,
-        mut decision: StoreFuture<Decision>,
-        now: Timestamp,
-        fut: F,
-    ) -> Self
-    where
-        F: Sized,
-    {
-        match decision.take_ready() {
-            Some(result) => match settle(shared, route, key, result, now) {
-                Ok(headers) => FloodgateFuture::pass(fut, headers),
-                Err(refusal) => FloodgateFuture::refused(refusal),
-            },
-            None => FloodgateFuture::deciding(
-                decision,
-                fut,
-                Waiting {
-                    shared: shared.clone(),
-                    route: route.clone(),
-                    key: key.clone(),
-                    now,
-                    defer_to_route: None,
+    /// Serves `fut`, refuses, or waits for the store, as the pipeline began.
+    pub(crate) fn begin(shared: &Arc<Shared>, begin: Begin, fut: F) -> Self {
+        match begin {
+            Begin::Serve => Self::pass(fut),
+            Begin::Refuse(refused) => Self::refused(refusal_error(shared, refused)),
+            Begin::Ask(mut ask) => match ask.ready_verdict(shared) {
+                Some(verdict) => Self::on_verdict(shared, verdict, fut, None),
+                None => FloodgateFuture {
+                    state: State::Deciding {
+                        ask: Box::new(ask),
+                        shared: shared.clone(),
+                        fut: Some(fut),
+                        defer_to_route: None,
+                    },
                 },
+            },
+        }
+    }
+
+    fn on_verdict(
+        shared: &Shared,
+        verdict: Verdict,
+        fut: F,
+        defer_to_route: Option<Rc<WorkerCtx>>,
+    ) -> Self {
+        match verdict {
+            Verdict::Serve(values) => Self::serve(
+                fut,
+                values.map(|v| RateLimitFields {
+                    defer_to_route,
+                    ..RateLimitFields::new(shared, v)
+                }),
             ),
+            Verdict::Refuse(refused) => Self::refused(refusal_error(shared, refused)),
         }
     }
 
@@ -355,18 +217,12 @@ impl<F> FloodgateFuture<F> {
     pub(crate) fn defer_to_route(mut self, ctx: &Rc<WorkerCtx>) -> Self {
         match &mut self.state {
             State::Serving {
-                headers: Some(h), ..
-            } => h.defer_to_route = Some(ctx.clone()),
-            State::Deciding { wait: Some(w), .. } => w.defer_to_route = Some(ctx.clone()),
+                fields: Some(f), ..
+            } => f.defer_to_route = Some(ctx.clone()),
+            State::Deciding { defer_to_route, .. } => *defer_to_route = Some(ctx.clone()),
             _ => {}
         }
         self
-    }
-
-    pub(crate) fn refused(error: Error) -> Self {
-        FloodgateFuture {
-            state: State::Refused { error: Some(error) },
-        }
     }
 }
 
@@ -387,32 +243,25 @@ where
             let this = self.as_mut().project();
             match this.state.project() {
                 StateProj::Deciding {
-                    decision,
+                    ask,
+                    shared,
                     fut,
-                    wait,
+                    defer_to_route,
                 } => {
-                    let result = ready_poll!(Pin::new(decision).poll(cx));
-                    let (Some(fut), Some(w)) = (fut.take(), wait.take()) else {
+                    let result = ready_poll!(Pin::new(&mut ask.decision).poll(cx));
+                    let Some(fut) = fut.take() else {
                         return Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
                             "floodgate future polled after completion",
                         )));
                     };
-                    let next = match settle(&w.shared, &w.route, &w.key, result, w.now) {
-                        Ok(headers) => State::Serving {
-                            fut,
-                            headers: headers.map(|mut h| {
-                                h.defer_to_route = w.defer_to_route.clone();
-                                h
-                            }),
-                        },
-                        Err(error) => State::Refused { error: Some(error) },
-                    };
-                    self.as_mut().project().state.set(next);
+                    let verdict = verdict(shared, &ask.route, &ask.key, result, ask.now);
+                    let next = Self::on_verdict(shared, verdict, fut, defer_to_route.take());
+                    self.set(next);
                 }
-                StateProj::Serving { fut, headers } => {
+                StateProj::Serving { fut, fields } => {
                     let mut res = ready_poll!(fut.poll(cx))?;
-                    if let Some(h) = headers.take() {
-                        h.apply(res.headers_mut());
+                    if let Some(f) = fields.take() {
+                        f.apply(res.headers_mut());
                     }
                     return Poll::Ready(Ok(res));
                 }

@@ -2,6 +2,8 @@
 //! its policy), with the response parts that depend only on the plan, built once per route and
 //! worker.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use actix_web::http::header::HeaderValue;
 
 use crate::gatekeeper::Shared;
 use crate::response;
-use crate::route_spec::RouteSpec;
+use crate::route_spec::{Mark, RouteSpec};
 use crate::state::{Plan, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
 
@@ -108,5 +110,97 @@ pub(crate) fn route_plans(
         _spec: spec.clone(),
         full: Some(RoutePlan::new(shared, Plan::new(logs, policy))),
         exempt,
+    }
+}
+
+/// One worker's plans, built on first use: the global rules, bans alone, each annotated
+/// route's, and those extended by matching targets.
+#[derive(Debug)]
+pub(crate) struct WorkerPlans {
+    global: Rc<RoutePlan>,
+    ban_only: Rc<RoutePlan>,
+    /// By the address of the route's spec.
+    routes: RefCell<HashMap<usize, RoutePlans>>,
+    /// Route plans extended by matching targets, by (base plan, target bits).
+    targeted: RefCell<HashMap<(usize, u64), Rc<RoutePlan>>>,
+}
+
+/// At most this many target-extended plans are cached per worker (then the cache restarts).
+const MAX_TARGETED: usize = 4096;
+
+impl WorkerPlans {
+    /// The plans of a worker whose app wraps `routes` (built now, so that their limits show
+    /// in a client's status before their first request).
+    pub(crate) fn new(shared: &Shared, routes: &[Arc<RouteSpec>]) -> WorkerPlans {
+        WorkerPlans {
+            global: RoutePlan::new(
+                shared,
+                Plan::new([(ScopeId::GLOBAL, shared.global_rules.clone())], None),
+            ),
+            ban_only: RoutePlan::new(shared, Plan::ban_only()),
+            routes: RefCell::new(
+                routes
+                    .iter()
+                    .map(|spec| (Arc::as_ptr(spec) as usize, route_plans(shared, spec, false)))
+                    .collect(),
+            ),
+            targeted: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The plan for what routing chose (`None`: a route not annotated), bans alone when the
+    /// request is not limited; `None` when nothing applies (`#[bypass]`).
+    pub(crate) fn choose(
+        &self,
+        shared: &Shared,
+        route: Option<&Mark>,
+        limited: bool,
+    ) -> Option<Rc<RoutePlan>> {
+        let Some(mark) = route else {
+            return Some(if limited {
+                self.global.clone()
+            } else {
+                self.ban_only.clone()
+            });
+        };
+        if mark.spec.bypass {
+            return None;
+        }
+        if !limited {
+            return Some(self.ban_only.clone());
+        }
+        let key = Arc::as_ptr(&mark.spec) as usize;
+        let mut routes = self.routes.borrow_mut();
+        let plans = routes
+            .entry(key)
+            .or_insert_with(|| route_plans(shared, &mark.spec, false));
+        if mark.exempt {
+            plans.exempt.clone()
+        } else {
+            plans.full.clone()
+        }
+    }
+
+    /// `base` with the rules of the targets in `bits` added.
+    pub(crate) fn targeted(
+        &self,
+        shared: &Shared,
+        base: Rc<RoutePlan>,
+        bits: u64,
+    ) -> Rc<RoutePlan> {
+        let cache_key = (Rc::as_ptr(&base) as usize, bits);
+        if let Some(plan) = self.targeted.borrow().get(&cache_key) {
+            return plan.clone();
+        }
+        let extra = shared.targeting.target_logs(bits);
+        let logs = base.plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
+        let policy = base.plan.policy.as_ref().map(|p| (p.scope, p.policy));
+        let plan = RoutePlan::new(shared, Plan::new(logs.chain(extra), policy));
+        let mut cache = self.targeted.borrow_mut();
+        if cache.len() >= MAX_TARGETED {
+            cache.clear();
+        }
+        cache.insert(cache_key, plan.clone());
+        plan
     }
 }

@@ -24,13 +24,13 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::Error;
 
 use crate::gatekeeper::GateKeeper;
-use crate::outcome::{key_missing, FloodgateFuture};
+use crate::outcome::FloodgateFuture;
+use crate::pipeline::{self, Facts};
 use crate::plans::{route_plans, RoutePlans};
 use crate::policy::{Policy, PolicyOverrides};
 use crate::route_spec::{Mark, PolicySpec, RouteSpec, WorkerLink};
 use crate::rules::Rule;
 use crate::targeting::keys::{extract_safely, Found};
-use crate::targeting::KeyChoice;
 
 /// Rules for one route registered without the attribute macros: wrap the resource with it.
 ///
@@ -244,7 +244,7 @@ where
                     exempt,
                     key,
                 }));
-                FloodgateFuture::pass(self.service.call(req), None)
+                FloodgateFuture::pass(self.service.call(req))
             }
             Some(WorkerLink(ctx)) => {
                 ctx.deferred_seen.set(true);
@@ -256,7 +256,7 @@ where
                     "carries floodgate rules, but no Floodgate wraps its App or scope: add \
                      .wrap(floodgate.clone()); its rules are not applied",
                 );
-                FloodgateFuture::pass(self.service.call(req), None)
+                FloodgateFuture::pass(self.service.call(req))
             }
         }
     }
@@ -272,35 +272,28 @@ where
     /// decides its own rules and policy now, before its handler runs.
     fn deferred(&self, req: ServiceRequest) -> FloodgateFuture<S::Future> {
         let Some(shared) = req.app_data::<GateKeeper>().map(|gk| gk.shared.clone()) else {
-            return FloodgateFuture::pass(self.service.call(req), None);
+            return FloodgateFuture::pass(self.service.call(req));
         };
         self.warn(
             log::Level::Debug,
             "is routed after the Floodgate middleware's call (a middleware between them defers \
              routing): it decides its own rules; the global rules were counted before routing",
         );
-        if self.spec.bypass || shared.excluded_methods.contains(req.method()) {
-            return FloodgateFuture::pass(self.service.call(req), None);
-        }
         let ip = shared
             .ip_source
             .client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
-        let ip_key = shared.key_of(ip);
-        let mut pre = shared.targeting.before_routing(&req, ip);
-        if pre.skip {
-            return FloodgateFuture::pass(self.service.call(req), None);
-        }
-        let exempt = self.exempt(&req);
-        let key = match shared.targeting.choose_key(&mut pre, self.route_key(&req)) {
-            KeyChoice::Ip => ip_key,
-            KeyChoice::Custom(key) => key,
-            KeyChoice::Skip => return FloodgateFuture::pass(self.service.call(req), None),
-            KeyChoice::Refuse(status) => {
-                return FloodgateFuture::refused(key_missing(&shared, &ip_key, status))
-            }
+        let facts = Facts {
+            ip_key: shared.key_of(ip),
+            excluded: shared.excluded_methods.contains(req.method()),
+            found: shared.targeting.before_routing(&req, ip),
+            route: Some(Mark {
+                spec: self.spec.clone(),
+                exempt: self.exempt(&req),
+                key: self.route_key(&req),
+            }),
         };
         let id = Arc::as_ptr(&shared) as usize;
-        let route = {
+        let plans = |mark: &Mark| {
             let mut cache = self.plans.borrow_mut();
             let plans = match &mut *cache {
                 Some((built_for, plans)) if *built_for == id => plans,
@@ -309,17 +302,13 @@ where
                     &mut slot.insert((id, plans)).1
                 }
             };
-            if exempt {
+            if mark.exempt {
                 plans.exempt.clone()
             } else {
                 plans.full.clone()
             }
         };
-        let Some(route) = route else {
-            return FloodgateFuture::pass(self.service.call(req), None);
-        };
-        let now = shared.now();
-        let decision = shared.store.check(&key, &route.plan, now);
-        FloodgateFuture::decided(&shared, &route, &key, decision, now, self.service.call(req))
+        let begin = pipeline::begin_deferred(&shared, plans, facts);
+        FloodgateFuture::begin(&shared, begin, self.service.call(req))
     }
 }

@@ -104,7 +104,7 @@ pub(crate) struct Pre {
     /// A probe path that no route matches.
     pub(crate) probe: bool,
     /// The app-wide extractor's answer, when there is one.
-    app_key: Option<keys::Found>,
+    pub(crate) app_key: Option<keys::Found>,
     /// The targets with rules that match, as bits.
     pub(crate) targets: u64,
 }

@@ -1,0 +1,160 @@
+//! The decision of one request, free of actix: the facts the middleware read from the request
+//! go in, a [`Begin`] comes out (serve, refuse, or ask the store), and the store's answer
+//! becomes a [`Verdict`]. The middleware (`middleware.rs`, and `route.rs` when routing was
+//! deferred) only translates between actix and these functions.
+//!
+//! The order of checks, first match wins:
+//!
+//! 1. an allow-listed address, or a `#[bypass]` route: served, nothing counted;
+//! 2. a deny list, a refused country or a denying target: 403;
+//! 3. the key the request is counted under: the route's extractor's, else the app's, else
+//!    the address; a missing key is refused, skipped (bans only) or counted by address;
+//! 4. the plan: bans only for an excluded method or a skipped key, the route's plan (its
+//!    rules, its policy, the global rules unless standalone), plus matching targets;
+//! 5. a probe's ban or report of the address, before the decision it may change;
+//! 6. the bans of the address and its IPv6 networks (when counted under another key);
+//! 7. the plan under the key: every rule and the policy together.
+
+mod steps;
+#[cfg(test)]
+mod tests;
+mod verdict;
+
+use std::rc::Rc;
+
+pub(crate) use verdict::{verdict, FieldValues, Refused, Verdict, Why};
+
+use crate::client::ClientKey;
+use crate::clock::Timestamp;
+use crate::gatekeeper::Shared;
+use crate::plans::{RoutePlan, WorkerPlans};
+use crate::route_spec::Mark;
+use crate::state::Decision;
+use crate::store::StoreFuture;
+use crate::targeting::{KeyChoice, Pre};
+
+/// What the middleware read from a request.
+pub(crate) struct Facts {
+    /// The client's address as a key (or `unknown`).
+    pub(crate) ip_key: ClientKey,
+    /// Its method is one of `excluded_methods`: bans only.
+    pub(crate) excluded: bool,
+    /// What targeting found before routing.
+    pub(crate) found: Pre,
+    /// What routing chose, when the route carries floodgate rules.
+    pub(crate) route: Option<Mark>,
+}
+
+/// The first part of a decision.
+pub(crate) enum Begin {
+    /// Serve without counting.
+    Serve,
+    /// Refuse without asking the store.
+    Refuse(Refused),
+    /// The store decides; [`verdict`] turns its answer into a verdict.
+    Ask(Ask),
+}
+
+/// A store decision under way.
+pub(crate) struct Ask {
+    pub(crate) route: Rc<RoutePlan>,
+    pub(crate) key: ClientKey,
+    pub(crate) decision: StoreFuture<Decision>,
+    pub(crate) now: Timestamp,
+}
+
+impl Ask {
+    /// The verdict, when the store answered at once.
+    pub(crate) fn ready_verdict(&mut self, shared: &Shared) -> Option<Verdict> {
+        let result = self.decision.take_ready()?;
+        Some(verdict(shared, &self.route, &self.key, result, self.now))
+    }
+}
+
+/// Steps 1 to 7 for a request of the app-wide middleware.
+pub(crate) fn begin(shared: &Shared, plans: &WorkerPlans, facts: Facts) -> Begin {
+    let Facts {
+        ip_key,
+        excluded,
+        mut found,
+        route: mut mark,
+    } = facts;
+    if found.skip || mark.as_ref().is_some_and(|m| m.spec.bypass) {
+        return Begin::Serve;
+    }
+    if let Some(reason) = found.deny.take() {
+        return Begin::Refuse(verdict::denied(shared, &ip_key, reason));
+    }
+    let route_key = mark.as_mut().and_then(|m| m.key.take());
+    let (key, counted) = match shared.targeting.choose_key(&mut found, route_key) {
+        KeyChoice::Ip => (ip_key.clone(), true),
+        KeyChoice::Custom(key) => (key, true),
+        KeyChoice::Skip => (ip_key.clone(), false),
+        KeyChoice::Refuse(status) => {
+            return Begin::Refuse(verdict::key_missing(shared, &ip_key, status.as_u16()))
+        }
+    };
+    let limited = counted && !excluded;
+    let Some(mut route) = plans.choose(shared, mark.as_ref(), limited) else {
+        return Begin::Serve;
+    };
+    if found.targets != 0 && limited {
+        route = plans.targeted(shared, route, found.targets);
+    }
+    let now = shared.now();
+    let probe = found
+        .probe
+        .then(|| steps::probe_step(shared, &ip_key, now))
+        .flatten();
+    let bans = steps::ban_keys(shared, &ip_key, &key);
+    let decision = steps::decide(&shared.store, bans, &key, &route.plan, now, probe);
+    Begin::Ask(Ask {
+        route,
+        key,
+        decision,
+        now,
+    })
+}
+
+/// The decision of a route that was called after the app-wide middleware's call returned
+/// (a middleware between them defers routing): that middleware already checked the bans,
+/// denials, probes and targets and counted the global rules, so the route decides its own
+/// rules and policy under its key (steps 1, 3, 4 and 7). `plans` gives the route's plans
+/// without the global rules: full, or for a request its policy exempts.
+pub(crate) fn begin_deferred(
+    shared: &Shared,
+    plans: impl FnOnce(&Mark) -> Option<Rc<RoutePlan>>,
+    facts: Facts,
+) -> Begin {
+    let Facts {
+        ip_key,
+        excluded,
+        mut found,
+        route,
+    } = facts;
+    let Some(mut mark) = route else {
+        return Begin::Serve;
+    };
+    if mark.spec.bypass || excluded || found.skip {
+        return Begin::Serve;
+    }
+    let key = match shared.targeting.choose_key(&mut found, mark.key.take()) {
+        KeyChoice::Ip => ip_key,
+        KeyChoice::Custom(key) => key,
+        KeyChoice::Skip => return Begin::Serve,
+        KeyChoice::Refuse(status) => {
+            return Begin::Refuse(verdict::key_missing(shared, &ip_key, status.as_u16()))
+        }
+    };
+    let Some(route) = plans(&mark) else {
+        return Begin::Serve;
+    };
+    let now = shared.now();
+    let decision = shared.store.check(&key, &route.plan, now);
+    Begin::Ask(Ask {
+        route,
+        key,
+        decision,
+        now,
+    })
+}
