@@ -1,430 +1,64 @@
-//! The store conformance suite: every test runs against every store (memory, SQLite in each
-//! durability mode), which must give the same answers; a SQLite file reopened after a test
-//! must give every client the state it had. Time is explicit `Timestamp`s; nothing sleeps.
+//! The store conformance suite: one table of scenarios (`support/scenarios.rs`, and the async
+//! walks of `support/walks.rs`) run on the decision core alone (`support/core_store.rs`), the
+//! memory store, SQLite in each durability mode, and, when `redis-server` is there, Redis
+//! with and without its ban cache and a failover store in front of Redis; every store must
+//! give the same answers. A SQLite file reopened after a scenario must give every client the
+//! state it had. Time is explicit `Timestamp`s; nothing sleeps.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::thread::{self};
-use std::time::Duration;
 
 use floodgate::{
-    Adaptive, BanReason, BanRule, ClientKey, ClientState, Decision, Grace, LimitReason, Plan,
-    Policy, Punishment, ReportOutcome, Rule, ScopeId, Store, StoreFuture, Timestamp,
+    BanReason, BanRule, ClientKey, ClientState, Decision, Plan, ReportOutcome, Store, StoreFuture,
+    Timestamp,
 };
 
 #[path = "support/block_on.rs"]
 mod block_on;
-use block_on::run;
+use block_on::{block_on, run};
 
-fn key(n: u32) -> ClientKey {
-    ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)
-}
+#[path = "support/core_store.rs"]
+mod core_store;
+#[path = "support/scenarios.rs"]
+mod scenarios;
+#[path = "support/walks.rs"]
+mod walks;
 
-const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+#[cfg(feature = "redis")]
+#[path = "support/services.rs"]
+mod services;
 
-fn at(ms: u64) -> Timestamp {
-    Timestamp::from_millis(T0.as_millis() + ms)
-}
+use scenarios::{
+    concurrent_requests_are_counted_exactly, custom_keys_are_separate_from_addresses,
+    expired_state_starts_afresh, operators_ban_blacklist_and_unban,
+    policy_accumulation_cooldown_grace_and_adaptive, policy_ban_punishment_ends,
+    policy_blocks_then_punishes, refusal_is_atomic_across_rules_and_scopes,
+    reports_ban_from_the_last_offence_and_are_spent, sliding_log_is_exact,
+    state_reflects_the_client, sweep_deletes_expired_clients,
+};
 
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-fn global(rules: Vec<Rule>) -> Arc<Plan> {
-    Arc::new(Plan::new([(ScopeId::GLOBAL, rules)], None))
-}
-
-fn limited_wait(d: Decision) -> Duration {
-    match d {
-        Decision::Limited { retry_after, .. } => retry_after,
-        other => panic!("expected Limited, got {other:?}"),
-    }
-}
-
-fn sliding_log_is_exact(store: &dyn Store) {
-    let plan = global(vec![Rule::new(3, secs(10))]);
-    let c = key(1);
-    for (i, ms) in [0, 1_000, 2_000].into_iter().enumerate() {
-        match run(store.check(&c, &plan, at(ms))) {
-            Decision::Allowed { quota: Some(q) } => assert_eq!(q.remaining, 2 - i as u32),
-            other => panic!("request {i}: {other:?}"),
-        }
-    }
-    // The oldest counted request (at 0) leaves the window at 10 s.
-    assert_eq!(
-        limited_wait(run(store.check(&c, &plan, at(3_000)))),
-        secs(7)
-    );
-    assert_eq!(
-        limited_wait(run(store.check(&c, &plan, at(9_999)))),
-        Duration::from_millis(1)
-    );
-    assert!(run(store.check(&c, &plan, at(10_000))).is_allowed());
-    // Now 1 s, 2 s and 10 s are counted: the next slot opens at 11 s.
-    assert_eq!(
-        limited_wait(run(store.check(&c, &plan, at(10_500)))),
-        Duration::from_millis(500)
-    );
-    // Another client is not affected.
-    assert!(run(store.check(&key(2), &plan, at(10_500))).is_allowed());
-}
-
-fn refusal_is_atomic_across_rules_and_scopes(store: &dyn Store) {
-    let route = ScopeId::named("route");
-    let both = Arc::new(Plan::new(
-        [
-            (ScopeId::GLOBAL, vec![Rule::new(5, secs(60))]),
-            (
-                route,
-                vec![Rule::new(2, secs(60)), Rule::new(10, secs(3600))],
-            ),
-        ],
-        None,
-    ));
-    let only_global = global(vec![Rule::new(5, secs(60))]);
-    let c = key(1);
-    assert!(run(store.check(&c, &both, at(0))).is_allowed());
-    assert!(run(store.check(&c, &both, at(1))).is_allowed());
-    for ms in 2..10 {
-        match run(store.check(&c, &both, at(ms))) {
-            Decision::Limited { reason, limit, .. } => {
-                assert_eq!(reason, LimitReason::Rule);
-                assert_eq!(both.limits()[limit].quota, 2);
+/// The async walks, as scenarios of the table.
+macro_rules! walks {
+    ($($walk:ident => $name:ident),* $(,)?) => {
+        $(
+            fn $name(store: &dyn Store) {
+                block_on(walks::$walk(store))
             }
-            other => panic!("{other:?}"),
-        }
-    }
-    // The refused requests consumed nothing from the global rule: 3 of 5 are left.
-    match run(store.check(&c, &only_global, at(20))) {
-        Decision::Allowed { quota: Some(q) } => assert_eq!(q.remaining, 2),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn reports_ban_from_the_last_offence_and_are_spent(store: &dyn Store) {
-    let rule = BanRule::new(3, secs(10), secs(60));
-    let c = key(7);
-    let plan = global(vec![Rule::new(100, secs(1))]);
-    assert_eq!(
-        run(store.report(&c, &rule, at(0))),
-        ReportOutcome::Recorded { offences: 1 }
-    );
-    // Out of the window of a later offence: not counted.
-    assert_eq!(
-        run(store.report(&c, &rule, at(11_000))),
-        ReportOutcome::Recorded { offences: 1 }
-    );
-    assert_eq!(
-        run(store.report(&c, &rule, at(12_000))),
-        ReportOutcome::Recorded { offences: 2 }
-    );
-    assert_eq!(
-        run(store.report(&c, &rule, at(13_000))),
-        ReportOutcome::Banned { until: at(73_000) }
-    );
-    assert_eq!(
-        run(store.check(&c, &plan, at(20_000))),
-        Decision::Banned {
-            until: Some(at(73_000)),
-            reason: BanReason::Reported,
-            started: false
-        }
-    );
-    assert!(run(store.check(&c, &plan, at(73_000))).is_allowed());
-    // The offences that led to the ban are spent.
-    assert_eq!(
-        run(store.report(&c, &rule, at(73_001))),
-        ReportOutcome::Recorded { offences: 1 }
-    );
-}
-
-fn operators_ban_blacklist_and_unban(store: &dyn Store) {
-    let plan = global(vec![Rule::new(100, secs(1))]);
-    let c = key(9);
-    assert!(!run(store.unban(&c, at(0))), "unban of an unknown client");
-    run(store.ban(&c, Some(at(30_000)), at(0)));
-    assert_eq!(
-        run(store.check(&c, &plan, at(1))),
-        Decision::Banned {
-            until: Some(at(30_000)),
-            reason: BanReason::Operator,
-            started: false
-        }
-    );
-    // Bans apply to ban-only plans (excluded methods) too.
-    assert!(!run(store.check(&c, &Arc::new(Plan::ban_only()), at(2))).is_allowed());
-    assert!(run(store.check(&c, &plan, at(30_000))).is_allowed());
-
-    run(store.ban(&c, None, at(31_000)));
-    let far = at(365 * 86_400_000);
-    assert_eq!(
-        run(store.check(&c, &plan, far)),
-        Decision::Banned {
-            until: None,
-            reason: BanReason::Operator,
-            started: false
-        }
-    );
-    assert_eq!(run(store.sweep(far)), 0, "a blacklist is never swept");
-    assert!(run(store.unban(&c, far)));
-    assert!(!run(store.unban(&c, far)));
-    assert!(run(store.check(&c, &plan, far)).is_allowed());
-}
-
-fn policy_blocks_then_punishes(store: &dyn Store) {
-    let scope = ScopeId::named("policy");
-    let policy = Policy::new(2, secs(60))
-        .block_limit(1)
-        .block_exceed_duration(None);
-    let plan = Arc::new(Plan::new([], Some((scope, policy))));
-    let c = key(3);
-    assert!(run(store.check(&c, &plan, at(0))).is_allowed());
-    assert!(run(store.check(&c, &plan, at(1_000))).is_allowed());
-    match run(store.check(&c, &plan, at(2_000))) {
-        Decision::Limited {
-            reason: LimitReason::Blocked,
-            retry_after,
-            started: true,
-            ..
-        } => assert_eq!(retry_after, secs(60)),
-        other => panic!("{other:?}"),
-    }
-    // Blocked until 62 s (relative_block = false: refusals do not extend it).
-    assert_eq!(
-        run(store.check(&c, &plan, at(30_000))),
-        Decision::Limited {
-            reason: LimitReason::Blocked,
-            limit: 0,
-            retry_after: secs(32),
-            started: false
-        }
-    );
-    let status = run(store.state(&c, at(30_000))).expect("state");
-    assert!(status.ban_at(at(30_000)).is_none());
-    // The block ended; a new window; the second block exceeds block_limit = 1: blacklisted.
-    assert!(run(store.check(&c, &plan, at(62_000))).is_allowed());
-    assert!(run(store.check(&c, &plan, at(62_001))).is_allowed());
-    assert_eq!(
-        run(store.check(&c, &plan, at(62_002))),
-        Decision::Banned {
-            until: None,
-            reason: BanReason::Punished,
-            started: true
-        }
-    );
-    let later = at(10 * 86_400_000);
-    assert!(matches!(
-        run(store.check(&c, &plan, later)),
-        Decision::Banned { until: None, .. }
-    ));
-    assert!(run(store.unban(&c, later)));
-    assert!(run(store.check(&c, &plan, later)).is_allowed());
-}
-
-fn policy_ban_punishment_ends(store: &dyn Store) {
-    let scope = ScopeId::named("policy-ban");
-    let policy = Policy::new(1, secs(10))
-        .block_limit(0)
-        .block_exceed_duration(Some(secs(100)));
-    let plan = Arc::new(Plan::new([], Some((scope, policy))));
-    let c = key(4);
-    assert!(run(store.check(&c, &plan, at(0))).is_allowed());
-    assert_eq!(
-        run(store.check(&c, &plan, at(1))),
-        Decision::Banned {
-            until: Some(at(100_001)),
-            reason: BanReason::Punished,
-            started: true
-        }
-    );
-    assert!(!run(store.check(&c, &plan, at(100_000))).is_allowed());
-    assert!(run(store.check(&c, &plan, at(100_001))).is_allowed());
-}
-
-fn state_reflects_the_client(store: &dyn Store) {
-    let c = key(5);
-    assert_eq!(run(store.state(&c, at(0))), None);
-    // A plan that only checks bans creates no state.
-    assert!(run(store.check(&c, &Arc::new(Plan::ban_only()), at(0))).is_allowed());
-    assert_eq!(run(store.state(&c, at(0))), None);
-    let plan = global(vec![Rule::new(5, secs(10))]);
-    run(store.check(&c, &plan, at(1_000)));
-    let state = run(store.state(&c, at(2_000))).expect("state");
-    assert_eq!(state.last_seen(), at(1_000));
-    assert_eq!(state.expires_at(), at(11_000));
-    assert_eq!(run(store.state(&c, at(11_000))), None, "expired");
-}
-
-fn sweep_deletes_expired_clients(store: &dyn Store) {
-    let plan = global(vec![Rule::new(5, secs(10))]);
-    for n in 0..100 {
-        run(store.check(&key(n), &plan, at(u64::from(n))));
-    }
-    run(store.ban(&key(1000), Some(at(60_000)), at(0)));
-    assert_eq!(run(store.sweep(at(9_999))), 0);
-    assert_eq!(run(store.sweep(at(10_049))), 50);
-    assert_eq!(run(store.sweep(at(10_099))), 50);
-    assert!(run(store.state(&key(99), at(0))).is_none(), "swept");
-    assert!(run(store.state(&key(1000), at(10_100))).is_some(), "banned");
-    assert_eq!(run(store.sweep(at(60_000))), 1);
-}
-
-fn expired_state_starts_afresh(store: &dyn Store) {
-    let plan = global(vec![Rule::new(1, secs(10))]);
-    let c = key(6);
-    assert!(run(store.check(&c, &plan, at(0))).is_allowed());
-    assert!(!run(store.check(&c, &plan, at(5_000))).is_allowed());
-    // Nothing swept, but the state expired: a new window.
-    assert!(run(store.check(&c, &plan, at(10_000))).is_allowed());
-    let rule = BanRule::new(2, secs(10), secs(5));
-    run(store.report(&c, &rule, at(10_000)));
-    assert_eq!(
-        run(store.report(&c, &rule, at(20_001))),
-        ReportOutcome::Recorded { offences: 1 },
-        "an offence out of the window expired"
-    );
-}
-
-fn concurrent_requests_are_counted_exactly(store: &dyn Store) {
-    let plan = global(vec![Rule::new(50, secs(3600))]);
-    let c = key(42);
-    let allowed: usize = thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|t| {
-                let plan = &plan;
-                let c = &c;
-                s.spawn(move || {
-                    (0..50)
-                        .filter(|i| run(store.check(c, plan, at(t * 50 + i))).is_allowed())
-                        .count()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    });
-    assert_eq!(allowed, 50);
-}
-
-fn custom_keys_are_separate_from_addresses(store: &dyn Store) {
-    let plan = global(vec![Rule::new(1, secs(10))]);
-    let ip = ClientKey::from_ip(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)), 64);
-    let custom = ClientKey::custom("1.2.3.4");
-    assert!(run(store.check(&ip, &plan, at(0))).is_allowed());
-    assert!(run(store.check(&custom, &plan, at(0))).is_allowed());
-    let v6 = ClientKey::from_ip("2001:db8::1".parse().unwrap(), 64);
-    let v6_same_net = ClientKey::from_ip("2001:db8::2".parse().unwrap(), 64);
-    assert!(run(store.check(&v6, &plan, at(0))).is_allowed());
-    assert!(!run(store.check(&v6_same_net, &plan, at(1))).is_allowed());
-}
-
-fn policy_accumulation_cooldown_grace_and_adaptive(store: &dyn Store) {
-    let plan = |p: Policy| Arc::new(Plan::new([], Some((ScopeId::named("roadmap"), p))));
-    let allowed = |c: &ClientKey, plan: &Arc<Plan>, ms: u64| {
-        let d = run(store.check(c, plan, at(ms)));
-        assert!(d.is_allowed(), "at {ms}: {d:?}");
+        )*
     };
-    let refused = |c: &ClientKey, plan: &Arc<Plan>, ms: u64| -> Decision {
-        let d = run(store.check(c, plan, at(ms)));
-        assert!(!d.is_allowed(), "at {ms}: {d:?}");
-        d
-    };
-
-    // Accumulation capped above amount: amount 2, cap 5. One request a window leaves one
-    // more unused each window until the carry reaches the cap: then a window allows 2 + 5.
-    let acc = plan(Policy::new(2, secs(10)).accumulate_cap(5));
-    let c = key(20);
-    for w in 0..6 {
-        allowed(&c, &acc, w * 20_000);
-    }
-    for ms in 120_000..120_007 {
-        allowed(&c, &acc, ms);
-    }
-    refused(&c, &acc, 120_007);
-    // ... below amount: amount 3, cap 1 (two unused, one carried); and at amount.
-    let acc = plan(Policy::new(3, secs(10)).accumulate_cap(1));
-    let c = key(21);
-    allowed(&c, &acc, 0);
-    for ms in 20_000..20_004 {
-        allowed(&c, &acc, ms);
-    }
-    refused(&c, &acc, 20_004);
-    let acc = plan(Policy::new(2, secs(10)).accumulate_requests(true));
-    let c = key(22);
-    for w in 0..5 {
-        allowed(&c, &acc, w * 20_000);
-    }
-    for ms in 100_000..100_004 {
-        allowed(&c, &acc, ms);
-    }
-    refused(&c, &acc, 100_004);
-
-    // Cooldown: 2 s between requests; a refusal is not a block.
-    let cool = plan(Policy::new(10, secs(60)).cooldown(secs(2)));
-    let c = key(23);
-    allowed(&c, &cool, 0);
-    assert_eq!(
-        refused(&c, &cool, 500),
-        Decision::Limited {
-            reason: LimitReason::Cooldown,
-            limit: 0,
-            retry_after: Duration::from_millis(1_500),
-            started: false
-        }
-    );
-    allowed(&c, &cool, 2_000);
-    allowed(&c, &cool, 4_000);
-
-    // Grace: a new (or rare) client may exceed amount 3 by 1 once; not again within the hour.
-    let grace = plan(Policy::new(3, secs(10)).grace(Grace {
-        extra: 1,
-        interval: secs(3_600),
-    }));
-    let c = key(24);
-    for ms in 0..4 {
-        allowed(&c, &grace, ms);
-    }
-    refused(&c, &grace, 4);
-    for ms in 20_000..20_003 {
-        allowed(&c, &grace, ms);
-    }
-    refused(&c, &grace, 20_003);
-    let later = 20_003 + 3_600_000;
-    for ms in later..later + 4 {
-        allowed(&c, &grace, ms);
-    }
-    refused(&c, &grace, later + 4);
-
-    // Adaptive punishment: 10 s x 3^n, capped at 200 s.
-    let adaptive = plan(
-        Policy::new(1, secs(1))
-            .block_limit(0)
-            .punishment(Punishment::Ban(secs(10)))
-            .adaptive(Adaptive {
-                factor: 3.0,
-                max: secs(200),
-                jitter: Duration::ZERO,
-            }),
-    );
-    let c = key(25);
-    let mut t = 0;
-    let mut lengths = Vec::new();
-    for _ in 0..5 {
-        allowed(&c, &adaptive, t);
-        match refused(&c, &adaptive, t + 1) {
-            Decision::Banned {
-                until: Some(u),
-                reason: BanReason::Punished,
-                ..
-            } => {
-                let end = u.as_millis() - T0.as_millis();
-                lengths.push((end - (t + 1)) / 1_000);
-                t = end + 5_000;
-            }
-            d => panic!("{d:?}"),
-        }
-    }
-    assert_eq!(lengths, [10, 30, 90, 200, 200]);
 }
+
+walks!(
+    sliding_log_is_exact_at_the_window_edge => walk_sliding_log_at_the_window_edge,
+    several_rules_and_scopes_refuse_atomically => walk_several_rules_and_scopes,
+    reports_ban_from_the_last_offence_and_are_spent => walk_reports_and_spent_offences,
+    operator_ban_blacklist_and_unban => walk_operator_ban_blacklist_and_unban,
+    policy_blocks_and_punishes => walk_policy_blocks_and_punishes,
+    policy_accumulation_cooldown_grace_and_adaptive => walk_policy_accumulation_to_adaptive,
+    state_and_expiry => walk_state_and_expiry,
+);
 
 /// A store that notes every client it is asked about and the latest time, so that the
 /// states a test left can be read back (from the same file, reopened).
@@ -531,13 +165,60 @@ fn reopened_gives_the_same_state(open: impl Fn() -> floodgate::SqliteStore, test
     assert_eq!(after, before, "the reopened file holds another state");
 }
 
+/// Runs `test` on a Redis store (in a database of its own on the binary's shared
+/// `redis-server`) with a ban cache of `cache`, behind a failover store with a memory backup
+/// when `failover`; returns at once without `redis-server` (see `support/services.rs`).
+#[cfg(feature = "redis")]
+fn on_redis(cache: std::time::Duration, failover: bool, test: fn(&dyn Store)) {
+    let Some(server) = redis_server::RedisServer::shared() else {
+        return;
+    };
+    // The Redis store's futures need a tokio runtime: one with a worker of its own, entered
+    // here, so that the scenarios drive them from this thread as they drive every store's.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _entered = rt.enter();
+    let redis = block_on(redis_server::redis_store(&server, cache));
+    if failover {
+        let store = floodgate::FailoverStore::new(redis).backup(floodgate::MemoryStore::new());
+        test(&store);
+        assert!(!store.primary_down(), "every decision was Redis's");
+    } else {
+        test(&redis);
+    }
+}
+
 macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {
+    (everywhere: [$($test:ident),* $(,)?], local: [$($local:ident),* $(,)?] $(,)?) => {
+        mod core {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(&super::core_store::CoreStore::default());
+                }
+            )*
+            $(
+                #[test]
+                fn $local() {
+                    super::$local(&super::core_store::CoreStore::default());
+                }
+            )*
+        }
+
         mod memory {
             $(
                 #[test]
                 fn $test() {
                     super::$test(&floodgate::MemoryStore::new());
+                }
+            )*
+            $(
+                #[test]
+                fn $local() {
+                    super::$local(&floodgate::MemoryStore::new());
                 }
             )*
         }
@@ -554,21 +235,70 @@ macro_rules! conformance {
                     );
                 }
             )*
+            $(
+                #[test]
+                fn $local() {
+                    let db = super::TempDb::new(stringify!($local));
+                    super::reopened_gives_the_same_state(
+                        || floodgate::SqliteStore::open(&db.path).expect("open"),
+                        super::$local,
+                    );
+                }
+            )*
         }
 
         #[cfg(feature = "sqlite")]
         mod sqlite_batched {
+            fn open(db: &super::TempDb) -> floodgate::SqliteStore {
+                floodgate::SqliteStore::builder(&db.path)
+                    .durability(floodgate::Durability::Batched)
+                    .open()
+                    .expect("open")
+            }
             $(
                 #[test]
                 fn $test() {
                     let db = super::TempDb::new(concat!("batched-", stringify!($test)));
-                    let open = || {
-                        floodgate::SqliteStore::builder(&db.path)
-                            .durability(floodgate::Durability::Batched)
-                            .open()
-                            .expect("open")
-                    };
-                    super::reopened_gives_the_same_state(open, super::$test);
+                    super::reopened_gives_the_same_state(|| open(&db), super::$test);
+                }
+            )*
+            $(
+                #[test]
+                fn $local() {
+                    let db = super::TempDb::new(concat!("batched-", stringify!($local)));
+                    super::reopened_gives_the_same_state(|| open(&db), super::$local);
+                }
+            )*
+        }
+
+        // Redis expires keys by itself (its sweep has nothing to do), and its futures run on
+        // the thread that entered the runtime: the local scenarios stay local.
+        #[cfg(feature = "redis")]
+        mod redis {
+            $(
+                #[test]
+                fn $test() {
+                    super::on_redis(std::time::Duration::from_secs(1), false, super::$test);
+                }
+            )*
+        }
+
+        #[cfg(feature = "redis")]
+        mod redis_without_ban_cache {
+            $(
+                #[test]
+                fn $test() {
+                    super::on_redis(std::time::Duration::ZERO, false, super::$test);
+                }
+            )*
+        }
+
+        #[cfg(feature = "redis")]
+        mod failover_redis_with_a_backup {
+            $(
+                #[test]
+                fn $test() {
+                    super::on_redis(std::time::Duration::from_secs(1), true, super::$test);
                 }
             )*
         }
@@ -576,18 +306,29 @@ macro_rules! conformance {
 }
 
 conformance!(
-    sliding_log_is_exact,
-    refusal_is_atomic_across_rules_and_scopes,
-    reports_ban_from_the_last_offence_and_are_spent,
-    operators_ban_blacklist_and_unban,
-    policy_blocks_then_punishes,
-    policy_ban_punishment_ends,
-    state_reflects_the_client,
-    sweep_deletes_expired_clients,
-    expired_state_starts_afresh,
-    concurrent_requests_are_counted_exactly,
-    custom_keys_are_separate_from_addresses,
-    policy_accumulation_cooldown_grace_and_adaptive,
+    everywhere: [
+        sliding_log_is_exact,
+        refusal_is_atomic_across_rules_and_scopes,
+        reports_ban_from_the_last_offence_and_are_spent,
+        operators_ban_blacklist_and_unban,
+        policy_blocks_then_punishes,
+        policy_ban_punishment_ends,
+        state_reflects_the_client,
+        expired_state_starts_afresh,
+        custom_keys_are_separate_from_addresses,
+        policy_accumulation_cooldown_grace_and_adaptive,
+        walk_sliding_log_at_the_window_edge,
+        walk_several_rules_and_scopes,
+        walk_reports_and_spent_offences,
+        walk_operator_ban_blacklist_and_unban,
+        walk_policy_blocks_and_punishes,
+        walk_policy_accumulation_to_adaptive,
+        walk_state_and_expiry,
+    ],
+    local: [
+        sweep_deletes_expired_clients,
+        concurrent_requests_are_counted_exactly,
+    ],
 );
 
 /// A database file in the temp dir, deleted (with its WAL files) on drop.

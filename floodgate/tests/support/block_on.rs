@@ -34,3 +34,18 @@ pub(crate) fn try_run<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
 pub(crate) fn run<T>(f: StoreFuture<T>) -> T {
     try_run(f).expect("the store failed")
 }
+
+/// Any future's output, driven on this thread (parked until woken). A future that needs a
+/// tokio runtime (the Redis store's) needs one entered on this thread, with workers of its own.
+#[allow(dead_code)] // not every test binary drives whole futures
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+            return r;
+        }
+        thread::park();
+    }
+}
