@@ -141,6 +141,7 @@ pub use state::{
     BanReason, ClientState, Decision, LimitInfo, LimitReason, Plan, Quota, ReportOutcome, ScopeId,
 };
 pub use status::{BanStatus, ClientStatus, WindowStatus};
+pub use store::bans::{BanCursor, BanEntry, BanPage};
 pub use store::failover::FailoverStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::memory::MemoryStore;
+use super::bans::{BanCursor, BanPage};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -298,6 +299,17 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
 
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         self.call(now, |s| s.sweep(now), move |b| b.sweep(now))
+    }
+
+    /// The bans of the store that decides now: the primary's, or the backup's while the
+    /// primary is down.
+    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+        let owned = after.cloned();
+        self.call(
+            now,
+            |s| s.bans(after, limit, now),
+            move |b| b.bans(owned.as_ref(), limit, now),
+        )
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use super::bans::{page_of, BanCursor, BanEntry, BanPage};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -450,6 +451,21 @@ impl Store for MemoryStore {
             .map(|s| lock(&s.0).sweep(now.as_millis()))
             .sum();
         StoreFuture::ready(Ok(swept))
+    }
+
+    /// Scans every shard (one lock at a time): the memory store keeps no index of bans.
+    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(&shard.0);
+            found.extend(
+                shard
+                    .table
+                    .iter()
+                    .filter_map(|e| BanEntry::of_state(e.key.clone(), &e.state, now)),
+            );
+        }
+        StoreFuture::ready(Ok(page_of(found, after, limit)))
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::memory::{MemoryStore, DEFAULT_MAX_CLIENTS};
+use super::bans::{BanCursor, BanPage};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
@@ -18,6 +19,7 @@ use crate::error::{ConfigError, StoreError};
 use crate::rules::BanRule;
 use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
+mod bans;
 mod batched;
 mod checkpoint;
 mod rows;
@@ -591,6 +593,15 @@ impl Store for SqliteStore {
         self.call(now, move |w| {
             let n = w.sweep(now.as_millis())?;
             Ok((Ok(n), false))
+        })
+    }
+
+    /// Reads the file's index of bans (with [`Durability::Batched`] too: a change of a ban
+    /// is written before it is answered).
+    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+        let after = after.cloned();
+        self.call(now, move |w| {
+            Ok((w.list_bans(after.as_ref(), limit, now.as_millis())?, false))
         })
     }
 }
