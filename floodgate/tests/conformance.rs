@@ -15,6 +15,12 @@ use floodgate::{
 #[path = "support/block_on.rs"]
 mod block_on;
 use block_on::run;
+#[path = "support/ban_listing.rs"]
+mod ban_listing;
+
+fn bans_are_listed_page_by_page(store: &dyn Store) {
+    block_on::block_on(ban_listing::bans_are_listed_page_by_page(store));
+}
 
 fn key(n: u32) -> ClientKey {
     ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)
@@ -515,6 +521,15 @@ impl<S: Store> Store for Noting<S> {
         self.note(None, now);
         self.inner.sweep(now)
     }
+    fn bans(
+        &self,
+        after: Option<&floodgate::BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<floodgate::BanPage> {
+        self.note(None, now);
+        self.inner.bans(after, limit, now)
+    }
 }
 
 /// Runs `test` on the store `open` gives, then checks that the file, reopened, gives every
@@ -588,6 +603,7 @@ conformance!(
     concurrent_requests_are_counted_exactly,
     custom_keys_are_separate_from_addresses,
     policy_accumulation_cooldown_grace_and_adaptive,
+    bans_are_listed_page_by_page,
 );
 
 /// A database file in the temp dir, deleted (with its WAL files) on drop.

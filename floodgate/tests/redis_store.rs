@@ -34,6 +34,8 @@ use floodgate::{
 
 #[path = "support/services.rs"]
 mod services;
+#[path = "support/ban_listing.rs"]
+mod ban_listing;
 
 // ---------------------------------------------------------------------------------------
 // redis-servers of our own.
@@ -1852,4 +1854,33 @@ mod faults {
         }
         assert_eq!(redis.cli(&["EXISTS", "test:ip:203.0.113.61"]), "1");
     }
+}
+
+/// The listing scenario of every store, on prefixes of its own (a listing covers a whole
+/// prefix), with and without the ban cache, and behind a failover wrapper.
+#[actix_rt::test]
+async fn redis_lists_bans_page_by_page() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    for (prefix, cache) in [
+        ("listing-nocache", Duration::ZERO),
+        ("listing-cache", Duration::from_secs(1)),
+    ] {
+        let store = RedisStore::builder(server.url())
+            .prefix(prefix)
+            .ban_cache(cache)
+            .connect()
+            .await
+            .expect("connect");
+        ban_listing::bans_are_listed_page_by_page(&store).await;
+    }
+    let redis = RedisStore::builder(server.url())
+        .prefix("listing-failover")
+        .connect()
+        .await
+        .expect("connect");
+    let store = floodgate::FailoverStore::new(redis).backup(floodgate::MemoryStore::new());
+    ban_listing::bans_are_listed_page_by_page(&store).await;
+    assert!(!store.primary_down(), "the listing was Redis's");
 }

@@ -34,3 +34,17 @@ pub(crate) fn try_run<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
 pub(crate) fn run<T>(f: StoreFuture<T>) -> T {
     try_run(f).expect("the store failed")
 }
+
+/// Any future's output, driven on this thread (for scenarios written as `async fn`).
+#[allow(dead_code)] // not every test binary runs async scenarios
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+            return r;
+        }
+        thread::park();
+    }
+}

@@ -60,6 +60,11 @@ impl RedisStore {
     }
 }
 
+/// The ban's start in an entry of the hash (`"since reason"`); `None` when unknown.
+pub(super) fn since_of_info(info: &str) -> Option<u64> {
+    info.split(' ').next()?.parse().ok().filter(|&s| s > 0)
+}
+
 /// Reads the script's reply: member, end, "since reason" per entry.
 fn page_of_reply(reply: &[String], limit: usize) -> Result<BanPage, StoreError> {
     let bad = || StoreError::new("malformed reply of the Redis ban listing");
@@ -80,13 +85,12 @@ fn page_of_reply(reply: &[String], limit: usize) -> Result<BanPage, StoreError> 
         let Some(client) = key_from_text(&entry[0]) else {
             continue;
         };
-        let mut info = entry[2].split(' ');
-        let since = info.next().and_then(|s| s.parse::<u64>().ok());
-        let reason = info.next().and_then(|r| r.parse::<i64>().ok()).unwrap_or(2);
+        let reason = entry[2].split(' ').nth(1);
+        let reason = reason.and_then(|r| r.parse::<i64>().ok()).unwrap_or(2);
         bans.push(BanEntry {
             client,
             reason: ban_reason(reason),
-            since: since.filter(|&s| s > 0).map(Timestamp::from_millis),
+            since: since_of_info(&entry[2]).map(Timestamp::from_millis),
             until: until_of(until),
         });
     }

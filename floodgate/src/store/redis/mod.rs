@@ -436,17 +436,26 @@ impl Store for RedisStore {
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
         let mut conn = self.conn.clone();
         let key = self.key_of(client);
+        let (_, info) = self.ban_index_keys();
+        let member = key_text(client);
         let timeout = self.timeout;
         let addr = self.addr.clone();
         StoreFuture::pending(async move {
-            let mut get = ::redis::cmd("GET");
-            get.arg(&key);
-            let blob = bounded(timeout, get.query_async::<Option<String>>(&mut conn))
-                .await
-                .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;
+            // The state and, from the index of bans, when its ban began.
+            let mut get = ::redis::pipe();
+            get.atomic().get(&key).hget(&info, &member);
+            let (blob, since) = bounded(
+                timeout,
+                get.query_async::<(Option<String>, Option<String>)>(&mut conn),
+            )
+            .await
+            .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;
             let Some(blob) = blob else { return Ok(None) };
             let mut state = decode_state(&blob)
                 .ok_or_else(|| StoreError::new(format!("malformed client state in {key}")))?;
+            if let Some(since) = since.as_deref().and_then(bans::since_of_info) {
+                state.set_ban_since(since);
+            }
             state.prune(now);
             Ok((state.expires_at() > now).then_some(state))
         })

@@ -9,11 +9,13 @@
 use rusqlite::{Connection, Transaction};
 
 use super::rows::{key_from_text, sql_now, sql_time};
-use super::thread::Worker;
+use super::thread::{call_on, Worker};
+use super::SqliteStore;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::state::ClientState;
 use crate::store::bans::{page_limit, BanCursor, BanEntry, BanPage};
+use crate::store::StoreFuture;
 
 /// The name of the index of `table` (validated: letters, digits and underscores only, so
 /// that no floodgate table is ever named like an index).
@@ -58,6 +60,22 @@ pub(super) fn indexed_until(state: Option<&ClientState>, now: u64) -> Option<u64
     match state.and_then(ClientState::ban_slot) {
         Some((until, _)) if until > now => Some(until),
         _ => None,
+    }
+}
+
+impl SqliteStore {
+    /// Reads the file's index of bans (with [`Durability::Batched`](super::Durability) too:
+    /// a change of a ban is written before it is answered).
+    pub(super) fn list_bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
+        let after = after.cloned();
+        call_on(&self.jobs, now, move |w| {
+            Ok((w.list_bans(after.as_ref(), limit, now.as_millis())?, false))
+        })
     }
 }
 

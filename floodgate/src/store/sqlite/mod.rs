@@ -30,7 +30,7 @@ use batched::{spill_rows, Batched, BatchedRef};
 use checkpoint::{start_checkpointer, CHECKPOINT_PAGES};
 use rows::key_text;
 use schema::{check_columns, migrate, path_error, validate_table};
-use thread::{call_on, Job, Signal, Worker};
+use thread::{call_on, map, Job, Signal, Worker};
 
 /// The table used when none is named.
 pub const DEFAULT_TABLE: &str = "floodgate_clients";
@@ -496,17 +496,6 @@ impl Drop for SqliteStore {
     }
 }
 
-fn map<T: Send + 'static, U>(
-    f: StoreFuture<T>,
-    g: impl FnOnce(T) -> U + Send + 'static,
-) -> StoreFuture<U> {
-    let mut f = f;
-    match f.take_ready() {
-        Some(r) => StoreFuture::ready(r.map(g)),
-        None => StoreFuture::pending(async move { f.await.map(g) }),
-    }
-}
-
 impl Store for SqliteStore {
     fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
         let plan = Arc::clone(plan);
@@ -596,13 +585,8 @@ impl Store for SqliteStore {
         })
     }
 
-    /// Reads the file's index of bans (with [`Durability::Batched`] too: a change of a ban
-    /// is written before it is answered).
     fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
-        let after = after.cloned();
-        self.call(now, move |w| {
-            Ok((w.list_bans(after.as_ref(), limit, now.as_millis())?, false))
-        })
+        self.list_bans(after, limit, now)
     }
 }
 

@@ -19,6 +19,18 @@ use crate::state::ClientState;
 use crate::store::memory::Encoded;
 use crate::store::StoreFuture;
 
+/// Maps a store's answer, synchronously when it is ready.
+pub(super) fn map<T: Send + 'static, U>(
+    f: StoreFuture<T>,
+    g: impl FnOnce(T) -> U + Send + 'static,
+) -> StoreFuture<U> {
+    let mut f = f;
+    match f.take_ready() {
+        Some(r) => StoreFuture::ready(r.map(g)),
+        None => StoreFuture::pending(async move { f.await.map(g) }),
+    }
+}
+
 /// Sends `f` to the store thread on `jobs`; it runs inside the batch's transaction.
 pub(super) fn call_on<T, F>(jobs: &SyncSender<Job>, now: Timestamp, f: F) -> StoreFuture<T>
 where
