@@ -83,7 +83,7 @@ const MIN_PER_SHARD: usize = 32;
 /// in a table kept between 44 % and 88 % full: 65 to 130 bytes) plus its own heap: 40 bytes
 /// per counting scope (the global rules, each route's specific rules, each policy), 8 bytes
 /// per request time a sliding log keeps (up to the largest count among the scope's rules),
-/// 88 bytes per policy record, and 48 bytes (plus 8 per unspent offence) for a client that
+/// 88 bytes per policy record, and 56 bytes (plus 8 per unspent offence) for a client that
 /// is banned or was reported. A client under one sliding-log rule of count 1 costs about
 /// 120 bytes; under a policy, about 200; under a rule of count 100 with its log full, about
 /// 900. A [custom key](crate::ClientKey::custom) adds its length plus 16 bytes (plus the
@@ -527,7 +527,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Entry>(), 56);
         assert_eq!(std::mem::size_of::<(ScopeId, Scope)>(), 40);
         assert_eq!(std::mem::size_of::<PolicyState>(), 88);
-        assert_eq!(std::mem::size_of::<Rare>(), 48);
+        assert_eq!(std::mem::size_of::<Rare>(), 56);
         assert_eq!(std::mem::size_of::<Spilled>(), 40);
     }
 

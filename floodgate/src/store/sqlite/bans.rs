@@ -177,3 +177,53 @@ pub(super) fn backfill(tx: &Transaction<'_>, table: &str) -> rusqlite::Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientKey;
+    use crate::store::Store;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// A file of schema version 2 (before the index) with one banned and one unbanned
+    /// client: opening it migrates, and the listing finds the ban.
+    #[test]
+    fn a_file_from_before_the_index_is_indexed_when_it_is_migrated() {
+        let path = std::env::temp_dir().join(format!(
+            "floodgate-bans-backfill-{}.db",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let client = ClientKey::from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), 64);
+        let now = Timestamp::from_millis(1_000_000);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE floodgate_tables (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
+                 INSERT INTO floodgate_tables VALUES ('floodgate_clients');
+                 CREATE TABLE floodgate_clients (key TEXT PRIMARY KEY NOT NULL, \
+                   state BLOB NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+            let mut banned = ClientState::new();
+            banned.ban(None, now);
+            let mut plain = ClientState::new();
+            plain.ban(Some(Timestamp::from_millis(2_000)), Timestamp::from_millis(1_000));
+            for (key, state) in [("198.51.100.9", &banned), ("198.51.100.10", &plain)] {
+                conn.execute(
+                    "INSERT INTO floodgate_clients VALUES (?1, ?2, ?3)",
+                    rusqlite::params![key, state.encode(), i64::MAX],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).expect("open and migrate");
+        let page = super::super::tests::wait(store.bans(None, 10, now)).unwrap();
+        assert_eq!(page.bans.len(), 1, "{page:?}");
+        assert_eq!(page.bans[0].client, client);
+        assert_eq!(page.bans[0].until, None);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+}

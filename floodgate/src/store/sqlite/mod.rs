@@ -591,11 +591,11 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Waits for a store answer on this thread.
-    fn wait<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
+    pub(super) fn wait<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
         use std::future::Future;
         use std::task::{Context, Poll, Wake, Waker};
         struct Unpark(std::thread::Thread);
