@@ -180,8 +180,7 @@ impl ClientState {
                 bytes.len() - r.pos
             )));
         }
-        let mut state =
-            ClientState::from_parts(last_seen, ban, offences, offences_expire, scopes);
+        let mut state = ClientState::from_parts(last_seen, ban, offences, offences_expire, scopes);
         state.set_ban_since(since);
         Ok(state)
     }

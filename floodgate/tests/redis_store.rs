@@ -32,10 +32,10 @@ use floodgate::{
     Store, Timestamp,
 };
 
-#[path = "support/services.rs"]
-mod services;
 #[path = "support/ban_listing.rs"]
 mod ban_listing;
+#[path = "support/services.rs"]
+mod services;
 
 // ---------------------------------------------------------------------------------------
 // redis-servers of our own.

@@ -138,6 +138,7 @@ pub(crate) fn key_text(client: &ClientKey) -> String {
 }
 
 /// The inverse of [`key_text`]; `None` for a text no floodgate wrote.
+#[cfg(any(feature = "sqlite", feature = "redis"))]
 pub(crate) fn key_from_text(text: &str) -> Option<ClientKey> {
     if let Some(custom) = text.strip_prefix("custom:") {
         return Some(ClientKey::custom(custom));

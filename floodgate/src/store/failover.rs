@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::memory::MemoryStore;
 use super::bans::{BanCursor, BanPage};
+use super::memory::MemoryStore;
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -303,7 +303,12 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
 
     /// The bans of the store that decides now: the primary's, or the backup's while the
     /// primary is down.
-    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
         let owned = after.cloned();
         self.call(
             now,

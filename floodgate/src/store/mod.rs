@@ -131,7 +131,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The stores of this crate answer from an index of banned clients (the memory store
     /// scans its shards). The default answers with an error, for stores written before
     /// this method.
-    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
         let _ = (after, limit, now);
         StoreFuture::ready(Err(StoreError::new(format!(
             "this store ({self:?}) cannot list bans"
@@ -172,7 +177,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         (**self).sweep(now)
     }
-    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
         (**self).bans(after, limit, now)
     }
 }

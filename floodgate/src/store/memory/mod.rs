@@ -454,7 +454,12 @@ impl Store for MemoryStore {
     }
 
     /// Scans every shard (one lock at a time): the memory store keeps no index of bans.
-    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
         let mut found = Vec::new();
         for shard in self.shards.iter() {
             let shard = lock(&shard.0);

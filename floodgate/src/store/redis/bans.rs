@@ -68,7 +68,7 @@ pub(super) fn since_of_info(info: &str) -> Option<u64> {
 /// Reads the script's reply: member, end, "since reason" per entry.
 fn page_of_reply(reply: &[String], limit: usize) -> Result<BanPage, StoreError> {
     let bad = || StoreError::new("malformed reply of the Redis ban listing");
-    if reply.len() % 3 != 0 {
+    if !reply.len().is_multiple_of(3) {
         return Err(bad());
     }
     let mut bans = Vec::with_capacity(reply.len() / 3);

@@ -466,7 +466,12 @@ impl Store for RedisStore {
         StoreFuture::ready(Ok(0))
     }
 
-    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
         self.list_bans(after, limit, now)
     }
 }

@@ -189,10 +189,8 @@ mod tests {
     /// client: opening it migrates, and the listing finds the ban.
     #[test]
     fn a_file_from_before_the_index_is_indexed_when_it_is_migrated() {
-        let path = std::env::temp_dir().join(format!(
-            "floodgate-bans-backfill-{}.db",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("floodgate-bans-backfill-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let client = ClientKey::from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), 64);
         let now = Timestamp::from_millis(1_000_000);
@@ -209,7 +207,10 @@ mod tests {
             let mut banned = ClientState::new();
             banned.ban(None, now);
             let mut plain = ClientState::new();
-            plain.ban(Some(Timestamp::from_millis(2_000)), Timestamp::from_millis(1_000));
+            plain.ban(
+                Some(Timestamp::from_millis(2_000)),
+                Timestamp::from_millis(1_000),
+            );
             for (key, state) in [("198.51.100.9", &banned), ("198.51.100.10", &plain)] {
                 conn.execute(
                     "INSERT INTO floodgate_clients VALUES (?1, ?2, ?3)",

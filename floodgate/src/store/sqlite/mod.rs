@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::memory::{MemoryStore, DEFAULT_MAX_CLIENTS};
 use super::bans::{BanCursor, BanPage};
+use super::memory::{MemoryStore, DEFAULT_MAX_CLIENTS};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
@@ -585,7 +585,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn bans(&self, after: Option<&BanCursor>, limit: usize, now: Timestamp) -> StoreFuture<BanPage> {
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
         self.list_bans(after, limit, now)
     }
 }

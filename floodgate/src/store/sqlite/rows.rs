@@ -49,22 +49,7 @@ pub(super) fn sql_now(now: u64) -> i64 {
 }
 
 /// The inverse of [`key_text`]; `None` for a key no floodgate wrote.
-pub(super) fn key_from_text(text: &str) -> Option<ClientKey> {
-    if let Some(custom) = text.strip_prefix("custom:") {
-        return Some(ClientKey::custom(custom));
-    }
-    match text.split_once('/') {
-        Some((ip, prefix)) => {
-            let ip: IpAddr = ip.parse().ok()?;
-            let prefix: u8 = prefix.parse().ok()?;
-            Some(ClientKey::from_ip(ip, prefix))
-        }
-        None => {
-            let ip: IpAddr = text.parse().ok()?;
-            Some(ClientKey::from_ip(ip, 128))
-        }
-    }
-}
+pub(super) use crate::store::bans::key_from_text;
 
 /// Decodes the state of row `key`, pruned to `now`; `None` when nothing of it is live.
 pub(super) fn decode_live(
