@@ -462,10 +462,11 @@ fn a_version_1_file_is_migrated_without_losing_rows() {
     let store = SqliteStore::open(&db).unwrap();
     run(store.ban(&key(1), None, T0));
     drop(store);
-    // Back to what version 1 left: the expiry index, user_version 1.
+    // Back to what version 1 left: the expiry index, no index of bans, user_version 1.
     let conn = Connection::open(&db).unwrap();
     conn.execute_batch(
         "CREATE INDEX \"floodgate_clients_expires_at\" ON floodgate_clients (expires_at);
+         DROP TABLE \"floodgate_clients:bans\";
          PRAGMA user_version = 1;",
     )
     .unwrap();
@@ -476,6 +477,10 @@ fn a_version_1_file_is_migrated_without_losing_rows() {
         run(store.check(&key(1), &plan(3), T0)),
         Decision::Banned { until: None, .. }
     ));
+    // The ban from before the index is listed: the migration filled the index.
+    let listed = run(store.bans(None, 10, T0));
+    assert_eq!(listed.bans.len(), 1);
+    assert_eq!(listed.bans[0].client, key(1));
     drop(store);
     let conn = Connection::open(&db).unwrap();
     let version: i64 = conn
@@ -488,7 +493,7 @@ fn a_version_1_file_is_migrated_without_losing_rows() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!((version, indexes), (2, 0));
+    assert_eq!((version, indexes), (3, 0));
 }
 
 #[test]
