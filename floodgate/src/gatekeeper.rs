@@ -380,6 +380,11 @@ impl fmt::Debug for GateKeeper {
 }
 
 impl GateKeeper {
+    /// The key `client` is counted under.
+    pub(crate) fn key_of_client(&self, client: Client) -> ClientKey {
+        self.key(client)
+    }
+
     fn key(&self, client: Client) -> ClientKey {
         match client {
             Client::Ip(ip) => self.shared.key_of_ip(ip),

@@ -121,10 +121,15 @@ mod rules;
 mod state;
 mod state_codec;
 mod status;
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 pub mod store;
 pub mod targeting;
 mod validate;
 
+#[cfg(feature = "admin")]
+pub use admin::Admin;
 pub use builder::Floodgate;
 pub use client::{Client, ClientKey, ProxyHeader};
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
