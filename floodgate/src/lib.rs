@@ -103,6 +103,9 @@
 // docs.rs (`--cfg docsrs`, see Cargo.toml): mark each item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod builder;
 mod client;
 mod clock;
@@ -121,9 +124,6 @@ mod rules;
 mod state;
 mod state_codec;
 mod status;
-#[cfg(feature = "admin")]
-#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
-pub mod admin;
 pub mod store;
 pub mod targeting;
 mod validate;

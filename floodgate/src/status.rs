@@ -160,13 +160,11 @@ impl ClientStatus {
                 }
             }
         }
-        let ban = state
-            .ban_at(now)
-            .map(|(until, reason)| BanStatus {
-                until,
-                since: state.ban_since(now),
-                reason,
-            });
+        let ban = state.ban_at(now).map(|(until, reason)| BanStatus {
+            until,
+            since: state.ban_since(now),
+            reason,
+        });
         // Only the offences that still lie in the ban rule's window count: the log keeps
         // older ones until the next report pushes them out.
         let offences = match state.offences() {
@@ -214,7 +212,11 @@ impl fmt::Display for ClientStatus {
             None => f.write_str(", never seen")?,
         }
         for w in &self.windows {
-            write!(f, "\n  {} {}: {} used, {} left", w.scope, w.limit, w.used, w.remaining)?;
+            write!(
+                f,
+                "\n  {} {}: {} used, {} left",
+                w.scope, w.limit, w.used, w.remaining
+            )?;
             if let Some(t) = w.resets_at {
                 write!(f, ", resets at {t}")?;
             }
@@ -283,6 +285,8 @@ mod tests {
             None,
             t0,
         );
-        assert!(status.to_string().starts_with("k: blacklisted since 2026-12-06T01:37:51Z"));
+        assert!(status
+            .to_string()
+            .starts_with("k: blacklisted since 2026-12-06T01:37:51Z"));
     }
 }

@@ -61,12 +61,14 @@ fn store_failed(err: &StoreError) -> HttpResponse {
 
 /// Logs an operator's action at info, with the operator's address.
 fn log_action(s: &Settings, req: &HttpRequest, what: &str, client: &ClientKey) {
-    let who = operator_ip(s, req).map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+    let who =
+        operator_ip(s, req).map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
     log::info!(target: s.gatekeeper.shared.log_target(),
         "floodgate admin: {what} {} by {who}", client.logged());
 }
 
-/// Decodes the percent-escapes that routing left (`%2F`, `%25`, `%2B` and the like).
+/// Decodes a raw path segment's percent-escapes; `None` for a malformed escape or bytes
+/// that are not UTF-8.
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -87,7 +89,14 @@ fn percent_decode(text: &str) -> Option<String> {
 /// The `{client}` of the path: an address, a network as listings show it, or a custom key.
 fn client_of(req: &HttpRequest) -> Result<Client, HttpResponse> {
     let bad = |detail: &str| Err(problem(StatusCode::BAD_REQUEST, detail));
-    let Some(text) = req.match_info().get("client").and_then(percent_decode) else {
+    // From the raw path: routing decodes invalid UTF-8 lossily, which would act on another
+    // client than the one named.
+    let raw = req.uri().path();
+    let segment = raw
+        .rfind("/api/clients/")
+        .map(|at| &raw[at + "/api/clients/".len()..])
+        .map(|rest| rest.split('/').next().unwrap_or_default());
+    let Some(text) = segment.and_then(percent_decode) else {
         return bad("the client is not valid percent-encoded UTF-8");
     };
     if text.is_empty() || text.len() > MAX_CLIENT_LEN || text.chars().any(char::is_control) {
@@ -139,7 +148,11 @@ async fn bans(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
         }
     }
     let shared = &s.gatekeeper.shared;
-    match shared.store.bans(cursor.as_ref(), limit, shared.now()).await {
+    match shared
+        .store
+        .bans(cursor.as_ref(), limit, shared.now())
+        .await
+    {
         Ok(page) => ok(json!({
             "bans": page.bans.iter().map(entry_json).collect::<Vec<_>>(),
             "next": page.next.map(|c| c.to_string()),
@@ -247,7 +260,8 @@ async fn unban(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
 }
 
 async fn reload(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
-    let who = operator_ip(&s, &req).map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+    let who =
+        operator_ip(&s, &req).map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
     log::info!(target: s.gatekeeper.shared.log_target(), "floodgate admin: list reload by {who}");
     match s.gatekeeper.reload_lists() {
         Ok(n) => ok(json!({ "reloaded": n })),

@@ -2,8 +2,8 @@
 //! A missing or short token stops the app from starting.
 
 use std::future::{ready, Future, Ready};
-use std::pin::Pin;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -59,7 +59,9 @@ where
         if let Some(err) = config_problem(&self.settings) {
             let target = self.settings.gatekeeper.shared.log_target();
             log::error!(target: target, "floodgate: setting `token`: {err}; the app does not start");
-            eprintln!("floodgate: configuration error: setting `token`: {err}; the app does not start");
+            eprintln!(
+                "floodgate: configuration error: setting `token`: {err}; the app does not start"
+            );
             return ready(Err(()));
         }
         ready(Ok(AdminAuthMiddleware {
@@ -115,8 +117,12 @@ where
         let shown = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
         let target = self.settings.gatekeeper.shared.log_target();
         let refusal = if let Some(list) = &self.settings.allow {
-            (!ip.is_some_and(|ip| list.contains(ip)))
-                .then(|| (StatusCode::FORBIDDEN, "this address may not use the admin API"))
+            (!ip.is_some_and(|ip| list.contains(ip))).then(|| {
+                (
+                    StatusCode::FORBIDDEN,
+                    "this address may not use the admin API",
+                )
+            })
         } else {
             None
         };
