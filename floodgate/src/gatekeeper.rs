@@ -381,6 +381,7 @@ impl fmt::Debug for GateKeeper {
 
 impl GateKeeper {
     /// The key `client` is counted under.
+    #[cfg(feature = "admin")]
     pub(crate) fn key_of_client(&self, client: Client) -> ClientKey {
         self.key(client)
     }

@@ -87,8 +87,8 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// The `{client}` of the path: an address, a network as listings show it, or a custom key.
-fn client_of(req: &HttpRequest) -> Result<Client, HttpResponse> {
-    let bad = |detail: &str| Err(problem(StatusCode::BAD_REQUEST, detail));
+fn client_of(req: &HttpRequest) -> Result<Client, &'static str> {
+    let bad = Err;
     // From the raw path: routing decodes invalid UTF-8 lossily, which would act on another
     // client than the one named.
     let raw = req.uri().path();
@@ -190,7 +190,7 @@ pub(crate) fn status_json(st: &ClientStatus) -> Value {
 async fn status(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
     let client = match client_of(&req) {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail),
     };
     match s.gatekeeper.status(client).await {
         Ok(st) => ok(status_json(&st)),
@@ -218,7 +218,7 @@ fn ban_request(body: &[u8]) -> Result<Option<std::time::Duration>, String> {
 async fn ban(s: web::Data<Settings>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let client = match client_of(&req) {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail),
     };
     let length = match ban_request(&body) {
         Ok(l) => l,
@@ -247,7 +247,7 @@ async fn ban(s: web::Data<Settings>, req: HttpRequest, body: web::Bytes) -> Http
 async fn unban(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
     let client = match client_of(&req) {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail),
     };
     let key = s.gatekeeper.key_of_client(client);
     match s.gatekeeper.unban(key.clone()).await {

@@ -117,12 +117,10 @@ where
         let shown = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
         let target = self.settings.gatekeeper.shared.log_target();
         let refusal = if let Some(list) = &self.settings.allow {
-            (!ip.is_some_and(|ip| list.contains(ip))).then(|| {
-                (
-                    StatusCode::FORBIDDEN,
-                    "this address may not use the admin API",
-                )
-            })
+            (!ip.is_some_and(|ip| list.contains(ip))).then_some((
+                StatusCode::FORBIDDEN,
+                "this address may not use the admin API",
+            ))
         } else {
             None
         };
