@@ -334,3 +334,45 @@ async fn health_and_list_reload_answer() {
     let r = send(from_ip(srv.post(url("/api/lists/reload")), op).bearer_auth(TOKEN)).await;
     assert_eq!(r.json(), serde_json::json!({"reloaded": 0}));
 }
+
+#[actix_web::test]
+async fn top_offenders_count_refusals_and_reports_but_not_allowed_requests() {
+    let clock = FakeClock::starting_at(START);
+    let srv = start(&clock);
+    let op = "192.0.2.5";
+    // 8 requests against a rule of 5 a minute: 3 refusals.
+    let codes: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(get_as(&srv, "/ping", "198.51.100.20").await.code());
+        }
+        v
+    };
+    assert_eq!(codes, [200, 200, 200, 200, 200, 429, 429, 429]);
+    get_as(&srv, "/report", "198.51.100.21").await;
+    for _ in 0..4 {
+        get_as(&srv, "/ping", "198.51.100.22").await; // allowed only: not an offender
+    }
+    let top = admin_get(&srv, "/api/top", op).await.json();
+    assert_eq!(
+        top,
+        serde_json::json!({"clients": [
+            {"client": "198.51.100.20", "refusals": 3, "reports": 0},
+            {"client": "198.51.100.21", "refusals": 0, "reports": 1},
+        ]})
+    );
+    assert_eq!(
+        admin_get(&srv, "/api/top?limit=1", op).await.json()["clients"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_problem(&admin_get(&srv, "/api/top?limit=0", op).await, 400);
+    // Twenty minutes on, the window has passed.
+    clock.advance(secs(20 * 60 + 1));
+    assert_eq!(
+        admin_get(&srv, "/api/top", op).await.json(),
+        serde_json::json!({"clients": []})
+    );
+}

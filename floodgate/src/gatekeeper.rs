@@ -25,6 +25,7 @@ use crate::state::{ReportOutcome, ScopeId};
 use crate::status::{ClientStatus, ScopeInfo};
 use crate::store::memory::MemoryStore;
 use crate::store::{Store, StoreFailure};
+use crate::top::{Offender, TopOffenders};
 
 pub(crate) type RefusalHook = Arc<dyn Fn(&Refusal<'_>) -> HttpResponse + Send + Sync>;
 
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) ipv6_rotation: Ipv6Rotation,
     /// The bans seen per IPv6 network (runtime state, shared by every fork).
     pub(crate) rotation_watch: Arc<RotationWatch>,
+    /// The clients refused and reported most lately (runtime state, shared by every fork).
+    pub(crate) top: Arc<TopOffenders>,
     /// Mistakes made with infallible builder methods, reported when the app starts.
     pub(crate) config_errors: Vec<ConfigError>,
     /// The `log` target of this floodgate's decisions and operator actions.
@@ -90,6 +93,7 @@ impl Shared {
             scopes: Mutex::new(HashMap::new()),
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
+            top: Arc::default(),
         }
     }
 
@@ -119,6 +123,7 @@ impl Shared {
             scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
+            top: self.top.clone(),
         }
     }
 
@@ -418,6 +423,7 @@ impl GateKeeper {
         let now = self.shared.now();
         match self.shared.store.report(&key, &rule, now).await {
             Ok(outcome) => {
+                self.shared.top.reported(&key, now);
                 match outcome {
                     ReportOutcome::Banned { until } => {
                         log::warn!(target: self.shared.log_target(),
@@ -542,6 +548,14 @@ impl GateKeeper {
             }
         }
         first_error.map_or(Ok(reloaded), Err)
+    }
+
+    /// The `n` clients refused (limits, bans, deny lists) or reported most over the last 10
+    /// to 20 minutes, most first. Counted in constant memory (256 counters a window), so the
+    /// counts are lower bounds; a client that stands out keeps its counter whatever the
+    /// number of others.
+    pub fn top_offenders(&self, n: usize) -> Vec<Offender> {
+        self.shared.top.top(n, self.shared.now())
     }
 
     /// The current time on floodgate's clock.

@@ -126,6 +126,7 @@ mod state_codec;
 mod status;
 pub mod store;
 pub mod targeting;
+mod top;
 mod validate;
 
 #[cfg(feature = "admin")]
@@ -158,6 +159,7 @@ pub use targeting::{
     Country, DenyReason, GeoBlock, GeoDb, HeaderKey, IpList, KeyExtractor, ListError, MissingKey,
     ProbeAction, ProbeBan, Target,
 };
+pub use top::Offender;
 
 #[cfg(feature = "macros")]
 pub use floodgate_macros::{bypass, rate_limited, specific};

@@ -250,6 +250,7 @@ pub(crate) fn key_missing(shared: &Shared, client: &ClientKey, status: StatusCod
 }
 
 fn refusal_error(shared: &Shared, refusal: Refusal<'_>, headers: Option<Headers>) -> Error {
+    shared.top.refused(refusal.client, shared.now());
     let mut res = match &shared.refusal_hook {
         Some(hook) => hook(&refusal),
         None => refusal.default_response(),

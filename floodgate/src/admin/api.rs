@@ -29,6 +29,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/clients/{client}", web::get().to(status))
         .route("/api/clients/{client}/ban", web::put().to(ban))
         .route("/api/clients/{client}/ban", web::delete().to(unban))
+        .route("/api/top", web::get().to(top))
         .route("/api/lists/reload", web::post().to(reload))
         .route("/api/health", web::get().to(health));
 }
@@ -257,6 +258,34 @@ async fn unban(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
         }
         Err(err) => store_failed(&err),
     }
+}
+
+/// The clients shown by `/api/top` without `limit`, and the most it shows.
+const TOP_SHOWN: usize = 20;
+const TOP_MAX: usize = 256;
+
+async fn top(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
+    let mut limit = TOP_SHOWN;
+    if let Ok(q) = web::Query::<Vec<(String, String)>>::from_query(req.query_string()) {
+        for (name, value) in q.into_inner() {
+            if name == "limit" {
+                match value.parse::<usize>() {
+                    Ok(n) if (1..=TOP_MAX).contains(&n) => limit = n,
+                    _ => {
+                        let detail = format!("limit is a number from 1 to {TOP_MAX}");
+                        return problem(StatusCode::BAD_REQUEST, &detail);
+                    }
+                }
+            }
+        }
+    }
+    let clients: Vec<Value> = s
+        .gatekeeper
+        .top_offenders(limit)
+        .into_iter()
+        .map(|o| json!({"client": o.client.to_string(), "refusals": o.refusals, "reports": o.reports}))
+        .collect();
+    ok(json!({ "clients": clients }))
 }
 
 async fn reload(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {

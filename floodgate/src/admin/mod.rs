@@ -10,6 +10,7 @@
 //! | `GET /api/clients/{client}` | one client's status (ban, offences, windows) |
 //! | `PUT /api/clients/{client}/ban` | bans: body `{"for": "1h"}` or `{"forever": true}` |
 //! | `DELETE /api/clients/{client}/ban` | lifts a ban: `{"was_banned": bool}` |
+//! | `GET /api/top?limit=N` | the clients refused or reported most lately (see [`GateKeeper::top_offenders`](crate::GateKeeper::top_offenders)) |
 //! | `POST /api/lists/reload` | reloads the allow and deny lists whose files changed |
 //! | `GET /api/health` | whether the store answers |
 //!
