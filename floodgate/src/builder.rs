@@ -319,6 +319,14 @@ impl Floodgate {
             shared: self.shared.clone(),
         }
     }
+
+    /// The operator's API of this floodgate, to mount at `path` with `App::service` once it
+    /// has a [`token`](crate::admin::Admin::token) (see the [`admin`](crate::admin) module).
+    #[cfg(feature = "admin")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+    pub fn admin(&self, path: &str) -> crate::admin::Admin {
+        crate::admin::Admin::new(path, self.gatekeeper())
+    }
 }
 /// Request targeting (see the [`targeting`](crate::targeting) module).
 impl Floodgate {

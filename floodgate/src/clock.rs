@@ -61,11 +61,26 @@ impl Sub<Duration> for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC, as people read times in logs and listings: `2026-12-06T01:37:51Z`,
+    /// with the milliseconds when there are some (`2026-12-06T01:37:51.250Z`). `never` for
+    /// [`Timestamp::NEVER`]; a time past the end of year 9999 shows as its last millisecond.
+    ///
+    /// ```
+    /// use floodgate::Timestamp;
+    ///
+    /// assert_eq!(Timestamp::from_millis(1_796_521_071_000).to_string(), "2026-12-06T01:37:51Z");
+    /// assert_eq!(Timestamp::from_millis(1_796_521_071_250).to_string(), "2026-12-06T01:37:51.250Z");
+    /// assert_eq!(Timestamp::NEVER.to_string(), "never");
+    /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if *self == Timestamp::NEVER {
-            f.write_str("never")
-        } else {
-            write!(f, "{}.{:03}s", self.0 / 1000, self.0 % 1000)
+            return f.write_str("never");
+        }
+        let ms = self.0.min(LAST_RFC3339_MILLI) as i64;
+        match chrono::DateTime::from_timestamp_millis(ms) {
+            Some(t) => f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            // Unreachable within year 9999; a number rather than a panic all the same.
+            None => write!(f, "{ms} ms after the epoch"),
         }
     }
 }
@@ -216,7 +231,8 @@ mod tests {
         }
         assert_eq!(near_end + Duration::from_millis(1), Timestamp::NEVER);
         assert_eq!(Timestamp::NEVER.to_string(), "never");
-        assert_eq!(near_end.to_string(), "18446744073709551.614s");
+        assert_eq!(near_end.to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00Z");
     }
 
     #[test]

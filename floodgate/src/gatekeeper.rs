@@ -20,11 +20,14 @@ use crate::state::BanReason;
 use crate::state::{ReportOutcome, ScopeId};
 use crate::status::{ClientStatus, ScopeInfo};
 use crate::store::{Store, StoreFailure};
+use crate::top::{Offender, TopOffenders};
 
 /// A floodgate's settings (see [`Settings`]) and the runtime state that all clones of a
 /// `Floodgate` and all workers share. Reads of a setting go through `Deref`.
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
+    /// The clients refused and reported most lately (shared by every fork).
+    pub(crate) top: Arc<TopOffenders>,
     /// What each scope id stands for, filled as plans are built; read by `status`.
     pub(crate) scopes: Mutex<HashMap<ScopeId, ScopeInfo>>,
     /// The bans seen per IPv6 network (shared by every fork of these settings).
@@ -51,6 +54,7 @@ impl Shared {
             rotation_watch: Arc::default(),
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
+            top: Arc::default(),
         }
     }
 
@@ -63,6 +67,7 @@ impl Shared {
             rotation_watch: self.rotation_watch.clone(),
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
+            top: self.top.clone(),
         }
     }
 
@@ -220,6 +225,12 @@ impl fmt::Debug for GateKeeper {
 }
 
 impl GateKeeper {
+    /// The key `client` is counted under.
+    #[cfg(feature = "admin")]
+    pub(crate) fn key_of_client(&self, client: Client) -> ClientKey {
+        self.key(client)
+    }
+
     fn key(&self, client: Client) -> ClientKey {
         match client {
             Client::Ip(ip) => self.shared.key_of_ip(ip),
@@ -252,6 +263,7 @@ impl GateKeeper {
         let now = self.shared.now();
         match self.shared.store.report(&key, &rule, now).await {
             Ok(outcome) => {
+                self.shared.top.reported(&key, now);
                 match outcome {
                     ReportOutcome::Banned { until } => {
                         log::warn!(target: self.shared.log_target(),
@@ -376,6 +388,14 @@ impl GateKeeper {
             }
         }
         first_error.map_or(Ok(reloaded), Err)
+    }
+
+    /// The `n` clients refused (limits, bans, deny lists) or reported most over the last 10
+    /// to 20 minutes, most first. Counted in constant memory (256 counters a window), so the
+    /// counts are lower bounds; a client that stands out keeps its counter whatever the
+    /// number of others.
+    pub fn top_offenders(&self, n: usize) -> Vec<Offender> {
+        self.shared.top.top(n, self.shared.now())
     }
 
     /// The current time on floodgate's clock.

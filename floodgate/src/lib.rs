@@ -103,6 +103,9 @@
 // docs.rs (`--cfg docsrs`, see Cargo.toml): mark each item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod builder;
 mod client;
 mod clock;
@@ -126,8 +129,11 @@ mod status;
 pub mod store;
 mod stored_name;
 pub mod targeting;
+mod top;
 mod validate;
 
+#[cfg(feature = "admin")]
+pub use admin::Admin;
 pub use builder::Floodgate;
 pub use client::{Client, ClientKey, ProxyHeader};
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
@@ -144,6 +150,7 @@ pub use state::{
     BanReason, ClientState, Decision, LimitInfo, LimitReason, Plan, Quota, ReportOutcome, ScopeId,
 };
 pub use status::{BanStatus, ClientStatus, WindowStatus};
+pub use store::bans::{BanCursor, BanEntry, BanPage};
 pub use store::failover::FailoverStore;
 pub use store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
@@ -155,6 +162,7 @@ pub use targeting::{
     Country, DenyReason, GeoBlock, GeoDb, HeaderKey, IpList, KeyExtractor, ListError, MissingKey,
     ProbeAction, ProbeBan, Target,
 };
+pub use top::Offender;
 
 #[cfg(feature = "macros")]
 pub use floodgate_macros::{bypass, rate_limited, specific};

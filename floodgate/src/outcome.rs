@@ -107,6 +107,7 @@ pub(crate) fn refusal_error(shared: &Shared, refused: Refused) -> Error {
         Why::Denied(reason) => RefusalKind::Denied { reason },
         Why::MissingKey => RefusalKind::MissingKey,
     };
+    shared.top.refused(&client, shared.now());
     let refusal = Refusal {
         status: StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
         client: &client,

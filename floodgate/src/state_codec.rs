@@ -6,7 +6,8 @@
 //! ```text
 //! format: u8 = 1
 //! last_seen
-//! ban: u8 (0 = none, 1 = some) [until, reason: u8 (0 reported, 1 operator, 2 punished, 3 probe)]
+//! ban: u8 (0 = none, 1 = some, 2 = some with its start)
+//!      [until, reason: u8 (0 reported, 1 operator, 2 punished, 3 probe), [since if 2]]
 //! offences: times
 //! offences_expire
 //! scopes: count, then each: id: u64 little-endian, kind: u8
@@ -52,7 +53,10 @@ impl ClientState {
         match self.ban_slot() {
             None => out.push(0),
             Some((until, reason)) => {
-                out.push(1);
+                // Tag 1 (no start) keeps states of bans without a known start byte-identical
+                // to what earlier versions wrote.
+                let since = self.ban_since_ms();
+                out.push(if since == 0 { 1 } else { 2 });
                 put(&mut out, until);
                 out.push(match reason {
                     BanReason::Reported => 0,
@@ -60,6 +64,9 @@ impl ClientState {
                     BanReason::Punished => 2,
                     BanReason::Probe => 3,
                 });
+                if since != 0 {
+                    put(&mut out, since);
+                }
             }
         }
         match offences {
@@ -117,9 +124,10 @@ impl ClientState {
             )));
         }
         let last_seen = r.varint("last_seen")?;
+        let mut since = 0;
         let ban = match r.byte("ban")? {
             0 => None,
-            1 => {
+            tag @ (1 | 2) => {
                 let until = r.varint("ban until")?;
                 let reason = match r.byte("ban reason")? {
                     0 => BanReason::Reported,
@@ -128,6 +136,9 @@ impl ClientState {
                     3 => BanReason::Probe,
                     n => return Err(DecodeError::new(format!("unknown ban reason {n}"))),
                 };
+                if tag == 2 {
+                    since = r.varint("ban since")?;
+                }
                 Some((until, reason))
             }
             n => return Err(DecodeError::new(format!("unknown ban tag {n}"))),
@@ -169,13 +180,9 @@ impl ClientState {
                 bytes.len() - r.pos
             )));
         }
-        Ok(ClientState::from_parts(
-            last_seen,
-            ban,
-            offences,
-            offences_expire,
-            scopes,
-        ))
+        let mut state = ClientState::from_parts(last_seen, ban, offences, offences_expire, scopes);
+        state.set_ban_since(since);
+        Ok(state)
     }
 }
 
@@ -582,9 +589,12 @@ mod tests {
             any_times(6),
             any_time(),
             prop::collection::vec(any_scope(), 0..5),
+            any_time(),
         )
-            .prop_map(|(last_seen, ban, offences, expire, scopes)| {
-                ClientState::from_parts(last_seen, ban, offences, expire, scopes)
+            .prop_map(|(last_seen, ban, offences, expire, scopes, since)| {
+                let mut state = ClientState::from_parts(last_seen, ban, offences, expire, scopes);
+                state.set_ban_since(since);
+                state
             })
     }
 

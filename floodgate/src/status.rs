@@ -1,6 +1,7 @@
 //! A client's status, for operators: bans, offences, and every window.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
 
 use crate::client::ClientKey;
@@ -27,6 +28,8 @@ pub(crate) enum ScopeKind {
 pub struct BanStatus {
     /// When it ends; `None` for a blacklist (permanent).
     pub until: Option<Timestamp>,
+    /// When it began (see [`ClientState::ban_since`]); `None` when unknown.
+    pub since: Option<Timestamp>,
     /// Why.
     pub reason: BanReason,
 }
@@ -157,9 +160,11 @@ impl ClientStatus {
                 }
             }
         }
-        let ban = state
-            .ban_at(now)
-            .map(|(until, reason)| BanStatus { until, reason });
+        let ban = state.ban_at(now).map(|(until, reason)| BanStatus {
+            until,
+            since: state.ban_since(now),
+            reason,
+        });
         // Only the offences that still lie in the ban rule's window count: the log keeps
         // older ones until the next report pushes them out.
         let offences = match state.offences() {
@@ -176,6 +181,50 @@ impl ClientStatus {
             windows,
             last_seen: Some(state.last_seen()),
         }
+    }
+}
+
+/// For people: the client, its ban, offences and last request, then one line per window,
+/// times in RFC 3339 UTC.
+///
+/// ```text
+/// 203.0.113.7: banned until 2026-12-06T01:37:51Z (report) since 2026-12-06T01:27:51Z, 0 offences, last seen 2026-12-06T01:27:51Z
+///   global 20/1s: 3 used, 17 left, resets at 2026-12-06T01:27:52Z
+/// ```
+impl fmt::Display for ClientStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.client.logged())?;
+        match &self.ban {
+            Some(BanStatus {
+                until: Some(until),
+                reason,
+                ..
+            }) => write!(f, "banned until {until} ({})", reason.as_str())?,
+            Some(BanStatus { until: None, .. }) => f.write_str("blacklisted")?,
+            None => f.write_str("not banned")?,
+        }
+        if let Some(since) = self.ban.as_ref().and_then(|b| b.since) {
+            write!(f, " since {since}")?;
+        }
+        write!(f, ", {} offences", self.offences)?;
+        match self.last_seen {
+            Some(t) => write!(f, ", last seen {t}")?,
+            None => f.write_str(", never seen")?,
+        }
+        for w in &self.windows {
+            write!(
+                f,
+                "\n  {} {}: {} used, {} left",
+                w.scope, w.limit, w.used, w.remaining
+            )?;
+            if let Some(t) = w.resets_at {
+                write!(f, ", resets at {t}")?;
+            }
+            if let Some(t) = w.blocked_until {
+                write!(f, ", blocked until {t}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -207,5 +256,37 @@ mod tests {
         assert_eq!(status_at(t0 + Duration::from_secs(17)).offences, 1);
         assert_eq!(status_at(t0 + Duration::from_secs(22)).offences, 0);
         assert!(!status_at(t0 + Duration::from_secs(12)).is_banned());
+    }
+
+    #[test]
+    fn statuses_read_with_rfc_3339_times_and_escaped_keys() {
+        let rule = BanRule::new(1, Duration::from_secs(10), Duration::from_secs(600));
+        let mut state = ClientState::new();
+        let t0 = Timestamp::from_millis(1_796_521_071_000); // 2026-12-06T01:37:51Z
+        state.report(&rule, t0);
+        let status = ClientStatus::new(
+            ClientKey::custom("evil\nkey"),
+            Some(&state),
+            &HashMap::new(),
+            Some(rule.window()),
+            t0,
+        );
+        assert_eq!(
+            status.to_string(),
+            "evil\\nkey: banned until 2026-12-06T01:47:51Z (report) since \
+             2026-12-06T01:37:51Z, 0 offences, last seen 2026-12-06T01:37:51Z"
+        );
+        let mut black = ClientState::new();
+        black.ban(None, t0);
+        let status = ClientStatus::new(
+            ClientKey::custom("k"),
+            Some(&black),
+            &HashMap::new(),
+            None,
+            t0,
+        );
+        assert!(status
+            .to_string()
+            .starts_with("k: blacklisted since 2026-12-06T01:37:51Z"));
     }
 }

@@ -15,6 +15,8 @@ use floodgate::{
 #[path = "support/block_on.rs"]
 mod block_on;
 use block_on::{block_on, run};
+#[path = "support/ban_listing.rs"]
+mod ban_listing;
 
 #[path = "support/core_store.rs"]
 mod core_store;
@@ -41,23 +43,24 @@ use scenarios::{
 
 /// The async walks, as scenarios of the table.
 macro_rules! walks {
-    ($($walk:ident => $name:ident),* $(,)?) => {
+    ($($walk:path => $name:ident),* $(,)?) => {
         $(
             fn $name(store: &dyn Store) {
-                block_on(walks::$walk(store))
+                block_on($walk(store))
             }
         )*
     };
 }
 
 walks!(
-    sliding_log_is_exact_at_the_window_edge => walk_sliding_log_at_the_window_edge,
-    several_rules_and_scopes_refuse_atomically => walk_several_rules_and_scopes,
-    reports_ban_from_the_last_offence_and_are_spent => walk_reports_and_spent_offences,
-    operator_ban_blacklist_and_unban => walk_operator_ban_blacklist_and_unban,
-    policy_blocks_and_punishes => walk_policy_blocks_and_punishes,
-    policy_accumulation_cooldown_grace_and_adaptive => walk_policy_accumulation_to_adaptive,
-    state_and_expiry => walk_state_and_expiry,
+    walks::sliding_log_is_exact_at_the_window_edge => walk_sliding_log_at_the_window_edge,
+    walks::several_rules_and_scopes_refuse_atomically => walk_several_rules_and_scopes,
+    walks::reports_ban_from_the_last_offence_and_are_spent => walk_reports_and_spent_offences,
+    walks::operator_ban_blacklist_and_unban => walk_operator_ban_blacklist_and_unban,
+    walks::policy_blocks_and_punishes => walk_policy_blocks_and_punishes,
+    walks::policy_accumulation_cooldown_grace_and_adaptive => walk_policy_accumulation_to_adaptive,
+    walks::state_and_expiry => walk_state_and_expiry,
+    ban_listing::bans_are_listed_page_by_page => walk_bans_are_listed_page_by_page,
 );
 
 /// A store that notes every client it is asked about and the latest time, so that the
@@ -149,6 +152,15 @@ impl<S: Store> Store for Noting<S> {
         self.note(None, now);
         self.inner.sweep(now)
     }
+    fn bans(
+        &self,
+        after: Option<&floodgate::BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<floodgate::BanPage> {
+        self.note(None, now);
+        self.inner.bans(after, limit, now)
+    }
 }
 
 /// Runs `test` on the store `open` gives, then checks that the file, reopened, gives every
@@ -192,7 +204,7 @@ fn on_redis(cache: std::time::Duration, failover: bool, test: fn(&dyn Store)) {
 }
 
 macro_rules! conformance {
-    (everywhere: [$($test:ident),* $(,)?], local: [$($local:ident),* $(,)?] $(,)?) => {
+    (everywhere: [$($test:ident),* $(,)?], local: [$($local:ident),* $(,)?], stores: [$($store:ident),* $(,)?] $(,)?) => {
         mod core {
             $(
                 #[test]
@@ -217,6 +229,12 @@ macro_rules! conformance {
             )*
             $(
                 #[test]
+                fn $store() {
+                    super::$store(&floodgate::MemoryStore::new());
+                }
+            )*
+            $(
+                #[test]
                 fn $local() {
                     super::$local(&floodgate::MemoryStore::new());
                 }
@@ -232,6 +250,16 @@ macro_rules! conformance {
                     super::reopened_gives_the_same_state(
                         || floodgate::SqliteStore::open(&db.path).expect("open"),
                         super::$test,
+                    );
+                }
+            )*
+            $(
+                #[test]
+                fn $store() {
+                    let db = super::TempDb::new(stringify!($store));
+                    super::reopened_gives_the_same_state(
+                        || floodgate::SqliteStore::open(&db.path).expect("open"),
+                        super::$store,
                     );
                 }
             )*
@@ -264,6 +292,13 @@ macro_rules! conformance {
             )*
             $(
                 #[test]
+                fn $store() {
+                    let db = super::TempDb::new(concat!("batched-", stringify!($store)));
+                    super::reopened_gives_the_same_state(|| open(&db), super::$store);
+                }
+            )*
+            $(
+                #[test]
                 fn $local() {
                     let db = super::TempDb::new(concat!("batched-", stringify!($local)));
                     super::reopened_gives_the_same_state(|| open(&db), super::$local);
@@ -281,6 +316,12 @@ macro_rules! conformance {
                     super::on_redis(std::time::Duration::from_secs(1), false, super::$test);
                 }
             )*
+            $(
+                #[test]
+                fn $store() {
+                    super::on_redis(std::time::Duration::from_secs(1), false, super::$store);
+                }
+            )*
         }
 
         #[cfg(feature = "redis")]
@@ -291,6 +332,12 @@ macro_rules! conformance {
                     super::on_redis(std::time::Duration::ZERO, false, super::$test);
                 }
             )*
+            $(
+                #[test]
+                fn $store() {
+                    super::on_redis(std::time::Duration::ZERO, false, super::$store);
+                }
+            )*
         }
 
         #[cfg(feature = "redis")]
@@ -299,6 +346,12 @@ macro_rules! conformance {
                 #[test]
                 fn $test() {
                     super::on_redis(std::time::Duration::from_secs(1), true, super::$test);
+                }
+            )*
+            $(
+                #[test]
+                fn $store() {
+                    super::on_redis(std::time::Duration::from_secs(1), true, super::$store);
                 }
             )*
         }
@@ -329,6 +382,8 @@ conformance!(
         sweep_deletes_expired_clients,
         concurrent_requests_are_counted_exactly,
     ],
+    // A store's own feature, beside the decision core.
+    stores: [walk_bans_are_listed_page_by_page],
 );
 
 /// A database file in the temp dir, deleted (with its WAL files) on drop.

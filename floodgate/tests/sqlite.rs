@@ -462,10 +462,11 @@ fn a_version_1_file_is_migrated_without_losing_rows() {
     let store = SqliteStore::open(&db).unwrap();
     run(store.ban(&key(1), None, T0));
     drop(store);
-    // Back to what version 1 left: the expiry index, user_version 1.
+    // Back to what version 1 left: the expiry index, no index of bans, user_version 1.
     let conn = Connection::open(&db).unwrap();
     conn.execute_batch(
         "CREATE INDEX \"floodgate_clients_expires_at\" ON floodgate_clients (expires_at);
+         DROP TABLE \"floodgate_clients:bans\";
          PRAGMA user_version = 1;",
     )
     .unwrap();
@@ -476,6 +477,10 @@ fn a_version_1_file_is_migrated_without_losing_rows() {
         run(store.check(&key(1), &plan(3), T0)),
         Decision::Banned { until: None, .. }
     ));
+    // The ban from before the index is listed: the migration filled the index.
+    let listed = run(store.bans(None, 10, T0));
+    assert_eq!(listed.bans.len(), 1);
+    assert_eq!(listed.bans[0].client, key(1));
     drop(store);
     let conn = Connection::open(&db).unwrap();
     let version: i64 = conn
@@ -488,7 +493,7 @@ fn a_version_1_file_is_migrated_without_losing_rows() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!((version, indexes), (3, 0));
+    assert_eq!((version, indexes), (4, 0));
 }
 
 #[test]
@@ -502,10 +507,11 @@ fn a_version_2_file_keeps_its_custom_keys_under_their_new_spelling() {
     run(store.ban(&key(9), None, T0));
     assert!(run(store.check(&lookalike, &plan(5), T0)).is_allowed());
     drop(store);
-    // Back to what version 2 wrote: custom keys as `custom:`.
+    // Back to what version 2 wrote: custom keys as `custom:`, no index of bans.
     let conn = Connection::open(&db).unwrap();
     conn.execute_batch(
         "UPDATE floodgate_clients SET key = 'custom:' || substr(key, 5) WHERE key LIKE 'key:%';
+         DROP TABLE \"floodgate_clients:bans\";
          PRAGMA user_version = 2;",
     )
     .unwrap();
@@ -526,6 +532,14 @@ fn a_version_2_file_keeps_its_custom_keys_under_their_new_spelling() {
         other => panic!("{other:?}"),
     };
     assert_eq!(quota(run(store.check(&lookalike, &plan(5), T0))), 3);
+    // The index of bans, filled after the rename, lists the custom key under its name.
+    let mut listed: Vec<ClientKey> = run(store.bans(None, 10, T0))
+        .bans
+        .into_iter()
+        .map(|b| b.client)
+        .collect();
+    listed.sort_by_key(|c| c.stored_name());
+    assert_eq!(listed, [key(9), tenant.clone()]);
     drop(store);
     let conn = Connection::open(&db).unwrap();
     let mut keys: Vec<String> = conn

@@ -27,6 +27,8 @@ pub struct ClientState {
 pub(crate) struct Rare {
     /// (until, reason); until is `NEVER` for a permanent ban.
     pub(crate) ban: Option<(u64, BanReason)>,
+    /// When the ban in force began (ms); 0 when unknown (a state written before it was kept).
+    pub(crate) ban_since: u64,
     pub(crate) offences: Times,
     pub(crate) offences_expire: u64,
 }
@@ -49,6 +51,7 @@ impl ClientState {
             last_seen,
             rare: Some(Box::new(Rare {
                 ban,
+                ban_since: 0,
                 offences,
                 offences_expire,
             })),
@@ -61,6 +64,27 @@ impl ClientState {
     /// The ban slot: (until, reason).
     pub(crate) fn ban_slot(&self) -> Option<(u64, BanReason)> {
         self.rare.as_ref().and_then(|r| r.ban)
+    }
+
+    /// When the ban slot's ban began (ms), 0 when unknown (for decoders).
+    pub(crate) fn ban_since_ms(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.ban_since)
+    }
+
+    /// Sets when the ban slot's ban began (for decoders).
+    pub(crate) fn set_ban_since(&mut self, since: u64) {
+        if let Some(rare) = self.rare.as_mut().filter(|r| r.ban.is_some()) {
+            rare.ban_since = since;
+        }
+    }
+
+    /// When the ban in force at `now` began: the start of the stretch of banned time that
+    /// it continues (a ban lengthened or replaced while in force keeps its start). `None`
+    /// without a ban in force, or for a ban stored before floodgate kept its start.
+    pub fn ban_since(&self, now: Timestamp) -> Option<Timestamp> {
+        self.ban_at(now)?;
+        let since = self.ban_since_ms();
+        (since != 0).then_some(Timestamp::from_millis(since))
     }
 
     /// Unspent offences, oldest first, and when they expire; `None` when there are none.
@@ -168,6 +192,7 @@ impl ClientState {
         if let Some(rare) = &mut self.rare {
             if matches!(rare.ban, Some((until, _)) if until <= now) {
                 rare.ban = None;
+                rare.ban_since = 0;
             }
             if rare.offences_expire <= now {
                 rare.offences.clear();
@@ -203,7 +228,9 @@ impl ClientState {
                         started: false,
                     };
                 }
-                self.rare_mut().ban = None;
+                let rare = self.rare_mut();
+                rare.ban = None;
+                rare.ban_since = 0;
                 self.tidy_rare();
             }
         }
@@ -373,7 +400,7 @@ impl ClientState {
         }
         st.touch(p, now);
         if punish {
-            self.set_ban(until, BanReason::Punished);
+            self.set_ban(until, BanReason::Punished, now);
             return Decision::Banned {
                 until: (until != NEVER).then_some(Timestamp::from_millis(until)),
                 reason: BanReason::Punished,
@@ -389,11 +416,21 @@ impl ClientState {
     }
 
     /// Sets a ban ending at `until` (ms), keeping a longer one already in force.
-    fn set_ban(&mut self, until: u64, reason: BanReason) {
+    fn set_ban(&mut self, until: u64, reason: BanReason, now: u64) {
         match self.ban_slot() {
             Some((current, _)) if current >= until => {}
-            _ => self.rare_mut().ban = Some((until, reason)),
+            _ => self.replace_ban(until, reason, now),
         }
+    }
+
+    /// Puts a ban in the slot; it began at `now` unless it continues one in force.
+    fn replace_ban(&mut self, until: u64, reason: BanReason, now: u64) {
+        let continues = matches!(self.ban_slot(), Some((current, _)) if current > now);
+        let rare = self.rare_mut();
+        if !continues || rare.ban_since == 0 {
+            rare.ban_since = now;
+        }
+        rare.ban = Some((until, reason));
     }
 
     /// Records one offence; bans the client when the rule's count of unspent offences lies
@@ -411,7 +448,7 @@ impl ClientState {
             let until = now.saturating_add(rule.duration_ms());
             rare.offences.clear();
             rare.offences_expire = 0;
-            self.set_ban(until, BanReason::Reported);
+            self.set_ban(until, BanReason::Reported, now);
             return ReportOutcome::Banned {
                 until: Timestamp::from_millis(until),
             };
@@ -426,7 +463,7 @@ impl ClientState {
     pub fn ban(&mut self, until: Option<Timestamp>, now: Timestamp) {
         self.last_seen = self.last_seen.max(now.as_millis());
         let until = until.map_or(NEVER, Timestamp::as_millis);
-        self.rare_mut().ban = Some((until, BanReason::Operator));
+        self.replace_ban(until, BanReason::Operator, now.as_millis());
     }
 
     /// Bans the client until `until` (`None`: forever) for `reason`, unless a ban that ends
@@ -434,7 +471,11 @@ impl ClientState {
     /// blacklist). Only an operator's [`ban`](Self::ban) or [`unban`](Self::unban) shortens one.
     pub fn extend_ban(&mut self, until: Option<Timestamp>, reason: BanReason, now: Timestamp) {
         self.last_seen = self.last_seen.max(now.as_millis());
-        self.set_ban(until.map_or(NEVER, Timestamp::as_millis), reason);
+        self.set_ban(
+            until.map_or(NEVER, Timestamp::as_millis),
+            reason,
+            now.as_millis(),
+        );
     }
 
     /// Lifts any ban or blacklist, forgets unspent offences, and clears policy blocks and

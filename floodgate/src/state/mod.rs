@@ -199,6 +199,19 @@ pub enum BanReason {
     Probe,
 }
 
+impl BanReason {
+    /// The reason's name in listings, JSON and logs: `report`, `operator`, `policy` or
+    /// `probe`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BanReason::Reported => "report",
+            BanReason::Operator => "operator",
+            BanReason::Punished => "policy",
+            BanReason::Probe => "probe",
+        }
+    }
+}
+
 /// The outcome of checking one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {

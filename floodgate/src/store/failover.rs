@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::bans::{BanCursor, BanPage};
 use super::memory::MemoryStore;
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
@@ -298,6 +299,22 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
 
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         self.call(now, |s| s.sweep(now), move |b| b.sweep(now))
+    }
+
+    /// The bans of the store that decides now: the primary's, or the backup's while the
+    /// primary is down.
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
+        let owned = after.cloned();
+        self.call(
+            now,
+            |s| s.bans(after, limit, now),
+            move |b| b.bans(owned.as_ref(), limit, now),
+        )
     }
 }
 

@@ -17,7 +17,9 @@ use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::rules::BanRule;
 use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
+use bans::{BanCursor, BanPage};
 
+pub mod bans;
 pub mod failover;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -121,6 +123,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes the state of clients that expired by `now`; returns how many.
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize>;
+
+    /// One page of the bans in force at `now`, after `after` (from the start for `None`):
+    /// at most `limit` entries (see [`page_limit`](bans::page_limit)), soonest-ending first,
+    /// permanent bans last. Expired bans never appear.
+    ///
+    /// The stores of this crate answer from an index of banned clients (the memory store
+    /// scans its shards). The default answers with an error, for stores written before
+    /// this method.
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
+        let _ = (after, limit, now);
+        StoreFuture::ready(Err(StoreError::new(format!(
+            "this store ({self:?}) cannot list bans"
+        ))))
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -155,6 +176,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         (**self).sweep(now)
+    }
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
+        (**self).bans(after, limit, now)
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use super::bans::{page_of, BanCursor, BanEntry, BanPage};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -82,7 +83,7 @@ const MIN_PER_SHARD: usize = 32;
 /// in a table kept between 44 % and 88 % full: 65 to 130 bytes) plus its own heap: 40 bytes
 /// per counting scope (the global rules, each route's specific rules, each policy), 8 bytes
 /// per request time a sliding log keeps (up to the largest count among the scope's rules),
-/// 88 bytes per policy record, and 48 bytes (plus 8 per unspent offence) for a client that
+/// 88 bytes per policy record, and 56 bytes (plus 8 per unspent offence) for a client that
 /// is banned or was reported. A client under one sliding-log rule of count 1 costs about
 /// 120 bytes; under a policy, about 200; under a rule of count 100 with its log full, about
 /// 900. A [custom key](crate::ClientKey::custom) adds its length plus 16 bytes (plus the
@@ -453,6 +454,26 @@ impl Store for MemoryStore {
             .sum();
         StoreFuture::ready(Ok(swept))
     }
+
+    /// Scans every shard (one lock at a time): the memory store keeps no index of bans.
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(&shard.0);
+            found.extend(
+                shard
+                    .table
+                    .iter()
+                    .filter_map(|e| BanEntry::of_state(e.key.clone(), &e.state, now)),
+            );
+        }
+        StoreFuture::ready(Ok(page_of(found, after, limit)))
+    }
 }
 
 #[cfg(test)]
@@ -513,7 +534,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Entry>(), 56);
         assert_eq!(std::mem::size_of::<(ScopeId, Scope)>(), 40);
         assert_eq!(std::mem::size_of::<PolicyState>(), 88);
-        assert_eq!(std::mem::size_of::<Rare>(), 48);
+        assert_eq!(std::mem::size_of::<Rare>(), 56);
         assert_eq!(std::mem::size_of::<Spilled>(), 40);
     }
 

@@ -41,6 +41,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Script};
 
+use super::bans::{key_text, BanCursor, BanPage};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -48,6 +49,7 @@ use crate::error::StoreError;
 use crate::rules::BanRule;
 use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
+mod bans;
 mod cache;
 mod script;
 
@@ -291,12 +293,21 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let script = self.script.clone();
         let key = self.key_of(client);
+        let (bans, info) = self.ban_index_keys();
+        let member = key_text(client);
         let timeout = self.timeout;
         let addr = self.addr.clone();
         let now = lua_time(now.as_millis());
         Box::pin(async move {
             let mut invocation = script.prepare_invoke();
-            invocation.key(key).arg(op).arg(now).arg(args);
+            invocation
+                .key(key)
+                .key(bans)
+                .key(info)
+                .arg(op)
+                .arg(now)
+                .arg(args)
+                .arg(member);
             bounded(timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
                 .await
                 .map_err(|e| e.context(&format!("Redis at {addr}: {op}")))
@@ -426,17 +437,26 @@ impl Store for RedisStore {
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
         let mut conn = self.conn.clone();
         let key = self.key_of(client);
+        let (_, info) = self.ban_index_keys();
+        let member = key_text(client);
         let timeout = self.timeout;
         let addr = self.addr.clone();
         StoreFuture::pending(async move {
-            let mut get = ::redis::cmd("GET");
-            get.arg(&key);
-            let blob = bounded(timeout, get.query_async::<Option<String>>(&mut conn))
-                .await
-                .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;
+            // The state and, from the index of bans, when its ban began.
+            let mut get = ::redis::pipe();
+            get.atomic().get(&key).hget(&info, &member);
+            let (blob, since) = bounded(
+                timeout,
+                get.query_async::<(Option<String>, Option<String>)>(&mut conn),
+            )
+            .await
+            .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;
             let Some(blob) = blob else { return Ok(None) };
             let mut state = decode_state(&blob)
                 .ok_or_else(|| StoreError::new(format!("malformed client state in {key}")))?;
+            if let Some(since) = since.as_deref().and_then(bans::since_of_info) {
+                state.set_ban_since(since);
+            }
             state.prune(now);
             Ok((state.expires_at() > now).then_some(state))
         })
@@ -445,5 +465,14 @@ impl Store for RedisStore {
     /// Redis expires keys by itself: nothing to sweep, always 0.
     fn sweep(&self, _now: Timestamp) -> StoreFuture<usize> {
         StoreFuture::ready(Ok(0))
+    }
+
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
+        self.list_bans(after, limit, now)
     }
 }

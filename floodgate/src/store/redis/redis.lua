@@ -6,6 +6,8 @@
 -- ARGV[1]  operation: check | report | ban | unban
 -- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
 -- ARGV[3]  operation arguments, space separated (see each operation)
+-- KEYS[2], KEYS[3], ARGV[4]  the index of bans (see `index_ban`): the sorted set of banned
+--          clients by ban end, the hash of "since reason" per client, the client's member
 --
 -- Numbers are whole milliseconds; -1 stands for "never" (u64::MAX in Rust), held here as
 -- NEVER = 2^53, above any real time and still exact in a double. Scope ids are u64 values
@@ -451,7 +453,34 @@ end
 -- not PEXPIREAT: the injected clock need not be Redis's). Like the memory store, expired
 -- parts stay in place until the whole state expires (so both stores hold the same state,
 -- scope order included); a state that holds nothing is deleted.
+-- The ban as the call found it, for `index_ban`.
+local old_ban = { untl = 0, reason = 0 }
+
+-- The index of bans that listings read (bans.lua): when this call changed the client's ban,
+-- its member in KEYS[2] (scored by the ban's end) and KEYS[3] ("since reason", since kept
+-- while a ban in force is lengthened or replaced) follow. Calls that leave the ban as it was
+-- touch neither.
+local function index_ban(st, now)
+  if KEYS[2] == nil or (st.ban_until == old_ban.untl and st.ban_reason == old_ban.reason) then
+    return
+  end
+  local member = ARGV[4]
+  if st.ban_reason ~= 0 and st.ban_until > now then
+    local since = enc(now)
+    if old_ban.reason ~= 0 and old_ban.untl > now then
+      local known = redis.call('HGET', KEYS[3], member)
+      if known then since = string.match(known, '^(%S+)') or since end
+    end
+    redis.call('ZADD', KEYS[2], format('%.0f', st.ban_until), member)
+    redis.call('HSET', KEYS[3], member, since .. ' ' .. tostring(st.ban_reason))
+  else
+    redis.call('ZREM', KEYS[2], member)
+    redis.call('HDEL', KEYS[3], member)
+  end
+end
+
 local function save(key, st, now)
+  index_ban(st, now)
   local expires = expires_at(st)
   if expires <= now then
     redis.call('DEL', key)
@@ -473,6 +502,7 @@ if blob ~= nil and expires_at(st) <= now then
   blob = nil
   st = decode(nil)
 end
+old_ban.untl, old_ban.reason = st.ban_until, st.ban_reason
 
 if op == 'check' then
   local plan = decode_plan(args)

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::bans::indexed_until;
 use super::rows::{decode_live, durable_part, key_from_text, key_text, sql_time};
 use super::thread::{call_on, Job, Signal, Worker};
 #[cfg(doc)]
@@ -348,14 +349,17 @@ impl Worker {
             let mut upsert = self.conn.prepare_cached(&self.upsert)?;
             let mut delete = self.conn.prepare_cached(&self.delete)?;
             for (key, state) in rows {
-                match state {
+                let until = match state {
                     Some((bytes, expires)) if *expires > now => {
                         upsert.execute(rusqlite::params![key, bytes, sql_time(*expires)])?;
+                        indexed_until(ClientState::decode(bytes).ok().as_ref(), now)
                     }
                     _ => {
-                        delete.execute([key])?;
+                        delete.execute([&key])?;
+                        None
                     }
-                }
+                };
+                self.index_ban(&key, until)?;
             }
         }
         self.conn.execute_batch("COMMIT")?;

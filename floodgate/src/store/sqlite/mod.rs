@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::bans::{BanCursor, BanPage};
 use super::memory::{MemoryStore, DEFAULT_MAX_CLIENTS};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
@@ -18,6 +19,7 @@ use crate::error::{ConfigError, StoreError};
 use crate::rules::BanRule;
 use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
+mod bans;
 mod batched;
 mod checkpoint;
 mod rows;
@@ -28,7 +30,7 @@ use batched::{spill_rows, Batched, BatchedRef};
 use checkpoint::{start_checkpointer, CHECKPOINT_PAGES};
 use rows::key_text;
 use schema::{check_columns, migrate, path_error, validate_table};
-use thread::{call_on, Job, Signal, Worker};
+use thread::{call_on, map, Job, Signal, Worker};
 
 /// The table used when none is named.
 pub const DEFAULT_TABLE: &str = "floodgate_clients";
@@ -494,17 +496,6 @@ impl Drop for SqliteStore {
     }
 }
 
-fn map<T: Send + 'static, U>(
-    f: StoreFuture<T>,
-    g: impl FnOnce(T) -> U + Send + 'static,
-) -> StoreFuture<U> {
-    let mut f = f;
-    match f.take_ready() {
-        Some(r) => StoreFuture::ready(r.map(g)),
-        None => StoreFuture::pending(async move { f.await.map(g) }),
-    }
-}
-
 impl Store for SqliteStore {
     fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
         let plan = Arc::clone(plan);
@@ -595,14 +586,23 @@ impl Store for SqliteStore {
             Ok((Ok(n), false))
         })
     }
+
+    fn bans(
+        &self,
+        after: Option<&BanCursor>,
+        limit: usize,
+        now: Timestamp,
+    ) -> StoreFuture<BanPage> {
+        self.list_bans(after, limit, now)
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Waits for a store answer on this thread.
-    fn wait<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
+    pub(super) fn wait<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
         use std::future::Future;
         use std::task::{Context, Poll, Wake, Waker};
         struct Unpark(std::thread::Thread);

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
+use super::bans::{backfill, index_name};
 use crate::error::ConfigError;
 
 /// The longest table name accepted.
@@ -45,7 +46,20 @@ const MIGRATIONS: &[Migration] = &[
         table: &["UPDATE {table} SET key = 'key:' || substr(key, 8) \
                   WHERE key >= 'custom:' AND key < 'custom;'"],
     },
+    // The index of bans (see `bans.rs`), filled from the rows by `backfill` when an older
+    // file is migrated: listing the bans in force reads the banned clients only.
+    Migration {
+        file: &[],
+        table: &[
+            "CREATE TABLE {bans} (key TEXT PRIMARY KEY NOT NULL, ban_until INTEGER NOT NULL) \
+             WITHOUT ROWID",
+            "CREATE INDEX {bans_order} ON {bans} (ban_until, key)",
+        ],
+    },
 ];
+
+/// The first schema version with the index of bans.
+const BANS_VERSION: i64 = 4;
 
 /// The columns a floodgate table has: name, declared type, part of the primary key.
 const COLUMNS: &[(&str, &str, bool)] = &[
@@ -104,8 +118,11 @@ pub(super) fn path_error(path: &str, e: &rusqlite::Error, busy: Duration) -> Con
 
 /// Fills a migration step for one table. `table` is validated, so quoting it is enough.
 fn fill(step: &str, table: &str) -> String {
+    let bans = index_name(table);
     step.replace("{table}", &format!("\"{table}\""))
         .replace("{index}", &format!("\"{table}_expires_at\""))
+        .replace("{bans_order}", &format!("\"{bans}_order\""))
+        .replace("{bans}", &format!("\"{bans}\""))
 }
 
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -176,6 +193,11 @@ pub(super) fn migrate(
             for step in m.table {
                 tx.execute_batch(&fill(step, t)).map_err(err)?;
             }
+        }
+    }
+    if version < BANS_VERSION {
+        for t in &tables {
+            backfill(&tx, t).map_err(err)?;
         }
     }
     if version < latest {

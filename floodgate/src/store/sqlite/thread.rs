@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::bans::{indexed_until, BanSql};
 use super::rows::{decode_live, durable_part, sql_now, sql_time};
 use super::{Durability, SqliteStoreBuilder};
 use crate::client::ClientKey;
@@ -17,6 +18,18 @@ use crate::error::StoreError;
 use crate::state::ClientState;
 use crate::store::memory::Encoded;
 use crate::store::StoreFuture;
+
+/// Maps a store's answer, synchronously when it is ready.
+pub(super) fn map<T: Send + 'static, U>(
+    f: StoreFuture<T>,
+    g: impl FnOnce(T) -> U + Send + 'static,
+) -> StoreFuture<U> {
+    let mut f = f;
+    match f.take_ready() {
+        Some(r) => StoreFuture::ready(r.map(g)),
+        None => StoreFuture::pending(async move { f.await.map(g) }),
+    }
+}
 
 /// Sends `f` to the store thread on `jobs`; it runs inside the batch's transaction.
 pub(super) fn call_on<T, F>(jobs: &SyncSender<Job>, now: Timestamp, f: F) -> StoreFuture<T>
@@ -128,6 +141,8 @@ pub(super) struct Worker {
     select: String,
     pub(super) upsert: String,
     pub(super) delete: String,
+    /// The statements on the index of bans.
+    pub(super) bans: BanSql,
     sweep_all: String,
     sweep_chunk: String,
     /// Where the periodic sweep goes on: the last key it looked at (empty: from the start).
@@ -159,6 +174,7 @@ impl Worker {
             // where an upsert seeks for the conflict and again for the update.
             upsert: format!("REPLACE INTO {t} (key, state, expires_at) VALUES (?1, ?2, ?3)"),
             delete: format!("DELETE FROM {t} WHERE key = ?1"),
+            bans: BanSql::new(table),
             sweep_all: format!("DELETE FROM {t} WHERE expires_at <= ?1"),
             sweep_chunk: format!(
                 "SELECT key, expires_at FROM {t} WHERE key > ?1 ORDER BY key LIMIT {SWEEP_CHUNK}"
@@ -308,7 +324,11 @@ impl Worker {
         };
         let before = durable_part(&state);
         let result = f(&mut state);
-        let durable = durable_part(&state) != before;
+        let after = durable_part(&state);
+        let durable = after != before;
+        if after.0 != before.0 {
+            self.index_ban(key, indexed_until(Some(&state), now))?;
+        }
         let expires = sql_time(state.expires_at().as_millis());
         if state.expires_at().as_millis() <= now {
             if old.is_some() {
@@ -328,6 +348,7 @@ impl Worker {
 
     /// Deletes every row expired by `now`; returns how many.
     pub(super) fn sweep(&self, now: u64) -> rusqlite::Result<usize> {
+        self.sweep_bans(now)?;
         self.conn
             .prepare_cached(&self.sweep_all)?
             .execute([sql_now(now)])
@@ -357,8 +378,10 @@ impl Worker {
             };
             {
                 let mut delete = tx.prepare_cached(&self.delete)?;
+                let mut unindex = tx.prepare_cached(self.bans.remove())?;
                 for key in &expired {
                     delete.execute([key])?;
+                    unindex.execute([key])?;
                 }
             }
             tx.commit()?;
