@@ -211,7 +211,11 @@ pub(super) fn decode_state(blob: &str) -> Option<ClientState> {
             let expires = time(t.next()?)?;
             let n: usize = t.next()?.parse().ok()?;
             let times = (0..n).map(|_| time(t.next()?)).collect::<Option<Times>>()?;
-            Scope::Log(Log { times, expires })
+            Scope::Log(Log {
+                times,
+                expires,
+                windows: None,
+            })
         } else {
             let mut f = [0u64; 13];
             for v in &mut f {
