@@ -955,6 +955,127 @@ async fn differential(
     seen
 }
 
+/// Random traffic (a fixed seed) under a rule of a large count (a bounded window) beside a
+/// small one (the exact log); returns every decision. The large rule never admits more than
+/// its count within its window and refuses only when the window widened by one sub-window
+/// (1/60 of it) is full; the small rule is exact.
+async fn bounded_traffic(s: &impl Store, c: &ClientKey) -> Vec<Decision> {
+    let (big, big_ms, width) = (300u32, 6_000u64, 100u64);
+    let (small, small_ms) = (40u32, 100u64);
+    let plan = Arc::new(Plan::new(
+        [(
+            ScopeId::GLOBAL,
+            vec![
+                Rule::new(big, Duration::from_millis(big_ms)),
+                Rule::new(small, Duration::from_millis(small_ms)),
+            ],
+        )],
+        None,
+    ));
+    let within = |admitted: &[u64], to: u64, len: u64| {
+        admitted
+            .iter()
+            .filter(|&&t| t <= to && t + len > to)
+            .count() as u32
+    };
+    let mut admitted: Vec<u64> = Vec::new();
+    let mut decisions = Vec::new();
+    let (mut now, mut seed) = (0u64, 0x9e37_79b9_7f4a_7c15u64);
+    for _ in 0..1_500 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        now += match seed >> 56 {
+            0 => 700,
+            1..=64 => 0,
+            _ => (seed >> 33) % 12,
+        };
+        let d = check(s, c, &plan, now).await;
+        match d {
+            Decision::Allowed { .. } => {
+                admitted.push(now);
+                assert!(within(&admitted, now, big_ms) <= big, "too many at {now}");
+                assert!(
+                    within(&admitted, now, small_ms) <= small,
+                    "too many at {now}"
+                );
+            }
+            Decision::Limited { limit: 0, .. } => {
+                assert!(
+                    within(&admitted, now, big_ms + width - 1) >= big,
+                    "refused at {now}"
+                );
+            }
+            Decision::Limited { limit: 1, .. } => {
+                assert_eq!(within(&admitted, now, small_ms), small, "refused at {now}");
+            }
+            other => panic!("{other:?}"),
+        }
+        decisions.push(d);
+    }
+    let refused = decisions.iter().filter(|d| !d.is_allowed()).count();
+    assert!(refused > 100, "{refused} refused");
+    decisions
+}
+
+async fn bounded_rules_keep_their_bound(s: impl Store) {
+    bounded_traffic(&s, &client(40)).await;
+}
+
+#[actix_rt::test]
+async fn bounded_windows_decide_and_store_as_in_memory() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let redis = redis_store(&server, secs(1)).await;
+    let memory = MemoryStore::new();
+    let c = client(41);
+    let on_redis = bounded_traffic(&redis, &c).await;
+    let on_memory = bounded_traffic(&memory, &c).await;
+    assert_eq!(on_redis, on_memory);
+    let end = at(1);
+    let state = redis.state(&c, end).await.unwrap();
+    assert!(state.is_some());
+    assert_eq!(state, memory.state(&c, end).await.unwrap());
+}
+
+/// A value written before bounded windows existed (version 1): a full log of 1,000 times
+/// under a rule of 1,000 per minute, which now counts in a bounded window.
+#[actix_rt::test]
+async fn an_old_value_with_a_long_log_keeps_its_count_in_the_bounded_window() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let s = redis_store(&server, secs(1)).await;
+    let c = client(42);
+    let plan = global(&[(1_000, 60)]);
+    let times: Vec<String> = (0..1_000).map(|i| (T0 + i).to_string()).collect();
+    let old = format!(
+        "1 {} 0 0 0 0 1 L {} {} 1000 {}",
+        T0 + 999,
+        ScopeId::GLOBAL.0,
+        T0 + 60_999,
+        times.join(" ")
+    );
+    server.cli(&["SET", &s.key_of(&c), &old]);
+    match check(&s, &c, &plan, 1_000).await {
+        Decision::Limited { retry_after, .. } => {
+            assert_eq!(retry_after, Duration::from_millis(59_000))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(check(&s, &c, &plan, 60_000).await.is_allowed());
+    let value = server.cli(&["GET", &s.key_of(&c)]);
+    assert!(
+        value.starts_with("2 "),
+        "rewritten with its window: {value}"
+    );
+    assert!(value.len() < 120, "{value}");
+    // The log's 1,000 fell in one sub-window, which leaves whole at 61 s - 1 ms.
+    assert!(!check(&s, &c, &plan, 60_998).await.is_allowed());
+    assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod on_memory {
@@ -1006,6 +1127,7 @@ conformance!(
     policy_blocks_and_punishes,
     policy_accumulation_cooldown_grace_and_adaptive,
     state_and_expiry,
+    bounded_rules_keep_their_bound,
 );
 
 /// Every kind of decision came up in the runs, so the comparison covered them all.
