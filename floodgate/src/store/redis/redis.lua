@@ -18,7 +18,7 @@
 
 local NEVER = 9007199254740992
 -- Locals for the library functions used on every call (cheaper than global lookups).
-local tonumber, tostring, ipairs = tonumber, tostring, ipairs
+local tonumber, tostring, ipairs, pairs = tonumber, tostring, ipairs, pairs
 local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
 local floor, mmax, mmin = math.floor, math.max, math.min
 
@@ -87,8 +87,9 @@ end
 -- Window::live: the first live sub-window and the units from it on.
 local function win_live(w, now, window)
   local first = mmax(win_first(w, now, window), w.base)
+  if first - w.base >= SLOTS then return first, 0 end
   local gone = 0
-  for j = w.base, w.base + mmin(first - w.base, SLOTS) - 1 do gone = gone + (w.slots[j] or 0) end
+  for j = w.base, first - 1 do gone = gone + (w.slots[j] or 0) end
   return first, ssub(w.total, gone)
 end
 
@@ -110,13 +111,14 @@ end
 -- Window::quota
 local function win_quota(w, count, now, window)
   local first, used = win_live(w, now, window)
-  local reset = 0
-  for j = first, w.base + SLOTS - 1 do
-    if (w.slots[j] or 0) > 0 then
-      reset = ssub(win_leaves(w, j, window), now)
-      break
+  local oldest = nil
+  for j, n in pairs(w.slots) do
+    if n > 0 and j >= first and j < w.base + SLOTS and (oldest == nil or j < oldest) then
+      oldest = j
     end
   end
+  local reset = 0
+  if oldest ~= nil then reset = ssub(win_leaves(w, oldest, window), now) end
   return ssub(count, used), reset
 end
 
@@ -200,9 +202,8 @@ local function encode_windows(out, wins)
     local at = #out + 1
     out[at] = '0'
     local np = 0
-    for j = w.base, w.base + SLOTS - 1 do
-      local n = w.slots[j]
-      if n ~= nil and n > 0 then
+    for j, n in pairs(w.slots) do
+      if n > 0 then
         np = np + 1
         out[#out + 1] = tostring(j - w.base)
         out[#out + 1] = enc(n)
