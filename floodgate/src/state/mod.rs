@@ -21,7 +21,7 @@ pub use client_state::ClientState;
 pub(crate) use scope::{Log, PolicyState, Scope, Windows};
 pub(crate) use stake::Stake;
 pub(crate) use times::Times;
-pub(crate) use window::{is_bounded, Window, SLOTS};
+pub(crate) use window::{is_bounded, Window};
 
 const NEVER: u64 = u64::MAX;
 

@@ -8,7 +8,7 @@ use crate::clock::{duration_millis, Timestamp};
 use crate::error::StoreError;
 use crate::state::{
     BanReason, ClientState, Decision, LimitReason, Log, Plan, PolicyState, Quota, Scope, ScopeId,
-    Times, Window, Windows, SLOTS,
+    Times, Window, Windows,
 };
 
 /// The decision core in Lua (see the module docs).
@@ -267,7 +267,7 @@ fn decode_windows<'a>(t: &mut impl Iterator<Item = &'a str>) -> Option<Option<Bo
         let width: u64 = t.next()?.parse().ok()?;
         let base: u64 = t.next()?.parse().ok()?;
         let parts: usize = t.next()?.parse().ok()?;
-        let mut units = Vec::with_capacity(parts.min(SLOTS));
+        let mut units = Vec::with_capacity(parts.min(64));
         for _ in 0..parts {
             let offset: u64 = t.next()?.parse().ok()?;
             units.push((base.saturating_add(offset), t.next()?.parse().ok()?));
