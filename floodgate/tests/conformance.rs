@@ -426,6 +426,21 @@ fn policy_accumulation_cooldown_grace_and_adaptive(store: &dyn Store) {
     assert_eq!(lengths, [10, 30, 90, 200, 200]);
 }
 
+/// A burst at the start of a sub-window stays counted (and stored) until the whole
+/// sub-window has left the window: the state must not expire a window after the burst.
+fn bounded_rule_counts_until_its_sub_window_leaves(store: &dyn Store) {
+    let plan = global(vec![Rule::new(200, secs(60))]);
+    let c = key(10);
+    for _ in 0..200 {
+        assert!(run(store.check(&c, &plan, at(1_000))).is_allowed());
+    }
+    assert_eq!(
+        limited_wait(run(store.check(&c, &plan, at(61_000)))),
+        Duration::from_millis(999)
+    );
+    assert!(run(store.check(&c, &plan, at(61_999))).is_allowed());
+}
+
 /// Random traffic (a fixed seed) under a rule of a large count, which counts in a bounded
 /// window, beside a small one, which keeps the exact log: the large rule never admits more
 /// than its count within its window, and refuses only when its window widened by one
@@ -649,6 +664,7 @@ conformance!(
     custom_keys_are_separate_from_addresses,
     policy_accumulation_cooldown_grace_and_adaptive,
     bounded_rules_keep_their_bound,
+    bounded_rule_counts_until_its_sub_window_leaves,
 );
 
 /// A database file in the temp dir, deleted (with its WAL files) on drop.

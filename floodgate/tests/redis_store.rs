@@ -1018,6 +1018,21 @@ async fn bounded_traffic(s: &impl Store, c: &ClientKey) -> Vec<Decision> {
     decisions
 }
 
+/// A burst at the start of a sub-window stays counted (and stored: the key's TTL) until the
+/// whole sub-window has left the window.
+async fn bounded_rule_counts_until_its_sub_window_leaves(s: impl Store) {
+    let plan = global(&[(200, 60)]);
+    let c = client(43);
+    for _ in 0..200 {
+        assert!(check(&s, &c, &plan, 1_000).await.is_allowed());
+    }
+    assert_eq!(
+        retry(check(&s, &c, &plan, 61_000).await),
+        Some(Duration::from_millis(999))
+    );
+    assert!(check(&s, &c, &plan, 61_999).await.is_allowed());
+}
+
 async fn bounded_rules_keep_their_bound(s: impl Store) {
     bounded_traffic(&s, &client(40)).await;
 }
@@ -1128,6 +1143,7 @@ conformance!(
     policy_accumulation_cooldown_grace_and_adaptive,
     state_and_expiry,
     bounded_rules_keep_their_bound,
+    bounded_rule_counts_until_its_sub_window_leaves,
 );
 
 /// Every kind of decision came up in the runs, so the comparison covered them all.

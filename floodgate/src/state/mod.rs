@@ -69,6 +69,8 @@ pub(crate) struct LogPlan {
     pub(crate) cap: usize,
     /// How many rules count in a bounded window.
     pub(crate) bounded: usize,
+    /// How long a request stays counted, at most: the longest window, plus a sub-window
+    /// less one millisecond for a rule counting in a bounded window.
     pub(crate) longest_ms: u64,
     /// Index of the first rule's entry in `Plan::limits`.
     pub(crate) first_limit: usize,
@@ -79,6 +81,18 @@ pub(crate) struct PolicyPlan {
     pub(crate) scope: ScopeId,
     pub(crate) policy: Policy,
     pub(crate) limit: usize,
+}
+
+/// How long after a request a rule may still count it: its window, and for a bounded
+/// window the rest of the request's sub-window too (so that the state does not expire, and
+/// forget the request, while the window still counts it).
+fn keep_ms(rule: &Rule) -> u64 {
+    let window = rule.window_ms();
+    if is_bounded(rule.count()) {
+        window.saturating_add(window::width_for(window) - 1)
+    } else {
+        window
+    }
 }
 
 /// What to check for one request: the ban, the sliding-log scopes and the policy that apply
@@ -134,7 +148,7 @@ impl Plan {
                     .max()
                     .unwrap_or(0),
                 bounded: rules.iter().filter(|r| is_bounded(r.count())).count(),
-                longest_ms: rules.iter().map(Rule::window_ms).max().unwrap_or(0),
+                longest_ms: rules.iter().map(keep_ms).max().unwrap_or(0),
                 rules,
                 first_limit,
             });
