@@ -14,6 +14,8 @@ use floodgate::{
 
 #[path = "support/block_on.rs"]
 mod block_on;
+#[path = "support/bounded_traffic.rs"]
+mod bounded_traffic;
 use block_on::run;
 
 fn key(n: u32) -> ClientKey {
@@ -441,64 +443,18 @@ fn bounded_rule_counts_until_its_sub_window_leaves(store: &dyn Store) {
     assert!(run(store.check(&c, &plan, at(61_999))).is_allowed());
 }
 
-/// Random traffic (a fixed seed) under a rule of a large count, which counts in a bounded
-/// window, beside a small one, which keeps the exact log: the large rule never admits more
-/// than its count within its window, and refuses only when its window widened by one
-/// sub-window (1/60 of it) is full; the small rule is exact.
+/// Random traffic under a rule of a large count beside a small one (see
+/// `support/bounded_traffic.rs`): the bounds of each hold.
 fn bounded_rules_keep_their_bound(store: &dyn Store) {
-    let (big, big_ms, width) = (300u32, 6_000u64, 100u64);
-    let (small, small_ms) = (40u32, 100u64);
-    let plan = global(vec![
-        Rule::new(big, Duration::from_millis(big_ms)),
-        Rule::new(small, Duration::from_millis(small_ms)),
-    ]);
-    let c = key(9);
-    let within = |admitted: &[u64], to: u64, len: u64| {
-        admitted
-            .iter()
-            .filter(|&&t| t <= to && t + len > to)
-            .count() as u32
-    };
-    let mut admitted: Vec<u64> = Vec::new();
-    let (mut now, mut seed, mut refused) = (0u64, 0x9e37_79b9_7f4a_7c15u64, 0);
-    for _ in 0..4_000 {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        now += match seed >> 56 {
-            0 => 700,
-            1..=64 => 0,
-            _ => (seed >> 33) % 12,
-        };
-        match run(store.check(&c, &plan, at(now))) {
-            Decision::Allowed { .. } => {
-                admitted.push(now);
-                assert!(within(&admitted, now, big_ms) <= big, "too many at {now}");
-                assert!(
-                    within(&admitted, now, small_ms) <= small,
-                    "too many at {now}"
-                );
-            }
-            Decision::Limited {
-                limit: 0,
-                retry_after,
-                ..
-            } => {
-                refused += 1;
-                assert!(
-                    within(&admitted, now, big_ms + width - 1) >= big,
-                    "refused at {now}"
-                );
-                assert!(retry_after <= Duration::from_millis(big_ms + width - 1));
-            }
-            Decision::Limited { limit: 1, .. } => {
-                refused += 1;
-                assert_eq!(within(&admitted, now, small_ms), small, "refused at {now}");
-            }
-            other => panic!("{other:?}"),
-        }
+    let (plan, c, mut bound) = (
+        bounded_traffic::plan(),
+        key(9),
+        bounded_traffic::Bound::default(),
+    );
+    for now in bounded_traffic::times(4_000) {
+        bound.answer(now, run(store.check(&c, &plan, at(now))));
     }
-    assert!(refused > 100 && admitted.len() > 1_000, "{refused} refused");
+    bound.assert_exercised();
 }
 
 /// A store that notes every client it is asked about and the latest time, so that the

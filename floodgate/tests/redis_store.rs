@@ -32,6 +32,8 @@ use floodgate::{
     Store, Timestamp,
 };
 
+#[path = "support/bounded_traffic.rs"]
+mod bounded_traffic;
 #[path = "support/services.rs"]
 mod services;
 
@@ -955,66 +957,18 @@ async fn differential(
     seen
 }
 
-/// Random traffic (a fixed seed) under a rule of a large count (a bounded window) beside a
-/// small one (the exact log); returns every decision. The large rule never admits more than
-/// its count within its window and refuses only when the window widened by one sub-window
-/// (1/60 of it) is full; the small rule is exact.
+/// Random traffic under a rule of a large count beside a small one (see
+/// `support/bounded_traffic.rs`); the bounds of each hold. Returns every decision.
 async fn bounded_traffic(s: &impl Store, c: &ClientKey) -> Vec<Decision> {
-    let (big, big_ms, width) = (300u32, 6_000u64, 100u64);
-    let (small, small_ms) = (40u32, 100u64);
-    let plan = Arc::new(Plan::new(
-        [(
-            ScopeId::GLOBAL,
-            vec![
-                Rule::new(big, Duration::from_millis(big_ms)),
-                Rule::new(small, Duration::from_millis(small_ms)),
-            ],
-        )],
-        None,
-    ));
-    let within = |admitted: &[u64], to: u64, len: u64| {
-        admitted
-            .iter()
-            .filter(|&&t| t <= to && t + len > to)
-            .count() as u32
-    };
-    let mut admitted: Vec<u64> = Vec::new();
+    let plan = bounded_traffic::plan();
+    let mut bound = bounded_traffic::Bound::default();
     let mut decisions = Vec::new();
-    let (mut now, mut seed) = (0u64, 0x9e37_79b9_7f4a_7c15u64);
-    for _ in 0..1_500 {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        now += match seed >> 56 {
-            0 => 700,
-            1..=64 => 0,
-            _ => (seed >> 33) % 12,
-        };
+    for now in bounded_traffic::times(2_000) {
         let d = check(s, c, &plan, now).await;
-        match d {
-            Decision::Allowed { .. } => {
-                admitted.push(now);
-                assert!(within(&admitted, now, big_ms) <= big, "too many at {now}");
-                assert!(
-                    within(&admitted, now, small_ms) <= small,
-                    "too many at {now}"
-                );
-            }
-            Decision::Limited { limit: 0, .. } => {
-                assert!(
-                    within(&admitted, now, big_ms + width - 1) >= big,
-                    "refused at {now}"
-                );
-            }
-            Decision::Limited { limit: 1, .. } => {
-                assert_eq!(within(&admitted, now, small_ms), small, "refused at {now}");
-            }
-            other => panic!("{other:?}"),
-        }
+        bound.answer(now, d);
         decisions.push(d);
     }
-    let refused = decisions.iter().filter(|d| !d.is_allowed()).count();
-    assert!(refused > 100, "{refused} refused");
+    bound.assert_exercised();
     decisions
 }
 
