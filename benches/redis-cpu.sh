@@ -32,7 +32,7 @@ plan() { echo "1 1 1 42 $1 86400000 0 2 100000 3600000 1000000 86400000 0"; }
 calls() {
   local sha=$1 key=$2 from=$3 to=$4 plan=$5
   awk -v sha="$sha" -v key="$key" -v from="$from" -v to="$to" -v t0="$T0" -v plan="$plan" \
-    'BEGIN { for (i = from; i < to; i++) printf "EVALSHA %s 1 %s check %d \"%s\"\n", sha, key, t0 + i, plan }'
+    'BEGIN { for (i = from; i < to; i++) printf "EVALSHA %s 1 %s check %.0f \"%s\"\n", sha, key, t0 + i, plan }'
 }
 
 usec() { cli INFO commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p'; }
@@ -54,7 +54,7 @@ for which in before after; do
   done
   cli CONFIG RESETSTAT >/dev/null
   awk -v sha="$sha" -v t0="$T0" -v plan="$p" -v w="$which" \
-    'BEGIN { for (i = 0; i < 2000; i++) printf "EVALSHA %s 1 bench:new:%s:%d check %d \"%s\"\n", sha, w, i, t0 + i, plan }' \
+    'BEGIN { for (i = 0; i < 2000; i++) printf "EVALSHA %s 1 bench:new:%s:%d check %.0f \"%s\"\n", sha, w, i, t0 + i, plan }' \
     | cli >/dev/null
   row="$row $(usec) µs |"
   echo "$row"
