@@ -1,34 +1,42 @@
 //! A compact, versioned binary encoding of [`ClientState`], for stores that persist it
 //! (SQLite, and stores of your own; the Redis script keeps its own text encoding).
 //!
-//! Layout of format 1 (integers are LEB128 varints unless said otherwise):
+//! Layout of formats 1 and 2 (integers are LEB128 varints unless said otherwise):
 //!
 //! ```text
-//! format: u8 = 1
+//! format: u8 = 1, or 2 when a log holds bounded windows
 //! last_seen
 //! ban: u8 (0 = none, 1 = some, 2 = some with its start)
 //!      [until, reason: u8 (0 reported, 1 operator, 2 punished, 3 probe), [since if 2]]
 //! offences: times
 //! offences_expire
 //! scopes: count, then each: id: u64 little-endian, kind: u8
-//!   0 = sliding log: times, expires
+//!   0 = sliding log: times, expires, and in format 2 only: windows
 //!   1 = policy: window_start, count, carry, blocked_until, block_count, punished_until,
 //!       punishments, last_request, last_seen, last_block_at, grace_used_at, grace_window,
 //!       expires
 //! times: count, first time, then each next time as a zigzag varint of its wrapping
 //!        difference from the previous one (so any u64 round-trips, and a log of requests
 //!        a few milliseconds apart costs one or two bytes per entry)
+//! windows: count, then each: width, base, count of parts, then each part: the offset of its
+//!          sub-window from base, units (the bounded window of a rule of a large count)
 //! ```
+//!
+//! A state without bounded windows is written in format 1, which older versions read.
 //!
 //! Decoding checks every byte: truncated input, trailing bytes, an unknown format, tag or
 //! reason, an over-long varint or a count larger than the input could hold are errors, never
 //! panics, and never allocate more than the input's size.
 
 use crate::error::DecodeError;
-use crate::state::{BanReason, ClientState, Log, PolicyState, Scope, ScopeId, Times};
+use crate::state::{
+    BanReason, ClientState, Log, PolicyState, Scope, ScopeId, Times, Window, Windows,
+};
 
-/// The format written by [`ClientState::encode`].
+/// The format written by [`ClientState::encode`] for a state without bounded windows.
 const FORMAT: u8 = 1;
+/// The format written when a log holds bounded windows.
+const FORMAT_WINDOWS: u8 = 2;
 
 impl ClientState {
     /// Encodes this state in floodgate's compact binary format (see [`ClientState::decode`]).
@@ -48,7 +56,11 @@ impl ClientState {
     pub fn encode(&self) -> Vec<u8> {
         let offences = self.offences();
         let mut out = Vec::with_capacity(32 + 8 * offences.map_or(0, |(o, _)| o.len()));
-        out.push(FORMAT);
+        let windows = self
+            .scopes
+            .iter()
+            .any(|(_, s)| matches!(s, Scope::Log(log) if log.windows.is_some()));
+        out.push(if windows { FORMAT_WINDOWS } else { FORMAT });
         put(&mut out, self.last_seen);
         match self.ban_slot() {
             None => out.push(0),
@@ -87,6 +99,9 @@ impl ClientState {
                     out.push(0);
                     put_times(&mut out, &log.times);
                     put(&mut out, log.expires);
+                    if windows {
+                        put_windows(&mut out, log.windows.as_deref());
+                    }
                 }
                 Scope::Policy(p) => {
                     out.push(1);
@@ -118,9 +133,9 @@ impl ClientState {
     pub fn decode(bytes: &[u8]) -> Result<ClientState, DecodeError> {
         let mut r = Reader { bytes, pos: 0 };
         let format = r.byte("format")?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_WINDOWS {
             return Err(DecodeError::new(format!(
-                "unknown format {format} (this version reads format {FORMAT})"
+                "unknown format {format} (this version reads formats {FORMAT} and {FORMAT_WINDOWS})"
             )));
         }
         let last_seen = r.varint("last_seen")?;
@@ -154,6 +169,11 @@ impl ClientState {
                 0 => Scope::Log(Log {
                     times: r.times("log")?,
                     expires: r.varint("log expires")?,
+                    windows: if format == FORMAT_WINDOWS {
+                        r.windows()?
+                    } else {
+                        None
+                    },
                 }),
                 1 => Scope::Policy(Box::new(PolicyState {
                     window_start: r.varint("window_start")?,
@@ -201,6 +221,21 @@ fn put_times(out: &mut Vec<u8>, times: &Times) {
         let delta = t.wrapping_sub(prev) as i64;
         put(out, ((delta << 1) ^ (delta >> 63)) as u64);
         prev = t;
+    }
+}
+
+fn put_windows(out: &mut Vec<u8>, windows: Option<&Windows>) {
+    let list = windows.map_or(&[][..], |ws| &ws.0[..]);
+    put(out, list.len() as u64);
+    for w in list {
+        put(out, w.width);
+        put(out, w.base);
+        let parts: Vec<(u64, u32)> = w.parts().collect();
+        put(out, parts.len() as u64);
+        for (j, n) in parts {
+            put(out, j - w.base);
+            put(out, u64::from(n));
+        }
     }
 }
 
@@ -265,6 +300,29 @@ impl Reader<'_> {
         }
     }
 
+    fn windows(&mut self) -> Result<Option<Box<Windows>>, DecodeError> {
+        // A window takes at least 3 bytes (width, base, part count); a part at least 2.
+        let n = self.count("windows", 3)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut list = Vec::with_capacity(n);
+        for _ in 0..n {
+            let width = self.varint("window width")?;
+            let base = self.varint("window base")?;
+            let parts = self.count("window parts", 2)?;
+            let mut units = Vec::with_capacity(parts);
+            for _ in 0..parts {
+                let offset = self.varint("window part")?;
+                units.push((base.saturating_add(offset), self.u32("window units")?));
+            }
+            let w = Window::from_parts(width, base, units)
+                .ok_or_else(|| DecodeError::new("window width 0"))?;
+            list.push(w);
+        }
+        Ok(Some(Box::new(Windows(list.into_boxed_slice()))))
+    }
+
     fn times(&mut self, what: &str) -> Result<Times, DecodeError> {
         let n = self.count(what, 1)?;
         let mut times = Vec::with_capacity(n);
@@ -322,6 +380,7 @@ mod tests {
                             Scope::Log(Log {
                                 times: [u64::MAX, 0, v, 1_700_000_000_000].into_iter().collect(),
                                 expires: v,
+                                windows: None,
                             }),
                         ),
                         (ScopeId::GLOBAL, Scope::Policy(Box::new(policy(v, small)))),
@@ -347,6 +406,7 @@ mod tests {
         let log = Log {
             times: (0..100).map(|i| 1_700_000_000_000 + i * 10).collect(),
             expires: 1_700_000_060_000,
+            windows: None,
         };
         let state = ClientState::from_parts(
             0,
@@ -376,9 +436,9 @@ mod tests {
     fn bad_tags_and_formats_are_rejected() {
         let base = ClientState::new().encode();
         let mut bad_format = base.clone();
-        bad_format[0] = 2;
+        bad_format[0] = 3;
         let err = ClientState::decode(&bad_format).unwrap_err();
-        assert!(err.to_string().contains("unknown format 2"), "{err}");
+        assert!(err.to_string().contains("unknown format 3"), "{err}");
 
         let mut bad_ban = base.clone();
         bad_ban[2] = 7; // format, last_seen = 0, ban tag
@@ -536,6 +596,22 @@ mod tests {
         prop::collection::vec(any_time(), 0..max).prop_map(|v| v.into_iter().collect())
     }
 
+    fn any_windows() -> impl Strategy<Value = Option<Box<Windows>>> {
+        let window = (
+            prop_oneof![Just(1u64), Just(60_000), any::<u64>()],
+            any_time(),
+            prop::collection::vec((0u64..70, any_small()), 0..8),
+        )
+            .prop_filter_map("width 0", |(width, base, parts)| {
+                let parts = parts.into_iter().map(|(j, n)| (base.saturating_add(j), n));
+                Window::from_parts(width, base, parts)
+            });
+        prop::option::of(
+            prop::collection::vec(window, 1..3)
+                .prop_map(|list| Box::new(Windows(list.into_boxed_slice()))),
+        )
+    }
+
     fn any_policy() -> impl Strategy<Value = PolicyState> {
         (
             prop::array::uniform9(any_time()),
@@ -570,8 +646,18 @@ mod tests {
             any::<u64>().prop_map(ScopeId),
         ];
         let scope = prop_oneof![
-            (any_times(40), any_time())
-                .prop_map(|(times, expires)| Scope::Log(Log { times, expires })),
+            (any_times(40), any_time()).prop_map(|(times, expires)| Scope::Log(Log {
+                times,
+                expires,
+                windows: None
+            })),
+            (any_times(8), any_time(), any_windows()).prop_map(|(times, expires, windows)| {
+                Scope::Log(Log {
+                    times,
+                    expires,
+                    windows,
+                })
+            }),
             any_policy().prop_map(|p| Scope::Policy(Box::new(p))),
         ];
         (id, scope)

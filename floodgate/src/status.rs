@@ -108,17 +108,16 @@ impl ClientStatus {
             let label = info.map_or_else(|| format!("scope {:016x}", id.0), |i| i.label.clone());
             match (scope, info.map(|i| &i.kind)) {
                 (Scope::Log(log), Some(ScopeKind::Rules(rules))) => {
-                    for rule in rules {
-                        let floor = now_ms.saturating_sub(rule.window_ms());
-                        let inside: Vec<u64> = log.times.iter().filter(|&t| t > floor).collect();
-                        let used = inside.len() as u32;
+                    for (k, rule) in rules.iter().enumerate() {
+                        let (used, resets) = log.usage(rules, k, now_ms);
+                        let used = u32::try_from(used).unwrap_or(u32::MAX);
                         windows.push(WindowStatus {
                             scope: label.clone(),
                             limit: rule.to_string(),
                             active: used > 0,
                             used,
                             remaining: rule.count().saturating_sub(used),
-                            resets_at: inside.first().and_then(|t| at(t + rule.window_ms())),
+                            resets_at: resets.and_then(at),
                             blocked_until: None,
                             block_count: 0,
                             punishments: 0,

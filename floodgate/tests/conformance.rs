@@ -17,6 +17,8 @@ mod block_on;
 use block_on::{block_on, run};
 #[path = "support/ban_listing.rs"]
 mod ban_listing;
+#[path = "support/bounded_traffic.rs"]
+mod bounded_traffic;
 
 #[path = "support/core_store.rs"]
 mod core_store;
@@ -33,6 +35,7 @@ mod redis_server;
 mod services;
 
 use scenarios::{
+    bounded_rule_counts_until_its_sub_window_leaves, bounded_rules_keep_their_bound,
     concurrent_requests_are_counted_exactly, custom_keys_are_separate_from_addresses,
     expired_state_starts_afresh, operators_ban_blacklist_and_unban,
     policy_accumulation_cooldown_grace_and_adaptive, policy_ban_punishment_ends,
@@ -369,6 +372,8 @@ conformance!(
         state_reflects_the_client,
         expired_state_starts_afresh,
         custom_keys_are_separate_from_addresses,
+        bounded_rules_keep_their_bound,
+        bounded_rule_counts_until_its_sub_window_leaves,
         policy_accumulation_cooldown_grace_and_adaptive,
         walk_sliding_log_at_the_window_edge,
         walk_several_rules_and_scopes,

@@ -24,6 +24,8 @@ use floodgate::{
     Policy, Punishment, RedisStore, ReportOutcome, Rule, ScopeId, Store, Timestamp,
 };
 
+#[path = "support/bounded_traffic.rs"]
+mod bounded_traffic;
 #[path = "support/services.rs"]
 mod services;
 
@@ -192,6 +194,75 @@ async fn differential(
         }
     }
     seen
+}
+
+/// Random traffic under a rule of a large count beside a small one (see
+/// `support/bounded_traffic.rs`); the bounds of each hold. Returns every decision.
+async fn bounded_traffic(s: &impl Store, c: &ClientKey) -> Vec<Decision> {
+    let plan = bounded_traffic::plan();
+    let mut bound = bounded_traffic::Bound::default();
+    let mut decisions = Vec::new();
+    for now in bounded_traffic::times(2_000) {
+        let d = check(s, c, &plan, now).await;
+        bound.answer(now, d);
+        decisions.push(d);
+    }
+    bound.assert_exercised();
+    decisions
+}
+
+#[actix_rt::test]
+async fn bounded_windows_decide_and_store_as_in_memory() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let redis = redis_store(&server, secs(1)).await;
+    let memory = MemoryStore::new();
+    let c = client(41);
+    let on_redis = bounded_traffic(&redis, &c).await;
+    let on_memory = bounded_traffic(&memory, &c).await;
+    assert_eq!(on_redis, on_memory);
+    let end = at(1);
+    let state = redis.state(&c, end).await.unwrap();
+    assert!(state.is_some());
+    assert_eq!(state, memory.state(&c, end).await.unwrap());
+}
+
+/// A value written before bounded windows existed (version 1): a full log of 1,000 times
+/// under a rule of 1,000 per minute, which now counts in a bounded window.
+#[actix_rt::test]
+async fn an_old_value_with_a_long_log_keeps_its_count_in_the_bounded_window() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let s = redis_store(&server, secs(1)).await;
+    let c = client(42);
+    let plan = global(&[(1_000, 60)]);
+    let times: Vec<String> = (0..1_000).map(|i| (T0 + i).to_string()).collect();
+    let old = format!(
+        "1 {} 0 0 0 0 1 L {} {} 1000 {}",
+        T0 + 999,
+        ScopeId::GLOBAL.0,
+        T0 + 60_999,
+        times.join(" ")
+    );
+    server.cli(&["SET", &s.key_of(&c), &old]);
+    match check(&s, &c, &plan, 1_000).await {
+        Decision::Limited { retry_after, .. } => {
+            assert_eq!(retry_after, Duration::from_millis(59_000))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(check(&s, &c, &plan, 60_000).await.is_allowed());
+    let value = server.cli(&["GET", &s.key_of(&c)]);
+    assert!(
+        value.starts_with("2 "),
+        "rewritten with its window: {value}"
+    );
+    assert!(value.len() < 120, "{value}");
+    // The log's 1,000 fell in one sub-window, which leaves whole at 61 s - 1 ms.
+    assert!(!check(&s, &c, &plan, 60_998).await.is_allowed());
+    assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
 }
 
 /// Every kind of decision came up in the runs, so the comparison covered them all.

@@ -575,3 +575,75 @@ fn the_wal_is_checkpointed_and_stays_bounded() {
     assert_eq!(integrity, "ok");
     assert_eq!(rows(&db), 30_000);
 }
+
+/// A state written before bounded windows existed (format 1): a full sliding log of 1,000
+/// times under a rule of 1,000 per minute, which now counts in a bounded window.
+fn format_1_full_log(first: u64) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut out = vec![1];
+    put(&mut out, first + 999); // last_seen
+    out.push(0); // no ban
+    put(&mut out, 0); // no offences
+    put(&mut out, 0); // offences_expire
+    put(&mut out, 1); // one scope
+    out.extend_from_slice(&ScopeId::GLOBAL.0.to_le_bytes());
+    out.push(0); // a sliding log
+    put(&mut out, 1_000);
+    put(&mut out, first << 1); // the first time, zigzag delta from 0
+    for _ in 1..1_000 {
+        put(&mut out, 2); // +1 ms each
+    }
+    put(&mut out, first + 999 + 60_000); // expires
+    out
+}
+
+#[test]
+fn an_old_row_with_a_long_log_keeps_its_count_in_the_bounded_window() {
+    let dir = TempDir::new("old-log");
+    let db = dir.file("x.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let plan = plan(1_000);
+    let t0 = T0.as_millis();
+    assert!(run(store.check(&key(1), &plan, T0)).is_allowed());
+    Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE floodgate_clients SET state = ?1 WHERE key = '0.0.0.1'",
+            [format_1_full_log(t0)],
+        )
+        .unwrap();
+    let old = run(store.state(&key(1), T0)).expect("the old row decodes");
+    assert_eq!(ClientState::decode(&format_1_full_log(t0)).unwrap(), old);
+    // Full: refused until the first request (at T0) leaves the minute, as the log said.
+    let at = |ms: u64| Timestamp::from_millis(t0 + ms);
+    match run(store.check(&key(1), &plan, at(1_000))) {
+        Decision::Limited { retry_after, .. } => {
+            assert_eq!(retry_after, Duration::from_millis(59_000))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(run(store.check(&key(1), &plan, at(60_000))).is_allowed());
+    // The log's 1,000 now count in the window (the row is rewritten in format 2): they all
+    // fell in one sub-window, which leaves whole at T0 + 61 s - 1 ms.
+    let row: Vec<u8> = Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT state FROM floodgate_clients WHERE key = '0.0.0.1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(row[0], 2, "rewritten with its window");
+    assert!(row.len() < 100, "{} bytes", row.len());
+    assert!(!run(store.check(&key(1), &plan, at(60_500))).is_allowed());
+    drop(store);
+    let store = SqliteStore::open(&db).unwrap();
+    assert!(!run(store.check(&key(1), &plan, at(60_998))).is_allowed());
+    assert!(run(store.check(&key(1), &plan, at(60_999))).is_allowed());
+}

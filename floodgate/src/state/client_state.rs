@@ -281,8 +281,8 @@ impl ClientState {
                 }
                 continue;
             };
-            for (k, rule) in lp.rules.iter().enumerate() {
-                if let Some(wait) = log.refusal(rule, now) {
+            for k in 0..lp.rules.len() {
+                if let Some(wait) = log.refusal(&lp.rules, k, now) {
                     if refused.is_none_or(|(_, w)| wait > w) {
                         refused = Some((lp.first_limit + k, wait));
                     }
@@ -334,9 +334,9 @@ impl ClientState {
         };
         for lp in &plan.logs {
             let log = self.log_mut(lp.scope);
-            log.push(now, lp.cap, lp.longest_ms);
-            for (k, rule) in lp.rules.iter().enumerate() {
-                let (remaining, reset) = log.quota(rule, now);
+            log.push(lp, now);
+            for k in 0..lp.rules.len() {
+                let (remaining, reset) = log.quota(&lp.rules, k, now);
                 consider(Quota {
                     limit: lp.first_limit + k,
                     remaining,
@@ -1214,6 +1214,7 @@ mod tests {
                         Scope::Log(Log {
                             times: [0, v, END, 1].into_iter().collect(),
                             expires: v,
+                            windows: None,
                         }),
                     ),
                     (ScopeId::named("p"), Scope::Policy(Box::new(policy))),

@@ -15,11 +15,13 @@ mod client_state;
 mod scope;
 mod stake;
 mod times;
+mod window;
 
 pub use client_state::ClientState;
-pub(crate) use scope::{Log, PolicyState, Scope};
+pub(crate) use scope::{Log, PolicyState, Scope, Windows};
 pub(crate) use stake::Stake;
 pub(crate) use times::Times;
+pub(crate) use window::{is_bounded, Window};
 
 const NEVER: u64 = u64::MAX;
 
@@ -62,8 +64,13 @@ pub struct LimitInfo {
 pub(crate) struct LogPlan {
     pub(crate) scope: ScopeId,
     pub(crate) rules: Vec<Rule>,
-    /// Entries to keep: the largest count among the rules.
+    /// Times to keep in the exact log: the largest count among the rules that count there
+    /// (those of at most `window::EXACT_MAX`); 0 when every rule counts in a window.
     pub(crate) cap: usize,
+    /// How many rules count in a bounded window.
+    pub(crate) bounded: usize,
+    /// How long a request stays counted, at most: the longest window, plus a sub-window
+    /// less one millisecond for a rule counting in a bounded window.
     pub(crate) longest_ms: u64,
     /// Index of the first rule's entry in `Plan::limits`.
     pub(crate) first_limit: usize,
@@ -74,6 +81,18 @@ pub(crate) struct PolicyPlan {
     pub(crate) scope: ScopeId,
     pub(crate) policy: Policy,
     pub(crate) limit: usize,
+}
+
+/// How long after a request a rule may still count it: its window, and for a bounded
+/// window the rest of the request's sub-window too (so that the state does not expire, and
+/// forget the request, while the window still counts it).
+fn keep_ms(rule: &Rule) -> u64 {
+    let window = rule.window_ms();
+    if is_bounded(rule.count()) {
+        window.saturating_add(window::width_for(window) - 1)
+    } else {
+        window
+    }
 }
 
 /// What to check for one request: the ban, the sliding-log scopes and the policy that apply
@@ -122,8 +141,14 @@ impl Plan {
             }));
             log_plans.push(LogPlan {
                 scope,
-                cap: rules.iter().map(|r| r.count() as usize).max().unwrap_or(0),
-                longest_ms: rules.iter().map(Rule::window_ms).max().unwrap_or(0),
+                cap: rules
+                    .iter()
+                    .filter(|r| !is_bounded(r.count()))
+                    .map(|r| r.count() as usize)
+                    .max()
+                    .unwrap_or(0),
+                bounded: rules.iter().filter(|r| is_bounded(r.count())).count(),
+                longest_ms: rules.iter().map(keep_ms).max().unwrap_or(0),
                 rules,
                 first_limit,
             });

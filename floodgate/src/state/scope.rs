@@ -1,16 +1,31 @@
 //! The records a client keeps per scope: a sliding log per rule scope, a policy record per
 //! policy.
 
-use super::{Times, NEVER};
+use super::window::{is_bounded, width_for, Window};
+use super::{LogPlan, Times, NEVER};
 use crate::clock::duration_millis;
 use crate::policy::Policy;
 use crate::rules::Rule;
 
-/// A sliding log: the times of accepted requests, oldest first.
+/// A sliding log: the times of accepted requests, oldest first, for the scope's rules of
+/// small counts, and a bounded [`Window`] per rule of a larger count (see `window.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Log {
     pub(crate) times: Times,
     pub(crate) expires: u64,
+    /// One window per rule above [`EXACT_MAX`](super::window::EXACT_MAX), in the rules'
+    /// order; `None` until such a rule counts a request (and for logs of small rules only).
+    pub(crate) windows: Option<Box<Windows>>,
+}
+
+/// The bounded windows of one log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Windows(pub(crate) Box<[Window]>);
+
+/// The index among `rules`' bounded windows of rule `k`, if it counts in one.
+fn window_index(rules: &[Rule], k: usize) -> Option<usize> {
+    is_bounded(rules[k].count())
+        .then(|| rules[..k].iter().filter(|r| is_bounded(r.count())).count())
 }
 
 impl Log {
@@ -21,12 +36,39 @@ impl Log {
         self.times.len() - first
     }
 
-    /// When a rule of `count` per `window` refuses now, the wait until it would not.
-    pub(super) fn refusal(&self, rule: &Rule, now: u64) -> Option<u64> {
+    /// The bounded window of rule `k` of `rules`, when it has one of the rule's shape.
+    fn window(&self, rules: &[Rule], k: usize) -> Option<&Window> {
+        let i = window_index(rules, k)?;
+        let w = self.windows.as_ref()?.0.get(i)?;
+        (w.width == width_for(rules[k].window_ms())).then_some(w)
+    }
+
+    /// Requests counted by rule `k` of `rules` at `now`, and when the oldest of them stops
+    /// counting (`None` when none count).
+    pub(crate) fn usage(&self, rules: &[Rule], k: usize, now: u64) -> (u64, Option<u64>) {
+        let rule = &rules[k];
+        if let Some(w) = self.window(rules, k) {
+            let (_, reset) = w.quota(rule.count(), now, rule.window_ms());
+            let used = w.used(now, rule.window_ms());
+            return (used, (used > 0).then(|| now.saturating_add(reset)));
+        }
+        let n = self.in_window(now, rule.window_ms());
+        let oldest = (n > 0).then(|| self.times.get(self.times.len() - n));
+        (n as u64, oldest.map(|t| t.saturating_add(rule.window_ms())))
+    }
+
+    /// When rule `k` of `rules` refuses now, the wait until it would not.
+    pub(super) fn refusal(&self, rules: &[Rule], k: usize, now: u64) -> Option<u64> {
+        let rule = &rules[k];
         let count = rule.count() as usize;
         if count == 0 {
             return Some(rule.window_ms().max(1));
         }
+        if let Some(w) = self.window(rules, k) {
+            return w.refusal(rule.count(), 1, now, rule.window_ms());
+        }
+        // A small rule, or a large one whose window is not built yet: the log (of a state
+        // stored before windows existed, or empty) is exact.
         let len = self.times.len();
         if len < count {
             return None;
@@ -36,7 +78,11 @@ impl Log {
         (leaves_at > now).then(|| leaves_at - now)
     }
 
-    pub(super) fn quota(&self, rule: &Rule, now: u64) -> (u32, u64) {
+    pub(super) fn quota(&self, rules: &[Rule], k: usize, now: u64) -> (u32, u64) {
+        let rule = &rules[k];
+        if let Some(w) = self.window(rules, k) {
+            return w.quota(rule.count(), now, rule.window_ms());
+        }
         let n = self.in_window(now, rule.window_ms());
         let remaining = (rule.count() as usize).saturating_sub(n) as u32;
         let reset = if n == 0 {
@@ -48,9 +94,63 @@ impl Log {
         (remaining, reset)
     }
 
-    pub(super) fn push(&mut self, now: u64, cap: usize, longest: u64) {
-        self.times.push_capped(now, cap);
-        self.expires = now.saturating_add(longest);
+    /// Counts a request at `now` under `plan`: in the exact log (kept to the largest small
+    /// count) and in each large rule's window, built on first use from the times the log
+    /// holds (so a state stored before windows existed keeps its count).
+    pub(super) fn push(&mut self, plan: &LogPlan, now: u64) {
+        if plan.bounded > 0 {
+            self.shape_windows(&plan.rules);
+            if let Some(ws) = &mut self.windows {
+                let big = plan.rules.iter().filter(|r| is_bounded(r.count()));
+                for (w, rule) in ws.0.iter_mut().zip(big) {
+                    w.add(now, 1, rule.window_ms());
+                }
+            }
+        } else {
+            self.windows = None;
+        }
+        if plan.cap > 0 {
+            self.times.push_capped(now, plan.cap);
+        } else if !self.times.is_empty() {
+            self.times.clear();
+        }
+        self.expires = now.saturating_add(plan.longest_ms);
+    }
+
+    /// Makes `windows` hold one window per large rule, of the rule's width, seeding a new
+    /// one with the log's times.
+    fn shape_windows(&mut self, rules: &[Rule]) {
+        let big: Vec<&Rule> = rules.iter().filter(|r| is_bounded(r.count())).collect();
+        let fits = self.windows.as_ref().is_some_and(|ws| {
+            ws.0.len() == big.len()
+                && ws
+                    .0
+                    .iter()
+                    .zip(&big)
+                    .all(|(w, r)| w.width == width_for(r.window_ms()))
+        });
+        if fits {
+            return;
+        }
+        let old = self.windows.take();
+        let list = big
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let wms = rule.window_ms();
+                match old.as_ref().and_then(|ws| ws.0.get(i)) {
+                    Some(w) if w.width == width_for(wms) => w.clone(),
+                    _ => {
+                        let mut w = Window::new(wms);
+                        for t in self.times.iter() {
+                            w.add(t, 1, wms);
+                        }
+                        w
+                    }
+                }
+            })
+            .collect();
+        self.windows = Some(Box::new(Windows(list)));
     }
 }
 

@@ -426,3 +426,32 @@ pub(crate) fn policy_accumulation_cooldown_grace_and_adaptive(store: &dyn Store)
     }
     assert_eq!(lengths, [10, 30, 90, 200, 200]);
 }
+
+/// A burst at the start of a sub-window stays counted (and stored) until the whole
+/// sub-window has left the window: the state must not expire a window after the burst.
+pub(crate) fn bounded_rule_counts_until_its_sub_window_leaves(store: &dyn Store) {
+    let plan = global(vec![Rule::new(200, secs(60))]);
+    let c = key(10);
+    for _ in 0..200 {
+        assert!(run(store.check(&c, &plan, at(1_000))).is_allowed());
+    }
+    assert_eq!(
+        limited_wait(run(store.check(&c, &plan, at(61_000)))),
+        Duration::from_millis(999)
+    );
+    assert!(run(store.check(&c, &plan, at(61_999))).is_allowed());
+}
+
+/// Random traffic under a rule of a large count beside a small one (see
+/// `support/bounded_traffic.rs`): the bounds of each hold.
+pub(crate) fn bounded_rules_keep_their_bound(store: &dyn Store) {
+    let (plan, c, mut bound) = (
+        super::bounded_traffic::plan(),
+        key(9),
+        super::bounded_traffic::Bound::default(),
+    );
+    for now in super::bounded_traffic::times(4_000) {
+        bound.answer(now, run(store.check(&c, &plan, at(now))));
+    }
+    bound.assert_exercised();
+}

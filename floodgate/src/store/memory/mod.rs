@@ -80,13 +80,15 @@ const MIN_PER_SHARD: usize = 32;
 /// choice, never a client's).
 ///
 /// A tracked client costs its slot in the hash table (a 56-byte entry and a control byte,
-/// in a table kept between 44 % and 88 % full: 65 to 130 bytes) plus its own heap: 40 bytes
+/// in a table kept between 44 % and 88 % full: 65 to 130 bytes) plus its own heap: 48 bytes
 /// per counting scope (the global rules, each route's specific rules, each policy), 8 bytes
-/// per request time a sliding log keeps (up to the largest count among the scope's rules),
-/// 88 bytes per policy record, and 56 bytes (plus 8 per unspent offence) for a client that
-/// is banned or was reported. A client under one sliding-log rule of count 1 costs about
-/// 120 bytes; under a policy, about 200; under a rule of count 100 with its log full, about
-/// 900. A [custom key](crate::ClientKey::custom) adds its length plus 16 bytes (plus the
+/// per request time a sliding log keeps (up to the largest count, at most 128, among the
+/// scope's rules), 272 bytes per rule of a count above 128 (a bounded window, whatever the
+/// count) plus 16 per scope holding such rules, 88 bytes per policy record, and 56 bytes
+/// (plus 8 per unspent offence) for a client that is banned or was reported. A client under
+/// one sliding-log rule of count 1 costs about 130 bytes; under a policy, about 210; under
+/// a rule of count 100 with its log full, about 910; under rules of 100,000 per hour and
+/// 1,000,000 per day, about 700. A [custom key](crate::ClientKey::custom) adds its length plus 16 bytes (plus the
 /// allocator's overhead); the middleware uses no key longer than 1 KiB (such a request is
 /// counted under its IP address), so a client-chosen key costs at most about 1 KiB more.
 /// Allocator overhead (8 to 16 bytes per heap block) comes on top.
@@ -156,9 +158,10 @@ pub struct MemoryStoreBuilder {
 impl MemoryStoreBuilder {
     /// The most clients tracked at once (default [`DEFAULT_MAX_CLIENTS`]), banned or not.
     ///
-    /// Memory: about 120 to 200 bytes per client under one small rule or policy, plus 8
-    /// bytes per request time kept by sliding logs and the length of custom keys (see
-    /// [`MemoryStore`]). At the default, 25 to 40 MB under one small rule or policy.
+    /// Memory: about 130 to 210 bytes per client under one small rule or policy, plus 8
+    /// bytes per request time kept by sliding logs (at most 128 per rule; a rule of a larger
+    /// count takes a fixed 272 bytes) and the length of custom keys (see [`MemoryStore`]).
+    /// At the default, 26 to 42 MB under one small rule or policy.
     pub fn max_clients(mut self, n: usize) -> Self {
         self.max_clients = n.max(1);
         self
@@ -532,7 +535,7 @@ mod tests {
         use super::journal::Spilled;
         use crate::state::{PolicyState, Rare, Scope};
         assert_eq!(std::mem::size_of::<Entry>(), 56);
-        assert_eq!(std::mem::size_of::<(ScopeId, Scope)>(), 40);
+        assert_eq!(std::mem::size_of::<(ScopeId, Scope)>(), 48);
         assert_eq!(std::mem::size_of::<PolicyState>(), 88);
         assert_eq!(std::mem::size_of::<Rare>(), 56);
         assert_eq!(std::mem::size_of::<Spilled>(), 40);

@@ -20,7 +20,7 @@
 
 local NEVER = 9007199254740992
 -- Locals for the library functions used on every call (cheaper than global lookups).
-local tonumber, tostring, ipairs = tonumber, tostring, ipairs
+local tonumber, tostring, ipairs, pairs = tonumber, tostring, ipairs, pairs
 local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
 local floor, mmax, mmin = math.floor, math.max, math.min
 
@@ -53,6 +53,169 @@ local function reader(s)
   return gmatch(s or '', '%S+')
 end
 
+-- ---- The bounded window (state/window.rs), kept apart from the rest -------------------
+-- A rule of a count above EXACT_MAX counts per sub-window of width ceil(window / 60) ms in
+-- the last SLOTS sub-windows: w = { width, base, total, slots = { [index] = units } } with
+-- every index in base .. base + SLOTS - 1. Stored as "width base np (offset units)*".
+local EXACT_MAX, SUB_WINDOWS, SLOTS = 128, 60, 61
+
+-- floor(a / b) for whole a >= 0, b >= 1, exact up to 2^53.
+local function idiv(a, b)
+  local q = floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+
+local function width_for(window)
+  local w = idiv(window, SUB_WINDOWS)
+  if w * SUB_WINDOWS < window then w = w + 1 end
+  return mmax(w, 1)
+end
+
+local function win_new(window)
+  return { width = width_for(window), base = 0, total = 0, slots = {} }
+end
+
+-- Window::first_counted: the first sub-window holding a millisecond of (now - window, now].
+local function win_first(w, now, window)
+  return idiv(ssub(sat(now, 1), window), w.width)
+end
+
+-- Window::leaves_at
+local function win_leaves(w, j, window)
+  return sat((j + 1) * w.width, ssub(window, 1))
+end
+
+-- Window::live: the first live sub-window and the units from it on.
+local function win_live(w, now, window)
+  local first = mmax(win_first(w, now, window), w.base)
+  if first - w.base >= SLOTS then return first, 0 end
+  local gone = 0
+  for j = w.base, first - 1 do gone = gone + (w.slots[j] or 0) end
+  return first, ssub(w.total, gone)
+end
+
+-- Window::refusal
+local function win_refusal(w, count, units, now, window)
+  if units > count then return mmax(window, 1) end
+  if window == 0 then return nil end
+  local first, used = win_live(w, now, window)
+  local excess = ssub(used + units, count)
+  if excess == 0 then return nil end
+  local drained = 0
+  for j = first, w.base + SLOTS - 1 do
+    drained = drained + (w.slots[j] or 0)
+    if drained >= excess then return mmax(ssub(win_leaves(w, j, window), now), 1) end
+  end
+  return window
+end
+
+-- Window::quota
+local function win_quota(w, count, now, window)
+  local first, used = win_live(w, now, window)
+  local oldest = nil
+  for j, n in pairs(w.slots) do
+    if n > 0 and j >= first and j < w.base + SLOTS and (oldest == nil or j < oldest) then
+      oldest = j
+    end
+  end
+  local reset = 0
+  if oldest ~= nil then reset = ssub(win_leaves(w, oldest, window), now) end
+  return ssub(count, used), reset
+end
+
+-- Window::add
+local function win_add(w, now, units, window)
+  local first = win_first(w, now, window)
+  if first > w.base then
+    if first - w.base >= SLOTS then
+      w.slots, w.total = {}, 0
+    else
+      for j = w.base, first - 1 do
+        local n = w.slots[j]
+        if n ~= nil then
+          w.total = w.total - n
+          w.slots[j] = nil
+        end
+      end
+    end
+    w.base = first
+  end
+  local j = mmin(mmax(idiv(now, w.width), w.base), w.base + SLOTS - 1)
+  w.slots[j] = (w.slots[j] or 0) + units
+  w.total = w.total + units
+end
+
+-- The window of rule k of `rules` in `log`, when it has one of the rule's width.
+local function log_window(log, rules, k)
+  if rules[k].count <= EXACT_MAX or log.wins == nil then return nil end
+  local i = 0
+  for j = 1, k do
+    if rules[j].count > EXACT_MAX then i = i + 1 end
+  end
+  local w = log.wins[i]
+  if w ~= nil and w.width == width_for(rules[k].window) then return w end
+  return nil
+end
+
+-- Log::shape_windows: one window per large rule, a new one seeded with the log's times.
+local function shape_windows(log, rules)
+  local old, wins = log.wins or {}, {}
+  local fits = log.wins ~= nil
+  for _, rule in ipairs(rules) do
+    if rule.count > EXACT_MAX then
+      local i = #wins + 1
+      local w = old[i]
+      if w == nil or w.width ~= width_for(rule.window) then
+        fits = false
+        w = win_new(rule.window)
+        for _, t in ipairs(log.times) do win_add(w, t, 1, rule.window) end
+      end
+      wins[i] = w
+    end
+  end
+  if fits and #wins == #old then return end
+  log.wins = wins
+end
+
+local function decode_windows(nx)
+  local n = tonumber(nx()) or 0
+  if n == 0 then return nil end
+  local wins = {}
+  for i = 1, n do
+    local w = { width = mmax(num(nx()), 1), base = num(nx()), total = 0, slots = {} }
+    for _ = 1, tonumber(nx()) or 0 do
+      local off, units = num(nx()), num(nx())
+      if off < SLOTS then
+        w.slots[w.base + off] = (w.slots[w.base + off] or 0) + units
+        w.total = w.total + units
+      end
+    end
+    wins[i] = w
+  end
+  return wins
+end
+
+local function encode_windows(out, wins)
+  out[#out + 1] = tostring(#(wins or {}))
+  for _, w in ipairs(wins or {}) do
+    out[#out + 1] = enc(w.width)
+    out[#out + 1] = enc(w.base)
+    local at = #out + 1
+    out[at] = '0'
+    local np = 0
+    for j, n in pairs(w.slots) do
+      if n > 0 then
+        np = np + 1
+        out[#out + 1] = tostring(j - w.base)
+        out[#out + 1] = enc(n)
+      end
+    end
+    out[at] = tostring(np)
+  end
+end
+-- ---- End of the bounded window ---------------------------------------------------------
+
 local PF = {
   'window_start', 'count', 'carry', 'blocked_until', 'block_count', 'punished_until',
   'punishments', 'last_request', 'last_seen', 'last_block_at', 'grace_used_at',
@@ -65,14 +228,17 @@ local function new_policy(id)
   return p
 end
 
--- ClientState: "1 last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope.."
+-- ClientState: "V last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope.."
 -- scope: "L id expires n t.." | "P id <the 13 PF fields>"; ban_reason 0 = no ban,
--- 1 reported, 2 operator, 3 punished, 4 probe.
+-- 1 reported, 2 operator, 3 punished, 4 probe. Version V is 1, or 2 when a log holds bounded
+-- windows: then every "L" scope goes on with "nw (width base np (offset units)*)*" (see
+-- the bounded window section below).
 local function decode(blob)
   local st = { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
   if not blob then return st end
   local nx = reader(blob)
-  if nx() ~= '1' then return st end
+  local version = nx()
+  if version ~= '1' and version ~= '2' then return st end
   st.last_seen = num(nx())
   st.ban_until = num(nx())
   st.ban_reason = tonumber(nx()) or 0
@@ -83,6 +249,7 @@ local function decode(blob)
     if kind == 'L' then
       local log = { id = id, kind = 'L', expires = num(nx()), times = {} }
       for j = 1, tonumber(nx()) or 0 do log.times[j] = num(nx()) end
+      if version == '2' then log.wins = decode_windows(nx) end
       st.scopes[k] = log
     else
       local p = { id = id, kind = 'P' }
@@ -94,7 +261,11 @@ local function decode(blob)
 end
 
 local function encode(st)
-  local out = { '1', enc(st.last_seen), enc(st.ban_until), tostring(st.ban_reason), enc(st.off_exp),
+  local version = '1'
+  for _, s in ipairs(st.scopes) do
+    if s.kind == 'L' and s.wins ~= nil then version = '2' end
+  end
+  local out = { version, enc(st.last_seen), enc(st.ban_until), tostring(st.ban_reason), enc(st.off_exp),
     tostring(#st.offences) }
   for _, t in ipairs(st.offences) do out[#out + 1] = enc(t) end
   out[#out + 1] = tostring(#st.scopes)
@@ -105,6 +276,7 @@ local function encode(st)
       out[#out + 1] = enc(s.expires)
       out[#out + 1] = tostring(#s.times)
       for _, t in ipairs(s.times) do out[#out + 1] = enc(t) end
+      if version == '2' then encode_windows(out, s.wins) end
     else
       for _, f in ipairs(PF) do out[#out + 1] = enc(s[f]) end
     end
@@ -128,8 +300,10 @@ local function decode_plan(s)
   local plan = { ban_check = nx() == '1', count = nx() == '1', logs = {} }
   for k = 1, tonumber(nx()) or 0 do
     local lp = { scope = nx(), cap = num(nx()), longest = num(nx()), first = num(nx()), rules = {} }
+    lp.bounded = 0
     for j = 1, tonumber(nx()) or 0 do
       lp.rules[j] = { count = num(nx()), window = num(nx()) }
+      if lp.rules[j].count > EXACT_MAX then lp.bounded = lp.bounded + 1 end
     end
     plan.logs[k] = lp
   end
@@ -197,9 +371,12 @@ local function in_window(log, now, window)
   return #log.times - first
 end
 
--- Log::refusal
-local function refusal(log, rule, now)
+-- Log::refusal (rule k of lp)
+local function refusal(log, lp, k, now)
+  local rule = lp.rules[k]
   if rule.count == 0 then return mmax(rule.window, 1) end
+  local w = log_window(log, lp.rules, k)
+  if w ~= nil then return win_refusal(w, rule.count, 1, now, rule.window) end
   local len = #log.times
   if len < rule.count then return nil end
   local leaves = sat(log.times[len - rule.count + 1], rule.window)
@@ -208,7 +385,10 @@ local function refusal(log, rule, now)
 end
 
 -- Log::quota
-local function log_quota(log, rule, now)
+local function log_quota(log, lp, k, now)
+  local rule = lp.rules[k]
+  local w = log_window(log, lp.rules, k)
+  if w ~= nil then return win_quota(w, rule.count, now, rule.window) end
   local n = in_window(log, now, rule.window)
   local remaining = ssub(rule.count, n)
   local reset = 0
@@ -217,10 +397,26 @@ local function log_quota(log, rule, now)
 end
 
 -- Log::push
-local function push(log, now, cap, longest)
-  while #log.times >= mmax(cap, 1) do tremove(log.times, 1) end
-  log.times[#log.times + 1] = now
-  log.expires = sat(now, longest)
+local function push(log, lp, now)
+  if lp.bounded > 0 then
+    shape_windows(log, lp.rules)
+    local i = 0
+    for _, rule in ipairs(lp.rules) do
+      if rule.count > EXACT_MAX then
+        i = i + 1
+        win_add(log.wins[i], now, 1, rule.window)
+      end
+    end
+  else
+    log.wins = nil
+  end
+  if lp.cap > 0 then
+    while #log.times >= lp.cap do tremove(log.times, 1) end
+    log.times[#log.times + 1] = now
+  else
+    log.times = {}
+  end
+  log.expires = sat(now, lp.longest)
 end
 
 -- PolicyState::roll
@@ -344,7 +540,7 @@ local function check(st, plan, now)
       if log == nil then
         if rule.count == 0 then wait = mmax(rule.window, 1) end
       else
-        wait = refusal(log, rule, now)
+        wait = refusal(log, lp, k, now)
       end
       if wait ~= nil and (refused_wait == nil or wait > refused_wait) then
         refused_limit, refused_wait = lp.first + k - 1, wait
@@ -376,9 +572,9 @@ local function check(st, plan, now)
   end
   for _, lp in ipairs(plan.logs) do
     local log = log_mut(st, lp.scope)
-    push(log, now, lp.cap, lp.longest)
-    for k, rule in ipairs(lp.rules) do
-      local remaining, reset = log_quota(log, rule, now)
+    push(log, lp, now)
+    for k, _ in ipairs(lp.rules) do
+      local remaining, reset = log_quota(log, lp, k, now)
       consider(lp.first + k - 1, remaining, reset)
     end
   end

@@ -8,7 +8,7 @@ use crate::clock::{duration_millis, Timestamp};
 use crate::error::StoreError;
 use crate::state::{
     BanReason, ClientState, Decision, LimitReason, Log, Plan, PolicyState, Quota, Scope, ScopeId,
-    Times,
+    Times, Window, Windows,
 };
 
 /// The decision core in Lua (see the module docs).
@@ -182,9 +182,11 @@ pub(super) fn decision_of(reply: &[i64]) -> Result<Decision, StoreError> {
 /// Reads a client state in the script's encoding (see `decode` in `redis.lua`).
 pub(super) fn decode_state(blob: &str) -> Option<ClientState> {
     let mut t = blob.split_ascii_whitespace();
-    if t.next()? != "1" {
-        return None;
-    }
+    let windows = match t.next()? {
+        "1" => false,
+        "2" => true,
+        _ => return None,
+    };
     let time = |s: &str| -> Option<u64> {
         let v: i64 = s.parse().ok()?;
         Some(rust_time(v))
@@ -205,7 +207,16 @@ pub(super) fn decode_state(blob: &str) -> Option<ClientState> {
             let expires = time(t.next()?)?;
             let n: usize = t.next()?.parse().ok()?;
             let times = (0..n).map(|_| time(t.next()?)).collect::<Option<Times>>()?;
-            Scope::Log(Log { times, expires })
+            let windows = if windows {
+                decode_windows(&mut t)?
+            } else {
+                None
+            };
+            Scope::Log(Log {
+                times,
+                expires,
+                windows,
+            })
         } else {
             let mut f = [0u64; 13];
             for v in &mut f {
@@ -239,6 +250,27 @@ pub(super) fn decode_state(blob: &str) -> Option<ClientState> {
     ))
 }
 
+/// The bounded windows of one log: "nw (width base np (offset units)*)*".
+fn decode_windows<'a>(t: &mut impl Iterator<Item = &'a str>) -> Option<Option<Box<Windows>>> {
+    let n: usize = t.next()?.parse().ok()?;
+    if n == 0 {
+        return Some(None);
+    }
+    let mut list = Vec::with_capacity(n.min(8));
+    for _ in 0..n {
+        let width: u64 = t.next()?.parse().ok()?;
+        let base: u64 = t.next()?.parse().ok()?;
+        let parts: usize = t.next()?.parse().ok()?;
+        let mut units = Vec::with_capacity(parts.min(64));
+        for _ in 0..parts {
+            let offset: u64 = t.next()?.parse().ok()?;
+            units.push((base.saturating_add(offset), t.next()?.parse().ok()?));
+        }
+        list.push(Window::from_parts(width, base, units)?);
+    }
+    Some(Some(Box::new(Windows(list.into_boxed_slice()))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +291,24 @@ mod tests {
             (p.window_start, p.grace_window, p.expires),
             (1, 12, u64::MAX)
         );
-        assert!(decode_state("2 whatever").is_none());
+        assert!(decode_state("3 whatever").is_none());
+        // Format 2: a log with the bounded window of a rule of 1,000 per minute.
+        let blob = "2 1700000000000 0 0 0 0 1 L 42 1700000060000 0 1 1000 1700000000 2 0 7 61 3";
+        let st = decode_state(blob).unwrap();
+        let Scope::Log(log) = &st.scopes[0].1 else {
+            panic!("log")
+        };
+        let w = &log.windows.as_ref().unwrap().0[0];
+        let parts: Vec<_> = w.parts().collect();
+        assert_eq!(
+            parts,
+            [(1_700_000_000, 7)],
+            "offsets past the ring are dropped"
+        );
+        assert!(
+            decode_state("2 1 0 0 0 0 1 L 42 5 0 1 0 1 0").is_none(),
+            "width 0"
+        );
         assert!(decode_state("1 5").is_none());
     }
 
