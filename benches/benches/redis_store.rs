@@ -1,7 +1,7 @@
 //! Decision throughput of the Redis store against the memory store, and Redis round trips
 //! per decision (from `INFO commandstats`).
 //!
-//! `cargo bench -p floodgate --features redis --bench redis_store` starts its own
+//! `cargo bench -p floodgate-bench --bench redis_store` starts its own
 //! `redis-server` on a free loopback port (or uses `REDIS_URL` when set) and prints a table.
 //! `N` sets the number of decisions per measurement (default 20 000), `RULES` the rules
 //! (default `20/1s,100/10s`).

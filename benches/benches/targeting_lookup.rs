@@ -1,7 +1,7 @@
 //! The cost of an IP list lookup on the request path: `IpList::contains` over 100,000
 //! ranges (an `ArcSwap` load and a binary search), IPv4 and IPv6 mixed, half hits.
 //!
-//! `cargo bench -p floodgate --bench targeting_lookup` (a timed loop; no criterion).
+//! `cargo bench -p floodgate-bench --bench targeting_lookup` (a timed loop; no criterion).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

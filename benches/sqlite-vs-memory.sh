@@ -5,13 +5,13 @@
 # durability, again and again), so that a noisy machine affects them alike; prints each
 # round, then the median requests/s of each and its ratio to the memory store.
 #
-#   CARGO_TARGET_DIR=/work/target-sqlite bash tests/bench/sqlite_vs_memory.sh [seconds] [connections]
+#   CARGO_TARGET_DIR=/work/target-sqlite bash benches/sqlite-vs-memory.sh [seconds] [connections]
 #
 # Needs wrk (apt-get install -y wrk). Environment: ROUNDS (default 3), MODES (SQLite
 # durabilities, default "batched normal"; also "full"), CLIENTS=n to cycle over n clients
 # (default: a new client for every request).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-64}
 rounds=${ROUNDS:-3}
@@ -37,7 +37,7 @@ run() { # name db durability -> requests/s
   for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
   local port
   port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out")
-  wrk -t2 -c"$conns" -d"${secs}s" -s tests/bench/distinct_ips.lua "http://127.0.0.1:$port/ping" \
+  wrk -t2 -c"$conns" -d"${secs}s" -s benches/distinct_ips.lua "http://127.0.0.1:$port/ping" \
     >"$work/$1.wrk"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
