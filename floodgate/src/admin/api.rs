@@ -13,7 +13,6 @@ use crate::client::{Client, ClientKey};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::rules::parse_duration;
-use crate::state::BanReason;
 use crate::status::ClientStatus;
 use crate::store::bans::{BanCursor, BanEntry, MAX_BAN_PAGE};
 
@@ -43,14 +42,6 @@ fn ok(body: Value) -> HttpResponse {
 
 fn time(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::String(t.to_string()))
-}
-
-/// A ban's reason as listings name it: a permanent ban is a `blacklist`.
-pub(crate) fn reason_name(reason: BanReason, until: Option<Timestamp>) -> &'static str {
-    match until {
-        None => "blacklist",
-        Some(_) => reason.as_str(),
-    }
 }
 
 fn store_failed(err: &StoreError) -> HttpResponse {
@@ -117,7 +108,7 @@ fn client_of(req: &HttpRequest) -> Result<Client, &'static str> {
 fn entry_json(e: &BanEntry) -> Value {
     json!({
         "client": e.client.to_string(),
-        "reason": reason_name(e.reason, e.until),
+        "reason": e.reason.listed_as(e.until),
         "since": time(e.since),
         "until": time(e.until),
     })
@@ -178,7 +169,7 @@ pub(crate) fn status_json(st: &ClientStatus) -> Value {
     json!({
         "client": st.client.to_string(),
         "ban": st.ban.as_ref().map(|b| json!({
-            "reason": reason_name(b.reason, b.until),
+            "reason": b.reason.listed_as(b.until),
             "since": time(b.since),
             "until": time(b.until),
         })),
