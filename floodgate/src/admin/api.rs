@@ -52,7 +52,7 @@ fn store_failed(err: &StoreError) -> HttpResponse {
 }
 
 /// Logs an operator's action at info, with the operator's address.
-fn log_action(s: &Settings, req: &HttpRequest, what: &str, client: &ClientKey) {
+pub(super) fn log_action(s: &Settings, req: &HttpRequest, what: &str, client: &ClientKey) {
     let who =
         operator_ip(s, req).map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
     log::info!(target: s.gatekeeper.shared.log_target(),
@@ -80,7 +80,6 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// The `{client}` of the path: an address, a network as listings show it, or a custom key.
 fn client_of(req: &HttpRequest) -> Result<Client, &'static str> {
-    let bad = Err;
     // From the raw path: routing decodes invalid UTF-8 lossily, which would act on another
     // client than the one named.
     let raw = req.uri().path();
@@ -89,10 +88,15 @@ fn client_of(req: &HttpRequest) -> Result<Client, &'static str> {
         .map(|at| &raw[at + "/api/clients/".len()..])
         .map(|rest| rest.split('/').next().unwrap_or_default());
     let Some(text) = segment.and_then(percent_decode) else {
-        return bad("the client is not valid percent-encoded UTF-8");
+        return Err("the client is not valid percent-encoded UTF-8");
     };
+    client_from_text(&text)
+}
+
+/// A client as listings show it: an address, a network (`2001:db8::/64`) or a custom key.
+pub(super) fn client_from_text(text: &str) -> Result<Client, &'static str> {
     if text.is_empty() || text.len() > MAX_CLIENT_LEN || text.chars().any(char::is_control) {
-        return bad("a client is 1 to 1024 bytes without control characters");
+        return Err("a client is 1 to 1024 bytes without control characters");
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(Client::Ip(ip));
