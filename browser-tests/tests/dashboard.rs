@@ -31,7 +31,11 @@ struct Driver(Child, u16);
 
 impl Driver {
     fn start() -> Option<Driver> {
-        if Command::new("chromedriver").arg("--version").output().is_err() {
+        if Command::new("chromedriver")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             assert!(
                 std::env::var_os("FLOODGATE_REQUIRE_BROWSER").is_none(),
                 "FLOODGATE_REQUIRE_BROWSER is set but chromedriver is not installed \
@@ -42,7 +46,11 @@ impl Driver {
             );
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -66,7 +74,12 @@ impl Drop for Driver {
 }
 
 async fn get_as(path: &str, ip: &str, srv: &actix_test::TestServer) -> u16 {
-    let res = srv.get(path).insert_header((IP_HEADER, ip)).send().await.expect("request");
+    let res = srv
+        .get(path)
+        .insert_header((IP_HEADER, ip))
+        .send()
+        .await
+        .expect("request");
     res.status().as_u16()
 }
 
@@ -79,7 +92,11 @@ async fn sign_in_see_a_ban_by_reports_unban_it_and_the_client_is_served_again() 
     let fg = Floodgate::new()
         .clock(clock.clone())
         .ip_header(IP_HEADER)
-        .ban_rule(BanRule::new(3, Duration::from_secs(10), Duration::from_secs(600)));
+        .ban_rule(BanRule::new(
+            3,
+            Duration::from_secs(10),
+            Duration::from_secs(600),
+        ));
     let srv = actix_test::start(move || {
         App::new()
             .wrap(fg.clone())
@@ -117,7 +134,10 @@ async fn sign_in_see_a_ban_by_reports_unban_it_and_the_client_is_served_again() 
         .await
         .expect("a WebDriver session");
 
-    browser.goto(&srv.url("/_floodgate/")).await.expect("open the dashboard");
+    browser
+        .goto(&srv.url("/_floodgate/"))
+        .await
+        .expect("open the dashboard");
     browser
         .find(Locator::Css("#token"))
         .await
@@ -125,7 +145,13 @@ async fn sign_in_see_a_ban_by_reports_unban_it_and_the_client_is_served_again() 
         .send_keys(TOKEN)
         .await
         .unwrap();
-    browser.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
+    browser
+        .find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let bans = browser
         .wait()
         .for_element(Locator::Css("#bans"))
@@ -133,7 +159,15 @@ async fn sign_in_see_a_ban_by_reports_unban_it_and_the_client_is_served_again() 
         .expect("the bans table after signing in");
     let text = bans.text().await.unwrap();
     assert!(text.contains(bans_row_start(bad).as_str()), "{text}");
-    assert!(!browser.current_url().await.unwrap().as_str().contains(TOKEN), "no token in URLs");
+    assert!(
+        !browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains(TOKEN),
+        "no token in URLs"
+    );
 
     let png = browser.screenshot().await.expect("screenshot");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -144,7 +178,13 @@ async fn sign_in_see_a_ban_by_reports_unban_it_and_the_client_is_served_again() 
     eprintln!("screenshot: {}", dir.join("dashboard.png").display());
 
     let button = format!("//tr[td[text()='{bad}']]//button");
-    browser.find(Locator::XPath(&button)).await.unwrap().click().await.unwrap();
+    browser
+        .find(Locator::XPath(&button))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     browser
         .wait()
         .for_element(Locator::XPath("//p[text()='Nobody is banned.']"))
