@@ -303,3 +303,8 @@ async fn health(s: web::Data<Settings>) -> HttpResponse {
             .body(json!({ "store": "failing", "error": err.to_string() }).to_string()),
     }
 }
+
+/// Any other path under the mount path.
+pub(super) async fn not_found() -> HttpResponse {
+    problem(StatusCode::NOT_FOUND, "no such admin endpoint")
+}

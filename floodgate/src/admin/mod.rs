@@ -154,6 +154,9 @@ impl HttpServiceFactory for Admin {
             .app_data(settings.clone())
             .configure(api::configure)
             .configure(dashboard::configure)
+            // Last: a routed 404 for the rest, so that an operator's mistyped path is never
+            // reported as a probe (floodgate reports only unrouted 404s).
+            .route("/{rest:.*}", web::to(api::not_found))
             .wrap(auth::AdminAuth::new(settings.into_inner()))
             // Outermost, so that the app-wide middleware learns of the bypass during routing,
             // before the token is checked: unauthorised requests are not counted either.
