@@ -376,3 +376,25 @@ async fn top_offenders_count_refusals_and_reports_but_not_allowed_requests() {
         serde_json::json!({"clients": []})
     );
 }
+
+#[actix_web::test]
+async fn an_operators_mistyped_path_is_a_404_never_reported_as_a_probe() {
+    let clock = FakeClock::starting_at(START);
+    let fg = floodgate(&clock)
+        .probe_ban(floodgate::ProbeBan::new(["/wp-login.php"]).not_found_reports(true));
+    let srv = start_with(fg, None);
+    let op = "192.0.2.5";
+    for _ in 0..4 {
+        assert_problem(&admin_get(&srv, "/api/nope", op).await, 404);
+    }
+    assert_eq!(
+        get_as(&srv, "/ping", op).await.code(),
+        200,
+        "3 offences would have banned"
+    );
+    // Unrouted 404s elsewhere are still reported: the rule bans at the third.
+    for _ in 0..3 {
+        get_as(&srv, "/nope", "198.51.100.40").await;
+    }
+    assert_eq!(get_as(&srv, "/ping", "198.51.100.40").await.code(), 403);
+}

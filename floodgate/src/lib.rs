@@ -84,6 +84,8 @@
 //!   per decision); [`FailoverStore`] adds a backup store for when it is down.
 //! - `geoip`: [`GeoDb::maxmind_file`], countries from MaxMind-format databases (GeoIP2,
 //!   GeoLite2, DB-IP). Geofeeds ([`GeoDb::geofeed_file`]) need no feature.
+//! - `admin`: `Floodgate::admin`, the operator's API and dashboard (the `admin` module):
+//!   bans in force, client status, ban and unban, top offenders, over HTTP.
 //!
 //! # Logging
 //!

@@ -13,7 +13,6 @@ use crate::client::{Client, ClientKey};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::rules::parse_duration;
-use crate::state::BanReason;
 use crate::status::ClientStatus;
 use crate::store::bans::{BanCursor, BanEntry, MAX_BAN_PAGE};
 
@@ -45,14 +44,6 @@ fn time(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::String(t.to_string()))
 }
 
-/// A ban's reason as listings name it: a permanent ban is a `blacklist`.
-pub(crate) fn reason_name(reason: BanReason, until: Option<Timestamp>) -> &'static str {
-    match until {
-        None => "blacklist",
-        Some(_) => reason.as_str(),
-    }
-}
-
 fn store_failed(err: &StoreError) -> HttpResponse {
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -61,7 +52,7 @@ fn store_failed(err: &StoreError) -> HttpResponse {
 }
 
 /// Logs an operator's action at info, with the operator's address.
-fn log_action(s: &Settings, req: &HttpRequest, what: &str, client: &ClientKey) {
+pub(super) fn log_action(s: &Settings, req: &HttpRequest, what: &str, client: &ClientKey) {
     let who =
         operator_ip(s, req).map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
     log::info!(target: s.gatekeeper.shared.log_target(),
@@ -89,7 +80,6 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// The `{client}` of the path: an address, a network as listings show it, or a custom key.
 fn client_of(req: &HttpRequest) -> Result<Client, &'static str> {
-    let bad = Err;
     // From the raw path: routing decodes invalid UTF-8 lossily, which would act on another
     // client than the one named.
     let raw = req.uri().path();
@@ -98,10 +88,15 @@ fn client_of(req: &HttpRequest) -> Result<Client, &'static str> {
         .map(|at| &raw[at + "/api/clients/".len()..])
         .map(|rest| rest.split('/').next().unwrap_or_default());
     let Some(text) = segment.and_then(percent_decode) else {
-        return bad("the client is not valid percent-encoded UTF-8");
+        return Err("the client is not valid percent-encoded UTF-8");
     };
+    client_from_text(&text)
+}
+
+/// A client as listings show it: an address, a network (`2001:db8::/64`) or a custom key.
+pub(super) fn client_from_text(text: &str) -> Result<Client, &'static str> {
     if text.is_empty() || text.len() > MAX_CLIENT_LEN || text.chars().any(char::is_control) {
-        return bad("a client is 1 to 1024 bytes without control characters");
+        return Err("a client is 1 to 1024 bytes without control characters");
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(Client::Ip(ip));
@@ -117,7 +112,7 @@ fn client_of(req: &HttpRequest) -> Result<Client, &'static str> {
 fn entry_json(e: &BanEntry) -> Value {
     json!({
         "client": e.client.to_string(),
-        "reason": reason_name(e.reason, e.until),
+        "reason": e.reason.listed_as(e.until),
         "since": time(e.since),
         "until": time(e.until),
     })
@@ -178,7 +173,7 @@ pub(crate) fn status_json(st: &ClientStatus) -> Value {
     json!({
         "client": st.client.to_string(),
         "ban": st.ban.as_ref().map(|b| json!({
-            "reason": reason_name(b.reason, b.until),
+            "reason": b.reason.listed_as(b.until),
             "since": time(b.since),
             "until": time(b.until),
         })),
@@ -307,4 +302,9 @@ async fn health(s: web::Data<Settings>) -> HttpResponse {
             .content_type("application/json")
             .body(json!({ "store": "failing", "error": err.to_string() }).to_string()),
     }
+}
+
+/// Any other path under the mount path.
+pub(super) async fn not_found() -> HttpResponse {
+    problem(StatusCode::NOT_FOUND, "no such admin endpoint")
 }

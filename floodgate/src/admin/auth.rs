@@ -11,9 +11,10 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::{header, StatusCode};
 use actix_web::Error;
-use subtle::ConstantTimeEq;
+use actix_web::HttpMessage;
 
 use super::problem::problem;
+use super::session::{auth_of, permits};
 use super::{Settings, MIN_TOKEN_LEN};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -86,21 +87,6 @@ pub(crate) fn operator_ip(settings: &Settings, req: &actix_web::HttpRequest) -> 
         .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
 }
 
-/// Whether `req` carries the token, compared in constant time (the length aside).
-fn authorised(token: &str, req: &ServiceRequest) -> bool {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return false;
-    };
-    let Some(given) = value
-        .as_bytes()
-        .strip_prefix(b"Bearer ")
-        .or_else(|| value.as_bytes().strip_prefix(b"bearer "))
-    else {
-        return false;
-    };
-    bool::from(given.ct_eq(token.as_bytes()))
-}
-
 impl<S, B> Service<ServiceRequest> for AdminAuthMiddleware<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
@@ -125,12 +111,18 @@ where
             None
         };
         let token = self.settings.token.as_deref().unwrap_or_default();
+        let auth = auth_of(token, &req);
+        let rel = req
+            .path()
+            .strip_prefix(self.settings.path.as_str())
+            .unwrap_or("");
         let refusal = refusal.or_else(|| {
-            (!authorised(token, &req)).then_some((
+            (!permits(auth, req.method(), rel)).then_some((
                 StatusCode::UNAUTHORIZED,
                 "send the admin token as Authorization: Bearer <token>",
             ))
         });
+        req.extensions_mut().insert(auth);
         if let Some((status, detail)) = refusal {
             log::warn!(target: target, "floodgate admin: {} {} from {shown} refused ({})",
                 req.method(), req.path(), status.as_u16());

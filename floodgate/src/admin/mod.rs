@@ -13,6 +13,7 @@
 //! | `GET /api/top?limit=N` | the clients refused or reported most lately (see [`GateKeeper::top_offenders`](crate::GateKeeper::top_offenders)) |
 //! | `POST /api/lists/reload` | reloads the allow and deny lists whose files changed |
 //! | `GET /api/health` | whether the store answers |
+//! | `GET /` | the dashboard (HTML; sign in with the token) |
 //!
 //! `{client}` is an IP address, a network (`2001:db8::/64`, as listings show it), or a
 //! custom key, percent-encoded.
@@ -29,6 +30,13 @@
 //!   banned (by a colleague, or by a hostile client's reports forged in its name) can still
 //!   lift the ban. The routes are `#[bypass]` routes to the app-wide middleware, so no global
 //!   rule counts them, whether or not the request is authorised.
+//! - The dashboard signs in with the token in a form (never in a URL): it sets an
+//!   `HttpOnly`, `SameSite=Strict` cookie scoped to the mount path (`Secure` over HTTPS),
+//!   which authorises reading only; its one action, unban, is a form POST that must also
+//!   carry the page's anti-CSRF value (a second cookie, echoed in the form) and come from the
+//!   same origin. Every other change needs the Bearer header. Pages are served under a
+//!   strict Content-Security-Policy (no script, no inline style, no external asset), and
+//!   every client key is HTML-escaped: clients choose their keys.
 //! - Every action (ban, blacklist, unban, reload) is logged at info with the operator's
 //!   address; refused requests are logged at warn with theirs.
 
@@ -44,7 +52,9 @@ use crate::targeting::IpList;
 
 mod api;
 mod auth;
+mod dashboard;
 mod problem;
+mod session;
 
 /// The shortest token accepted, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -78,6 +88,8 @@ pub struct Admin {
 
 /// What the admin service's parts share.
 pub(crate) struct Settings {
+    /// The mount path, without a trailing slash.
+    pub(crate) path: String,
     pub(crate) gatekeeper: GateKeeper,
     pub(crate) token: Option<String>,
     pub(crate) allow: Option<IpList>,
@@ -96,9 +108,11 @@ impl fmt::Debug for Admin {
 
 impl Admin {
     pub(crate) fn new(path: &str, gatekeeper: GateKeeper) -> Admin {
+        let path = path.trim_end_matches('/').to_owned();
         Admin {
-            path: path.trim_end_matches('/').to_owned(),
+            path: path.clone(),
             settings: Arc::new(Settings {
+                path,
                 gatekeeper,
                 token: None,
                 allow: None,
@@ -108,6 +122,7 @@ impl Admin {
 
     fn edit(mut self, f: impl FnOnce(&mut Settings)) -> Self {
         let mut s = Settings {
+            path: self.settings.path.clone(),
             gatekeeper: self.settings.gatekeeper.clone(),
             token: self.settings.token.clone(),
             allow: self.settings.allow.clone(),
@@ -138,6 +153,10 @@ impl HttpServiceFactory for Admin {
         let scope = web::scope(&self.path)
             .app_data(settings.clone())
             .configure(api::configure)
+            .configure(dashboard::configure)
+            // Last: a routed 404 for the rest, so that an operator's mistyped path is never
+            // reported as a probe (floodgate reports only unrouted 404s).
+            .route("/{rest:.*}", web::to(api::not_found))
             .wrap(auth::AdminAuth::new(settings.into_inner()))
             // Outermost, so that the app-wide middleware learns of the bypass during routing,
             // before the token is checked: unauthorised requests are not counted either.

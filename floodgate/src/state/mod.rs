@@ -235,6 +235,15 @@ impl BanReason {
             BanReason::Probe => "probe",
         }
     }
+
+    /// The name a listing gives a ban of this reason ending at `until`: `blacklist` for a
+    /// permanent ban (`until` is `None`), else [`as_str`](Self::as_str).
+    pub const fn listed_as(self, until: Option<crate::clock::Timestamp>) -> &'static str {
+        match until {
+            None => "blacklist",
+            Some(_) => self.as_str(),
+        }
+    }
 }
 
 /// The outcome of checking one request.

@@ -1,0 +1,189 @@
+//! Where the command acts: a floodgate store opened directly (SQLite, Redis), or a running
+//! app's admin API. Every answer has the admin API's JSON shape, whichever the backend.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use floodgate::{
+    BanCursor, BanReason, ClientKey, ClientState, RedisStore, SqliteStore, Store, Timestamp,
+};
+use serde_json::{json, Value};
+
+use crate::http::Api;
+use crate::{Cli, Failure};
+
+pub(crate) enum Backend {
+    Store {
+        store: Box<dyn Store>,
+        v6_prefix: u8,
+    },
+    Api(Api),
+}
+
+/// The client named on the command line: an address, a network or a custom key.
+pub(crate) fn client_key(text: &str, v6_prefix: u8) -> Result<ClientKey, Failure> {
+    if text.is_empty() || text.len() > 1024 || text.chars().any(char::is_control) {
+        return Err(Failure::usage(
+            "a client is 1 to 1024 bytes without control characters",
+        ));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(ClientKey::from_ip(ip, v6_prefix));
+    }
+    if let Some((ip, prefix)) = text.split_once('/') {
+        if let (Ok(ip), Ok(prefix)) = (ip.parse::<IpAddr>(), prefix.parse::<u8>()) {
+            return Ok(ClientKey::from_ip(ip, prefix));
+        }
+    }
+    Ok(ClientKey::custom(text))
+}
+
+fn time(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_string()))
+}
+
+fn now() -> Timestamp {
+    use floodgate::Clock;
+    floodgate::SystemClock.now()
+}
+
+fn failed(e: floodgate::StoreError) -> Failure {
+    Failure::new(e.to_string())
+}
+
+/// A client's status in the admin API's shape (without windows: only the app knows its
+/// rules).
+fn status_json(client: &ClientKey, state: Option<&ClientState>, now: Timestamp) -> Value {
+    let ban = state.and_then(|s| s.ban_at(now)).map(|(until, reason)| {
+        json!({
+            "reason": BanReason::listed_as(reason, until),
+            "since": time(state.and_then(|s| s.ban_since(now))),
+            "until": time(until),
+        })
+    });
+    json!({
+        "client": client.to_string(),
+        "ban": ban,
+        "last_seen": time(state.map(ClientState::last_seen)),
+    })
+}
+
+impl Backend {
+    pub(crate) async fn open(cli: &Cli) -> Result<Backend, Failure> {
+        let v6_prefix = cli.ipv6_prefix;
+        if let Some(path) = &cli.sqlite {
+            let store = SqliteStore::builder(path)
+                .table(cli.table.clone())
+                .open()
+                .map_err(|e| Failure::new(e.to_string()))?;
+            return Ok(Backend::Store {
+                store: Box::new(store),
+                v6_prefix,
+            });
+        }
+        if let Some(url) = &cli.redis {
+            let store = RedisStore::builder(url.clone())
+                .prefix(cli.prefix.clone())
+                .ban_cache(Duration::ZERO)
+                .connect()
+                .await
+                .map_err(failed)?;
+            return Ok(Backend::Store {
+                store: Box::new(store),
+                v6_prefix,
+            });
+        }
+        if let Some(url) = &cli.url {
+            let Some(token) = cli.token.clone().filter(|t| !t.is_empty()) else {
+                return Err(Failure::usage(
+                    "--url needs the admin token: --token or FLOODGATE_TOKEN",
+                ));
+            };
+            return Ok(Backend::Api(Api::new(url, token)));
+        }
+        Err(Failure::usage(
+            "say where floodgate's state is: --sqlite FILE, --redis URL or --url URL",
+        ))
+    }
+
+    pub(crate) async fn bans(&self) -> Result<Value, Failure> {
+        match self {
+            Backend::Api(api) => api.bans().await,
+            Backend::Store { store, .. } => {
+                let now = now();
+                let mut all = Vec::new();
+                let mut cursor: Option<BanCursor> = None;
+                loop {
+                    let page = store
+                        .bans(cursor.as_ref(), 1_000, now)
+                        .await
+                        .map_err(failed)?;
+                    all.extend(page.bans.iter().map(|e| {
+                        json!({
+                            "client": e.client.to_string(),
+                            "reason": BanReason::listed_as(e.reason, e.until),
+                            "since": time(e.since),
+                            "until": time(e.until),
+                        })
+                    }));
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                Ok(json!({ "bans": all, "next": null }))
+            }
+        }
+    }
+
+    pub(crate) async fn status(&self, client: &str) -> Result<Value, Failure> {
+        match self {
+            Backend::Api(api) => api.status(client).await,
+            Backend::Store { store, v6_prefix } => {
+                let key = client_key(client, *v6_prefix)?;
+                let now = now();
+                let state = store.state(&key, now).await.map_err(failed)?;
+                Ok(status_json(&key, state.as_ref(), now))
+            }
+        }
+    }
+
+    /// Bans `client` for `length`, or forever for `None`; answers its status.
+    pub(crate) async fn ban(
+        &self,
+        client: &str,
+        length: Option<Duration>,
+    ) -> Result<Value, Failure> {
+        match self {
+            Backend::Api(api) => api.ban(client, length).await,
+            Backend::Store { store, v6_prefix } => {
+                let key = client_key(client, *v6_prefix)?;
+                let now = now();
+                let until = length.map(|d| now + d);
+                store.ban(&key, until, now).await.map_err(failed)?;
+                let state = store.state(&key, now).await.map_err(failed)?;
+                Ok(status_json(&key, state.as_ref(), now))
+            }
+        }
+    }
+
+    /// Lifts `client`'s ban; whether one was in force.
+    pub(crate) async fn unban(&self, client: &str) -> Result<bool, Failure> {
+        match self {
+            Backend::Api(api) => api.unban(client).await,
+            Backend::Store { store, v6_prefix } => {
+                let key = client_key(client, *v6_prefix)?;
+                store.unban(&key, now()).await.map_err(failed)
+            }
+        }
+    }
+
+    pub(crate) async fn top(&self, limit: usize) -> Result<Value, Failure> {
+        match self {
+            Backend::Api(api) => api.top(limit).await,
+            Backend::Store { .. } => Err(Failure::usage(
+                "top offenders are counted by the running app: use --url and --token",
+            )),
+        }
+    }
+}
