@@ -380,6 +380,8 @@ pub(crate) struct SpecificArgs {
     pub(crate) rules: Vec<RuleLit>,
     pub(crate) standalone: bool,
     pub(crate) key: Option<Path>,
+    /// `shadow`: the rules are checked and counted, and what they would refuse is served.
+    pub(crate) shadow: bool,
 }
 
 impl SpecificArgs {
@@ -397,7 +399,7 @@ impl SpecificArgs {
                 return out;
             }
         };
-        let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key"]);
+        let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key", "shadow"]);
         let mut unknown_key = false;
         for e in &entries {
             if !keys.accept(e, errors) {
@@ -425,6 +427,7 @@ impl SpecificArgs {
                     }
                 }
                 "standalone" => out.standalone = boolean(e, errors).unwrap_or(false),
+                "shadow" => out.shadow = boolean(e, errors).unwrap_or(false),
                 "key" => out.key = key_path(e, errors),
                 _ => {}
             }
@@ -464,6 +467,8 @@ pub(crate) struct PolicyArgs {
     pub(crate) adaptive_jitter_ms: Option<u64>,
     /// `policy = "name"`: a policy registered on the app, shared with every route naming it.
     pub(crate) shared: Option<LitStr>,
+    /// `shadow`: the policy is checked and counted, and what it would refuse is served.
+    pub(crate) shadow: bool,
 }
 
 const POLICY_KEYS: &[&str] = &[
@@ -486,6 +491,7 @@ const POLICY_KEYS: &[&str] = &[
     "adaptive_max",
     "adaptive_jitter",
     "policy",
+    "shadow",
 ];
 
 impl PolicyArgs {
@@ -543,6 +549,7 @@ impl PolicyArgs {
                     }
                 }
                 "key" => out.key = key_path(e, errors),
+                "shadow" => out.shadow = boolean(e, errors).unwrap_or(false),
                 "policy" => {
                     let Some(expr) = value(e, errors, "\"api\"") else {
                         continue;
@@ -583,7 +590,8 @@ impl PolicyArgs {
     fn check_combinations(&self, given: &[(String, Span)], errors: &mut Errors) {
         if given.iter().any(|(k, _)| k == "policy") {
             // A shared policy is defined once, on the app: no route may change it.
-            for (key, span) in given.iter().filter(|(k, _)| k != "policy") {
+            // `shadow` is the route's, not the policy's.
+            for (key, span) in given.iter().filter(|(k, _)| k != "policy" && k != "shadow") {
                 errors.at(
                     *span,
                     format!(
@@ -1055,7 +1063,7 @@ mod tests {
     #[test]
     fn specific_keys_are_checked() {
         let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], stand_alone));
-        assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone, key"]);
+        assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone, key, shadow"]);
         let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], standalone, standalone));
         assert_eq!(errors, ["`standalone` is given twice; keep one"]);
     }

@@ -381,6 +381,8 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             }
         }
     };
+    let shadow = spec.specific.as_ref().is_some_and(|s| s.shadow)
+        || spec.policy.as_ref().is_some_and(|p| p.shadow);
     let key_path = spec
         .specific
         .as_ref()
@@ -407,6 +409,7 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             standalone: #standalone,
             policy: #policy,
             key: #key,
+            shadow: #shadow,
         }
     }
 }
@@ -476,6 +479,28 @@ mod tests {
         );
         assert_eq!(kind(quote!(#[other::bypass])), None);
         assert_eq!(kind(quote!(#[get("/")])), None);
+    }
+
+    #[test]
+    fn shadow_is_the_routes_in_either_attribute_and_allowed_beside_a_shared_policy() {
+        let item = quote! {
+            #[get("/x")]
+            async fn handler() -> &'static str { "ok" }
+        };
+        for (kind, args) in [
+            (
+                Kind::Specific,
+                quote!(rate_limit_rules = [(1, "2s")], shadow),
+            ),
+            (Kind::RateLimited, quote!(amount = 5, shadow)),
+            (Kind::RateLimited, quote!(policy = "api", shadow)),
+        ] {
+            let out = expand_str(kind, args, item.clone());
+            assert!(out.contains("shadow : true"), "{out}");
+            assert!(!out.contains("compile_error"), "{out}");
+        }
+        let out = expand_str(Kind::RateLimited, quote!(amount = 5), item);
+        assert!(out.contains("shadow : false"), "{out}");
     }
 
     #[test]

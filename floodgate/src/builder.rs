@@ -306,6 +306,21 @@ impl Floodgate {
         self.edit(|s| s.log_target = target)
     }
 
+    /// Shadow mode (a dry run), app-wide: every request is checked and counted as usual, but
+    /// one that a rule, a policy, a deny list or a target would refuse is logged (at info,
+    /// saying which limit would have refused) and served. Shadow mode never bans: a policy's
+    /// block limit never punishes, reported offences and probes never ban (what would have
+    /// been banned is logged at warn). A ban already in force (an operator's, or one from
+    /// before shadow mode) is still enforced. A client's status shows the windows, blocks and
+    /// block counts that it earned, as they would have been.
+    ///
+    /// Use it to watch new limits against real traffic before they enforce. For one route,
+    /// see `shadow` in the attributes and [`RouteRules::shadow`](crate::RouteRules::shadow);
+    /// for one target, [`Target::shadow`](crate::Target::shadow).
+    pub fn shadow(self, on: bool) -> Self {
+        self.edit(|s| s.shadow = on)
+    }
+
     /// What requests get when the store fails (default [`StoreFailure::Open`]).
     pub fn store_failure(self, policy: StoreFailure) -> Self {
         self.edit(|s| s.store_failure = policy)

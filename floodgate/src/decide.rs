@@ -33,6 +33,12 @@ pub(crate) fn probe_step(
         ip_key.logged()
     );
     match action {
+        // Shadow mode never bans.
+        ProbeAction::Ban(duration) if shared.shadow => {
+            let length = duration.unwrap_or(std::time::Duration::MAX);
+            crate::shadow::would_ban(shared.log_target(), ip_key, "a probe", length);
+            None
+        }
         // Never shortens a longer ban or a blacklist in force.
         ProbeAction::Ban(duration) => {
             let until = duration.map(|d| now + d);
@@ -46,6 +52,11 @@ pub(crate) fn probe_step(
             let Some(rule) = shared.ban_rule else {
                 log::warn!(target: shared.log_target(), "floodgate: probe reports need a ban rule: set Floodgate::ban_rule");
                 return None;
+            };
+            let rule = if shared.shadow {
+                crate::shadow::shadow_ban_rule(rule)
+            } else {
+                rule
             };
             let mut f = shared.store.report(ip_key, &rule, now);
             Some(match f.take_ready() {
@@ -240,7 +251,7 @@ pin_project! {
         fut: F,
         reporter: Option<Box<NotFound>>,
         // Boxed: rare, and a large response would make every request's future larger.
-        held: Option<Box<(StoreFuture<ReportOutcome>, ServiceResponse<B>)>>,
+        held: Option<Box<(StoreFuture<ReportOutcome>, ServiceResponse<B>, bool)>>,
     }
 }
 
@@ -271,7 +282,10 @@ where
         if let Some(held) = this.held.as_mut() {
             let report = &mut held.0;
             let r = ready!(Pin::new(report).poll(cx));
-            log_report(r);
+            // In shadow mode the "ban" ended as it began: nothing to say.
+            if !held.2 {
+                log_report(r);
+            }
             return match this.held.take() {
                 Some(held) => Poll::Ready(Ok(held.1)),
                 None => Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
@@ -292,8 +306,14 @@ where
             }
             other => return Poll::Ready(other),
         };
-        let Some(rule) = reporter.shared.ban_rule else {
+        let Some(real) = reporter.shared.ban_rule else {
             return Poll::Ready(Ok(res));
+        };
+        let shadow = reporter.shared.shadow;
+        let rule = if shadow {
+            crate::shadow::shadow_ban_rule(real)
+        } else {
+            real
         };
         log::debug!(target: reporter.shared.log_target(),
             "floodgate: {} got a 404 for an unrouted path: reported",
@@ -303,14 +323,24 @@ where
         let mut report = reporter.shared.store.report(&reporter.key, &rule, now);
         match report.take_ready() {
             Some(r) => {
-                if let Ok(ReportOutcome::Banned { until }) = r {
-                    reporter.note_ban(until, now);
+                match r {
+                    Ok(ReportOutcome::Banned { .. }) if shadow => {
+                        crate::shadow::would_ban(
+                            reporter.shared.log_target(),
+                            &reporter.key,
+                            "404s",
+                            real.duration(),
+                        );
+                        return Poll::Ready(Ok(res));
+                    }
+                    Ok(ReportOutcome::Banned { until }) => reporter.note_ban(until, now),
+                    _ => {}
                 }
                 log_report(r);
                 Poll::Ready(Ok(res))
             }
             None => {
-                *this.held = Some(Box::new((report, res)));
+                *this.held = Some(Box::new((report, res, shadow)));
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) legacy_headers: bool,
     pub(crate) refusal_hook: Option<RefusalHook>,
     pub(crate) store_failure: StoreFailure,
+    /// Shadow mode, app-wide (see `Floodgate::shadow`).
+    pub(crate) shadow: bool,
     /// Lists, geo, probes, targets and custom keys (see `targeting`).
     pub(crate) targeting: Arc<crate::targeting::Targeting>,
     /// What each scope id stands for, filled as plans are built; read by `status`.
@@ -86,6 +88,7 @@ impl Shared {
             legacy_headers: false,
             refusal_hook: None,
             store_failure: StoreFailure::Open,
+            shadow: false,
             targeting: Arc::default(),
             scopes: Mutex::new(HashMap::new()),
             last_failure_log: AtomicU64::new(0),
@@ -115,6 +118,7 @@ impl Shared {
             legacy_headers: self.legacy_headers,
             refusal_hook: self.refusal_hook.clone(),
             store_failure: self.store_failure,
+            shadow: self.shadow,
             targeting: self.targeting.clone(),
             scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
             last_failure_log: AtomicU64::new(0),
@@ -400,19 +404,41 @@ impl GateKeeper {
     /// stored and any ban it triggered is in force. It never fails the handler: without a ban
     /// rule it does nothing (and returns `None`), and a store failure is logged and returns
     /// `None`.
+    ///
+    /// In shadow mode (app-wide, or on a route in shadow mode) the offence is recorded but
+    /// never bans: what would have been banned is logged, and the outcome says `Banned` with
+    /// a ban that ends at once.
     pub async fn report(&self, req: &HttpRequest) -> Option<ReportOutcome> {
         let key = self.client_key(req);
-        self.report_client(key).await
+        let shadow =
+            actix_web::HttpMessage::extensions(req).contains::<crate::shadow::ShadowRoute>();
+        self.report_key(key, shadow).await
     }
 
     /// Records one offence for `client`, as [`report`](Self::report) does for a request.
     pub async fn report_client(&self, client: impl Into<Client>) -> Option<ReportOutcome> {
-        let rule = self.shared.ban_rule?;
         let key = self.key(client.into());
+        self.report_key(key, false).await
+    }
+
+    async fn report_key(&self, key: ClientKey, shadow_route: bool) -> Option<ReportOutcome> {
+        let real = self.shared.ban_rule?;
+        let shadow = self.shared.shadow || shadow_route;
+        let rule = if shadow {
+            crate::shadow::shadow_ban_rule(real)
+        } else {
+            real
+        };
         let now = self.shared.now();
         match self.shared.store.report(&key, &rule, now).await {
             Ok(outcome) => {
                 match outcome {
+                    ReportOutcome::Banned { .. } if shadow => crate::shadow::would_ban(
+                        self.shared.log_target(),
+                        &key,
+                        "reported offences",
+                        real.duration(),
+                    ),
                     ReportOutcome::Banned { until } => {
                         log::warn!(target: self.shared.log_target(),
                             "floodgate: {} banned until {until} after {} reported offences",

@@ -118,6 +118,8 @@ mod rotation;
 mod route;
 mod route_spec;
 mod rules;
+mod shadow;
+mod shadow_check;
 mod state;
 mod state_codec;
 mod status;

@@ -60,10 +60,16 @@ where
         let mut data = Extensions::new();
         data.insert(self.gatekeeper());
         data.insert(WorkerLink(ctx.clone()));
-        let global = RoutePlan::new(
-            &shared,
-            Plan::new([(ScopeId::GLOBAL, shared.global_rules.clone())], None),
-        );
+        let global_rules = [(ScopeId::GLOBAL, shared.global_rules.clone())];
+        let global = if shared.shadow {
+            RoutePlan::split(
+                &shared,
+                Plan::new([], None),
+                Some(Plan::new(global_rules, None)),
+            )
+        } else {
+            RoutePlan::new(&shared, Plan::new(global_rules, None))
+        };
         // Plans of the routes known now, so that their limits show in a client's status
         // before their first request.
         let plans = routes
@@ -143,10 +149,26 @@ impl<S> FloodgateMiddleware<S> {
         if let Some(plan) = self.targeted.borrow().get(&cache_key) {
             return plan.clone();
         }
-        let extra = self.shared.targeting.target_logs(bits);
-        let logs = base.plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
-        let policy = base.plan.policy.as_ref().map(|p| (p.scope, p.policy));
-        let plan = RoutePlan::new(&self.shared, Plan::new(logs.chain(extra), policy));
+        let targeting = &self.shared.targeting;
+        let with = |plan: &Plan, extra: Vec<_>| {
+            let logs = plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
+            let policy = plan.policy.as_ref().map(|p| (p.scope, p.policy));
+            Plan::new(logs.chain(extra), policy)
+        };
+        // In app-wide shadow mode every target's rules are observed only.
+        let (enforced, observed) = if self.shared.shadow {
+            (Vec::new(), targeting.target_logs(bits, false))
+        } else {
+            (targeting.target_logs(bits, false), Vec::new())
+        };
+        let mut observed = observed;
+        observed.extend(targeting.target_logs(bits, true));
+        let shadow = match &base.shadow {
+            Some(s) => Some(with(s, observed)),
+            None if observed.is_empty() => None,
+            None => Some(Plan::new(observed, None)),
+        };
+        let plan = RoutePlan::split(&self.shared, with(&base.plan, enforced), shadow);
         let mut cache = self.targeted.borrow_mut();
         if cache.len() >= 4096 {
             cache.clear();
@@ -188,8 +210,14 @@ where
         if pre.skip || mark.as_ref().is_some_and(|m| m.spec.bypass) {
             return FloodgateFuture::pass(fut, None);
         }
+        if let Some(reason) = &pre.shadow_deny {
+            crate::shadow::would_deny(shared.log_target(), &ip_key, reason);
+        }
         if let Some(reason) = &pre.deny {
-            return FloodgateFuture::refused(denied(shared, &ip_key, reason));
+            if !shared.shadow {
+                return FloodgateFuture::refused(denied(shared, &ip_key, reason));
+            }
+            crate::shadow::would_deny(shared.log_target(), &ip_key, reason);
         }
         let route_key = mark.as_mut().and_then(|m| m.key.take());
         let (key, unlimited) = match shared.targeting.choose_key(&mut pre, route_key) {
@@ -212,7 +240,10 @@ where
             .then(|| decide::probe_step(shared, &ip_key, now))
             .flatten();
         let bans = ban_keys(shared, &ip_key, &key);
-        let decision = decide::decide(&shared.store, bans, &key, &route.plan, now, probe);
+        let mut decision = decide::decide(&shared.store, bans, &key, &route.plan, now, probe);
+        if let Some(shadow) = &route.shadow {
+            decision = crate::shadow_check::then_shadow(shared, decision, &key, shadow, now);
+        }
         FloodgateFuture::decided(shared, &route, &key, decision, now, fut).defer_to_route(&self.ctx)
     }
 }

@@ -17,6 +17,8 @@ use crate::status::{ScopeInfo, ScopeKind};
 #[derive(Debug)]
 pub(crate) struct RoutePlan {
     pub(crate) plan: Arc<Plan>,
+    /// The limits in shadow mode, checked after `plan` allows and only observed.
+    pub(crate) shadow: Option<Arc<Plan>>,
     pub(crate) policy_header: Option<HeaderValue>,
     pub(crate) ratelimit: response::RateLimitCache,
 }
@@ -34,6 +36,14 @@ pub(crate) struct RoutePlans {
 
 impl RoutePlan {
     pub(crate) fn new(shared: &Shared, plan: Plan) -> Rc<RoutePlan> {
+        RoutePlan::split(shared, plan, None)
+    }
+
+    /// `plan` enforcing, with `shadow` (when it counts anything) observed after it.
+    pub(crate) fn split(shared: &Shared, plan: Plan, shadow: Option<Plan>) -> Rc<RoutePlan> {
+        let shadow = shadow
+            .filter(Plan::counts)
+            .map(|p| Arc::new(p.without_ban_check()));
         let policy_header = if shared.ratelimit_headers {
             response::policy_header(plan.limits())
         } else {
@@ -41,6 +51,7 @@ impl RoutePlan {
         };
         Rc::new(RoutePlan {
             plan: Arc::new(plan),
+            shadow,
             policy_header,
             ratelimit: response::RateLimitCache::default(),
         })
@@ -66,9 +77,17 @@ pub(crate) fn route_plans(
     let use_global = !global_applied
         && !spec.standalone
         && (policy.is_none() || shared.policies_use_global_rules);
+    // Shadow mode moves limits from the enforcing plan to the observed one.
+    let route_shadow = shared.shadow || spec.shadow;
     let mut logs = Vec::new();
+    let mut shadow_logs = Vec::new();
     if use_global && !shared.global_rules.is_empty() {
-        logs.push((ScopeId::GLOBAL, shared.global_rules.clone()));
+        let to = if shared.shadow {
+            &mut shadow_logs
+        } else {
+            &mut logs
+        };
+        to.push((ScopeId::GLOBAL, shared.global_rules.clone()));
     }
     if !spec.rules.is_empty() {
         let label = format!("rules {}", spec.name);
@@ -80,7 +99,12 @@ pub(crate) fn route_plans(
                 kind: ScopeKind::Rules(spec.rules.to_vec()),
             },
         );
-        logs.push((id, spec.rules.to_vec()));
+        let to = if route_shadow {
+            &mut shadow_logs
+        } else {
+            &mut logs
+        };
+        to.push((id, spec.rules.to_vec()));
     }
     let policy = policy.map(|p| {
         // Routes naming one shared policy share its scope: one window, one block count and
@@ -104,9 +128,19 @@ pub(crate) fn route_plans(
     let exempt = policy
         .is_some()
         .then(|| RoutePlan::new(shared, Plan::ban_only()));
+    let full = if route_shadow {
+        let shadow_policy = policy.map(|(id, p)| (id, crate::shadow::shadow_policy(p)));
+        RoutePlan::split(
+            shared,
+            Plan::new(logs, None),
+            Some(Plan::new(shadow_logs, shadow_policy)),
+        )
+    } else {
+        RoutePlan::new(shared, Plan::new(logs, policy))
+    };
     RoutePlans {
         _spec: spec.clone(),
-        full: Some(RoutePlan::new(shared, Plan::new(logs, policy))),
+        full: Some(full),
         exempt,
     }
 }

@@ -79,6 +79,7 @@ impl RouteRules {
                 standalone: false,
                 policy: None,
                 key: None,
+                shadow: false,
             }),
         }
     }
@@ -130,6 +131,15 @@ impl RouteRules {
     pub fn shared_policy(self, name: impl Into<Cow<'static, str>>) -> Self {
         let name = name.into();
         self.edit(|s| s.policy = Some(PolicySpec::Shared(name)))
+    }
+
+    /// Shadow mode for this route's own rules and policy: every request is checked and
+    /// counted as usual, but one they would refuse is logged (at info) and served, and a
+    /// policy's block limit never punishes. The app's global rules and bans in force still
+    /// apply; offences reported on this route never ban. See
+    /// [`Floodgate::shadow`](crate::Floodgate::shadow).
+    pub fn shadow(self, on: bool) -> Self {
+        self.edit(|s| s.shadow = on)
     }
 
     /// This route follows the app's default policy.
@@ -235,6 +245,10 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        if self.spec.shadow {
+            // Offences reported on a shadow route never ban (see `GateKeeper::report`).
+            actix_web::HttpMessage::extensions_mut(&req).insert(crate::shadow::ShadowRoute);
+        }
         match req.app_data::<WorkerLink>() {
             Some(WorkerLink(ctx)) if ctx.in_call.get() => {
                 let exempt = self.exempt(&req);
@@ -319,7 +333,10 @@ where
             return FloodgateFuture::pass(self.service.call(req), None);
         };
         let now = shared.now();
-        let decision = shared.store.check(&key, &route.plan, now);
+        let mut decision = shared.store.check(&key, &route.plan, now);
+        if let Some(shadow) = &route.shadow {
+            decision = crate::shadow_check::then_shadow(&shared, decision, &key, shadow, now);
+        }
         FloodgateFuture::decided(&shared, &route, &key, decision, now, self.service.call(req))
     }
 }

@@ -25,6 +25,9 @@ pub struct RouteSpec {
     pub policy: Option<PolicySpec>,
     /// The route's key extractor (`key = path::to::fn`), evaluated during routing.
     pub key: Option<RouteKey>,
+    /// Shadow mode: the route's own rules and policy are checked and counted, and what they
+    /// would refuse is logged and served.
+    pub shadow: bool,
 }
 
 /// A route's policy: keys given in an attribute (over the app's default policy), a whole

@@ -149,6 +149,13 @@ impl Plan {
         }
     }
 
+    /// This plan without its ban check, for shadow mode: the ban is the enforcing plan's to
+    /// check (the one [`Store::check`](crate::Store::check) runs first).
+    pub(crate) fn without_ban_check(mut self) -> Plan {
+        self.ban_check = false;
+        self
+    }
+
     /// The limits this plan enforces, in the order [`Quota::limit`] indexes them.
     pub fn limits(&self) -> &[LimitInfo] {
         &self.limits
