@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Attribute, ItemFn, LitStr, Meta};
 
-use crate::args::{self, Errors, PolicyArgs, SpecificArgs};
+use crate::args::{self, CostArg, Errors, PolicyArgs, SpecificArgs};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Kind {
@@ -383,6 +383,25 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
     };
     let shadow = spec.specific.as_ref().is_some_and(|s| s.shadow)
         || spec.policy.as_ref().is_some_and(|p| p.shadow);
+    let cost_arg = spec
+        .specific
+        .as_ref()
+        .and_then(|s| s.cost.as_ref())
+        .or(spec.policy.as_ref().and_then(|p| p.cost.as_ref()));
+    let cost = match cost_arg {
+        None => quote!(::core::option::Option::None),
+        Some(CostArg::Units(n)) => {
+            quote!(::core::option::Option::Some(::floodgate::__private::RouteCost::Units(#n)))
+        }
+        Some(CostArg::Fn(path)) => quote! {
+            ::core::option::Option::Some(::floodgate::__private::RouteCost::Fn({
+                fn __floodgate_cost(req: &::floodgate::__private::HttpRequest) -> u32 {
+                    #path(req)
+                }
+                __floodgate_cost
+            }))
+        },
+    };
     let key_path = spec
         .specific
         .as_ref()
@@ -410,6 +429,7 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             policy: #policy,
             key: #key,
             shadow: #shadow,
+            cost: #cost,
         }
     }
 }

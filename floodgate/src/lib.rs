@@ -161,7 +161,7 @@ pub use floodgate_macros::{bypass, rate_limited, specific};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::policy::PolicyOverrides;
-    pub use crate::route_spec::{PolicySpec, RouteSpec};
+    pub use crate::route_spec::{PolicySpec, RouteCost, RouteSpec};
     pub use crate::targeting::keys::{into_key, RouteKey};
     pub use actix_web::HttpRequest;
     pub use std::borrow::Cow;

@@ -40,6 +40,7 @@ where
         if let Err(err) = shared
             .validate()
             .and_then(|()| shared.validate_routes(&routes))
+            .and_then(|()| crate::plans::validate_costs(&shared, &routes))
         {
             // actix-web takes no error value from a middleware's factory: say it here, where
             // the app fails to start, whether or not a logger is installed.
@@ -87,6 +88,7 @@ where
             global,
             routes: RefCell::new(plans),
             targeted: RefCell::new(HashMap::new()),
+            costed: RefCell::new(HashMap::new()),
             shared,
             ctx,
             data: Rc::new(data),
@@ -105,7 +107,13 @@ pub struct FloodgateMiddleware<S> {
     routes: RefCell<HashMap<usize, RoutePlans>>,
     /// Route plans extended by matching targets, by (base plan, target bits).
     targeted: RefCell<HashMap<(usize, u64), Rc<RoutePlan>>>,
+    /// Route plans of a cost function's answers, by (base plan, units).
+    costed: RefCell<HashMap<(usize, u32), CostedPlan>>,
 }
+
+/// A plan with a cost function's units, and the plan it was made from (kept alive, so that
+/// its address, the cache key, is not reused).
+type CostedPlan = (Rc<RoutePlan>, Rc<RoutePlan>);
 
 impl<S> fmt::Debug for FloodgateMiddleware<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -143,6 +151,24 @@ impl<S> FloodgateMiddleware<S> {
         }
     }
 
+    /// `base` with each request using `units` (a cost function's answer), cached per worker.
+    fn costed(&self, base: Rc<RoutePlan>, units: u32) -> Rc<RoutePlan> {
+        let cache_key = (Rc::as_ptr(&base) as usize, units);
+        if let Some((_, plan)) = self.costed.borrow().get(&cache_key) {
+            return plan.clone();
+        }
+        let plan = base.with_units(&self.shared, units);
+        let mut cache = self.costed.borrow_mut();
+        if cache.len() >= 4096 {
+            cache.clear();
+            // Targeted plans are keyed by their base's address, which may now be reused.
+            self.targeted.borrow_mut().clear();
+        }
+        // Holds `base` too, so that its address is not reused while the entry lives.
+        cache.insert(cache_key, (base, plan.clone()));
+        plan
+    }
+
     /// `base` with the rules of the targets in `bits` added (targeting).
     fn targeted(&self, base: Rc<RoutePlan>, bits: u64) -> Rc<RoutePlan> {
         let cache_key = (Rc::as_ptr(&base) as usize, bits);
@@ -153,7 +179,7 @@ impl<S> FloodgateMiddleware<S> {
         let with = |plan: &Plan, extra: Vec<_>| {
             let logs = plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
             let policy = plan.policy.as_ref().map(|p| (p.scope, p.policy));
-            Plan::new(logs.chain(extra), policy)
+            Plan::new(logs.chain(extra), policy).with_units(plan.units())
         };
         // In app-wide shadow mode every target's rules are observed only.
         let (enforced, observed) = if self.shared.shadow {
@@ -220,6 +246,7 @@ where
             crate::shadow::would_deny(shared.log_target(), &ip_key, reason);
         }
         let route_key = mark.as_mut().and_then(|m| m.key.take());
+        let units = mark.as_ref().map_or(1, |m| m.units);
         let (key, unlimited) = match shared.targeting.choose_key(&mut pre, route_key) {
             KeyChoice::Ip => (ip_key.clone(), false),
             KeyChoice::Custom(key) => (key, false),
@@ -231,6 +258,9 @@ where
         let Some(mut route) = self.plan(mark, excluded || unlimited) else {
             return FloodgateFuture::pass(fut, None);
         };
+        if units != route.plan.units() && !excluded && !unlimited && route.plan.counts() {
+            route = self.costed(route, units);
+        }
         if pre.targets != 0 && !excluded && !unlimited {
             route = self.targeted(route, pre.targets);
         }

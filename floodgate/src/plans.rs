@@ -9,7 +9,7 @@ use actix_web::http::header::HeaderValue;
 
 use crate::gatekeeper::Shared;
 use crate::response;
-use crate::route_spec::RouteSpec;
+use crate::route_spec::{RouteCost, RouteSpec};
 use crate::state::{Plan, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
 
@@ -37,6 +37,16 @@ pub(crate) struct RoutePlans {
 impl RoutePlan {
     pub(crate) fn new(shared: &Shared, plan: Plan) -> Rc<RoutePlan> {
         RoutePlan::split(shared, plan, None)
+    }
+
+    /// This route plan with each request using `units` (a cost function's answer).
+    pub(crate) fn with_units(&self, shared: &Shared, units: u32) -> Rc<RoutePlan> {
+        let plan = (*self.plan).clone().with_units(units);
+        let shadow = self
+            .shadow
+            .as_ref()
+            .map(|s| (**s).clone().with_units(units));
+        RoutePlan::split(shared, plan, shadow)
     }
 
     /// `plan` enforcing, with `shadow` (when it counts anything) observed after it.
@@ -128,19 +138,58 @@ pub(crate) fn route_plans(
     let exempt = policy
         .is_some()
         .then(|| RoutePlan::new(shared, Plan::ban_only()));
+    // A constant cost is in the plan; a cost function's answer replaces it per request.
+    let units = match spec.cost {
+        Some(RouteCost::Units(n)) => n,
+        _ => 1,
+    };
     let full = if route_shadow {
         let shadow_policy = policy.map(|(id, p)| (id, crate::shadow::shadow_policy(p)));
         RoutePlan::split(
             shared,
-            Plan::new(logs, None),
-            Some(Plan::new(shadow_logs, shadow_policy)),
+            Plan::new(logs, None).with_units(units),
+            Some(Plan::new(shadow_logs, shadow_policy).with_units(units)),
         )
     } else {
-        RoutePlan::new(shared, Plan::new(logs, policy))
+        RoutePlan::new(shared, Plan::new(logs, policy).with_units(units))
     };
     RoutePlans {
         _spec: spec.clone(),
         full: Some(full),
         exempt,
     }
+}
+
+/// Checks the constant costs of `routes`: a cost above a count of a limit of its route would
+/// let no request pass.
+pub(crate) fn validate_costs(
+    shared: &Shared,
+    routes: &[Arc<RouteSpec>],
+) -> Result<(), crate::error::ConfigError> {
+    for spec in routes {
+        let Some(RouteCost::Units(units)) = spec.cost else {
+            continue;
+        };
+        let Some(full) = route_plans(shared, spec, false).full else {
+            continue;
+        };
+        let shadow = full.shadow.as_ref().map(|s| s.limits()).unwrap_or_default();
+        if let Some(limit) = full
+            .plan
+            .limits()
+            .iter()
+            .chain(shadow)
+            .find(|l| units > l.quota)
+        {
+            return Err(crate::error::ConfigError::invalid(
+                "cost",
+                format!(
+                    "route {} costs {units} units, more than its limit {} allows in a window: \
+                     no request could pass; lower the cost or raise the limit",
+                    spec.name, limit.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

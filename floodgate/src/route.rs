@@ -80,6 +80,7 @@ impl RouteRules {
                 policy: None,
                 key: None,
                 shadow: false,
+                cost: None,
             }),
         }
     }
@@ -140,6 +141,25 @@ impl RouteRules {
     /// [`Floodgate::shadow`](crate::Floodgate::shadow).
     pub fn shadow(self, on: bool) -> Self {
         self.edit(|s| s.shadow = on)
+    }
+
+    /// Each request of this route uses `units` of every limit's count (its cost): under a
+    /// rule of 100 per minute, twenty requests of cost 5 pass. A cost of 0, or above a count
+    /// of a limit that applies to the route (no request could ever pass), stops the app from
+    /// starting with a message naming the route.
+    pub fn cost(self, units: u32) -> Self {
+        self.edit(|s| s.cost = Some(crate::route_spec::RouteCost::Units(units)))
+    }
+
+    /// Each request of this route uses the units `cost` gives for it (at least 1: an answer
+    /// of 0 counts 1). A request whose cost is above a limit's count is refused (429) for
+    /// that limit's window: it could never pass. It runs during routing, before the decision.
+    pub fn cost_fn(
+        self,
+        cost: impl Fn(&actix_web::HttpRequest) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        let cost = crate::route_spec::RouteCost::Dyn(Arc::new(cost));
+        self.edit(|s| s.cost = Some(cost))
     }
 
     /// This route follows the app's default policy.
@@ -226,6 +246,15 @@ impl<S> RouteRulesMiddleware<S> {
         })
     }
 
+    /// The units this request uses (1 without a cost).
+    fn units(&self, req: &ServiceRequest) -> u32 {
+        match &self.spec.cost {
+            None => 1,
+            Some(crate::route_spec::RouteCost::Units(n)) => (*n).max(1),
+            Some(cost) => cost.units(&self.spec.name, req.request()),
+        }
+    }
+
     /// Logs `problem` once per route and worker.
     fn warn(&self, level: log::Level, problem: &str) {
         if !self.warned.replace(true) {
@@ -253,10 +282,12 @@ where
             Some(WorkerLink(ctx)) if ctx.in_call.get() => {
                 let exempt = self.exempt(&req);
                 let key = self.route_key(&req);
+                let units = self.units(&req);
                 ctx.mark.set(Some(Mark {
                     spec: self.spec.clone(),
                     exempt,
                     key,
+                    units,
                 }));
                 FloodgateFuture::pass(self.service.call(req), None)
             }
@@ -331,6 +362,12 @@ where
         };
         let Some(route) = route else {
             return FloodgateFuture::pass(self.service.call(req), None);
+        };
+        let units = self.units(&req);
+        let route = if exempt || units == route.plan.units() {
+            route
+        } else {
+            route.with_units(&shared, units)
         };
         let now = shared.now();
         let mut decision = shared.store.check(&key, &route.plan, now);

@@ -84,6 +84,8 @@ pub struct Plan {
     pub(crate) count: bool,
     pub(crate) logs: Vec<LogPlan>,
     pub(crate) policy: Option<PolicyPlan>,
+    /// Units of every limit's count one request uses (its cost); at least 1.
+    pub(crate) units: u32,
     limits: Vec<LimitInfo>,
 }
 
@@ -95,6 +97,7 @@ impl Plan {
             count: false,
             logs: Vec::new(),
             policy: None,
+            units: 1,
             limits: Vec::new(),
         }
     }
@@ -145,8 +148,21 @@ impl Plan {
             count: true,
             logs: log_plans,
             policy,
+            units: 1,
             limits,
         }
+    }
+
+    /// This plan with each request using `units` of every limit's count (at least 1): a
+    /// request of cost 5 under a rule of 100 per minute is one of twenty.
+    pub fn with_units(mut self, units: u32) -> Plan {
+        self.units = units.max(1);
+        self
+    }
+
+    /// Units of every limit's count that one request uses.
+    pub fn units(&self) -> u32 {
+        self.units
     }
 
     /// This plan without its ban check, for shadow mode: the ban is the enforcing plan's to

@@ -21,17 +21,21 @@ impl Log {
         self.times.len() - first
     }
 
-    /// When a rule of `count` per `window` refuses now, the wait until it would not.
-    pub(super) fn refusal(&self, rule: &Rule, now: u64) -> Option<u64> {
+    /// When a rule of `count` per `window` refuses a request of `units` now, the wait until
+    /// it would not. More units than the count never pass: refused for a whole window.
+    pub(super) fn refusal(&self, rule: &Rule, now: u64, units: u32) -> Option<u64> {
         let count = rule.count() as usize;
-        if count == 0 {
+        let units = units.max(1) as usize;
+        if units > count {
             return Some(rule.window_ms().max(1));
         }
+        // Refused while `count - units + 1` counted units lie in the window.
+        let need = count - units + 1;
         let len = self.times.len();
-        if len < count {
+        if len < need {
             return None;
         }
-        let oldest_counted = self.times.get(len - count);
+        let oldest_counted = self.times.get(len - need);
         let leaves_at = oldest_counted.saturating_add(rule.window_ms());
         (leaves_at > now).then(|| leaves_at - now)
     }
@@ -48,8 +52,11 @@ impl Log {
         (remaining, reset)
     }
 
-    pub(super) fn push(&mut self, now: u64, cap: usize, longest: u64) {
-        self.times.push_capped(now, cap);
+    /// Records `units` at `now` (one entry per unit).
+    pub(super) fn push(&mut self, now: u64, cap: usize, longest: u64, units: u32) {
+        for _ in 0..units.max(1) {
+            self.times.push_capped(now, cap);
+        }
         self.expires = now.saturating_add(longest);
     }
 }
