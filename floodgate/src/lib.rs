@@ -135,7 +135,10 @@ pub use gatekeeper::GateKeeper;
 pub use middleware::FloodgateMiddleware;
 pub use outcome::FloodgateFuture;
 pub use policy::{Adaptive, Grace, Policy, Punishment, RequestCheck};
-pub use response::{Refusal, RefusalKind, RATELIMIT, RATELIMIT_POLICY};
+pub use response::{
+    Refusal, RefusalKind, PROBLEM_ABNORMAL_USAGE, PROBLEM_QUOTA_EXCEEDED, PROBLEM_REDUCED_CAPACITY,
+    RATELIMIT, RATELIMIT_POLICY,
+};
 pub use rotation::Ipv6Rotation;
 pub use route::{RouteRules, RouteRulesMiddleware};
 pub use rules::{parse_duration, BanRule, Rule};
