@@ -46,6 +46,13 @@ pub(crate) fn probe_step(
                 .store
                 .extend_ban(ip_key, until, BanReason::Probe, now);
             let network = shared.note_ban(ip_key, until, BanReason::Probe, now);
+            if let Some(m) = &shared.metrics {
+                m.ban(
+                    ip_key,
+                    until,
+                    crate::metrics::BanKind::of(BanReason::Probe, until),
+                );
+            }
             Some(then(ban, network))
         }
         ProbeAction::Report => {
@@ -333,7 +340,12 @@ where
                         );
                         return Poll::Ready(Ok(res));
                     }
-                    Ok(ReportOutcome::Banned { until }) => reporter.note_ban(until, now),
+                    Ok(ReportOutcome::Banned { until }) => {
+                        if let Some(m) = &reporter.shared.metrics {
+                            m.ban(&reporter.key, Some(until), crate::metrics::BanKind::Report);
+                        }
+                        reporter.note_ban(until, now)
+                    }
                     _ => {}
                 }
                 log_report(r);

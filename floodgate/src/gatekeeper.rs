@@ -16,6 +16,7 @@ use crate::client::{Client, ClientKey, IpSource, ProxyHeader};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::ConfigError;
 use crate::error::StoreError;
+use crate::metrics::BanKind::{Blacklist, Operator};
 use crate::policy::Policy;
 use crate::response::Refusal;
 use crate::rotation::{Ipv6Rotation, RotationWatch};
@@ -56,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) store_failure: StoreFailure,
     /// Shadow mode, app-wide (see `Floodgate::shadow`).
     pub(crate) shadow: bool,
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Lists, geo, probes, targets and custom keys (see `targeting`).
     pub(crate) targeting: Arc<crate::targeting::Targeting>,
     /// What each scope id stands for, filled as plans are built; read by `status`.
@@ -89,6 +91,7 @@ impl Shared {
             refusal_hook: None,
             store_failure: StoreFailure::Open,
             shadow: false,
+            metrics: None,
             targeting: Arc::default(),
             scopes: Mutex::new(HashMap::new()),
             last_failure_log: AtomicU64::new(0),
@@ -119,6 +122,7 @@ impl Shared {
             refusal_hook: self.refusal_hook.clone(),
             store_failure: self.store_failure,
             shadow: self.shadow,
+            metrics: self.metrics.clone(),
             targeting: self.targeting.clone(),
             scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
             last_failure_log: AtomicU64::new(0),
@@ -172,6 +176,7 @@ impl Shared {
 
     /// Logs a store failure at warn, at most once a minute.
     pub(crate) fn store_failed(&self, what: &str, err: &StoreError) {
+        crate::metrics::store_error(&self.metrics, what);
         let now = self.now().as_millis();
         let last = self.last_failure_log.load(Ordering::Relaxed);
         if (last == 0 || now.saturating_sub(last) >= 60_000)
@@ -404,10 +409,7 @@ impl GateKeeper {
     /// stored and any ban it triggered is in force. It never fails the handler: without a ban
     /// rule it does nothing (and returns `None`), and a store failure is logged and returns
     /// `None`.
-    ///
-    /// In shadow mode (app-wide, or on a route in shadow mode) the offence is recorded but
-    /// never bans: what would have been banned is logged, and the outcome says `Banned` with
-    /// a ban that ends at once.
+    /// In shadow mode (app-wide or on a shadow route) it never bans: it logs what would have.
     pub async fn report(&self, req: &HttpRequest) -> Option<ReportOutcome> {
         let key = self.client_key(req);
         let shadow =
@@ -440,6 +442,8 @@ impl GateKeeper {
                         real.duration(),
                     ),
                     ReportOutcome::Banned { until } => {
+                        let kind = crate::metrics::BanKind::Report;
+                        crate::metrics::ban(&self.shared.metrics, &key, Some(until), kind);
                         log::warn!(target: self.shared.log_target(),
                             "floodgate: {} banned until {until} after {} reported offences",
                             key.logged(),
@@ -484,6 +488,7 @@ impl GateKeeper {
             .store
             .ban(&key, Some(now + duration), now)
             .await?;
+        crate::metrics::ban(&self.shared.metrics, &key, Some(now + duration), Operator);
         log::warn!(target: self.shared.log_target(),
             "floodgate: {} banned by operator for {duration:?}",
             key.logged()
@@ -496,6 +501,7 @@ impl GateKeeper {
         let key = self.key(client.into());
         let now = self.shared.now();
         self.shared.store.ban(&key, None, now).await?;
+        crate::metrics::ban(&self.shared.metrics, &key, None, Blacklist);
         log::warn!(target: self.shared.log_target(), "floodgate: {} blacklisted by operator", key.logged());
         Ok(())
     }
@@ -505,6 +511,7 @@ impl GateKeeper {
     pub async fn unban(&self, client: impl Into<Client>) -> Result<bool, StoreError> {
         let key = self.key(client.into());
         let was = self.shared.store.unban(&key, self.shared.now()).await?;
+        crate::metrics::unban(&self.shared.metrics, &key);
         log::info!(target: self.shared.log_target(),
             "floodgate: {} unbanned by operator (was banned: {was})",
             key.logged()

@@ -109,6 +109,7 @@ mod clock;
 mod decide;
 mod error;
 mod gatekeeper;
+pub mod metrics;
 mod middleware;
 mod outcome;
 mod plans;

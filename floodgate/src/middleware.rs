@@ -15,6 +15,7 @@ use crate::builder::Floodgate;
 use crate::client::ClientKey;
 use crate::decide::{self, NotFound, NotFoundReport};
 use crate::gatekeeper::Shared;
+use crate::metrics::Outcome;
 use crate::outcome::{denied, key_missing, FloodgateFuture};
 use crate::plans::{route_plans, RoutePlan, RoutePlans};
 use crate::route_spec::{Mark, WorkerCtx, WorkerLink};
@@ -56,6 +57,9 @@ where
                     kind: ScopeKind::Rules(shared.global_rules.clone()),
                 },
             );
+        }
+        if let Some(m) = &shared.metrics {
+            m.attach(&shared.store, &shared.clock);
         }
         let ctx = Rc::new(WorkerCtx::default());
         let mut data = Extensions::new();
@@ -194,7 +198,11 @@ impl<S> FloodgateMiddleware<S> {
             None if observed.is_empty() => None,
             None => Some(Plan::new(observed, None)),
         };
-        let plan = RoutePlan::split(&self.shared, with(&base.plan, enforced), shadow);
+        let plan = base.relabel(RoutePlan::split(
+            &self.shared,
+            with(&base.plan, enforced),
+            shadow,
+        ));
         let mut cache = self.targeted.borrow_mut();
         if cache.len() >= 4096 {
             cache.clear();
@@ -233,16 +241,26 @@ where
 
         // Targeting: allow and deny lists, countries, keys, targets, probes.
         let fut = NotFoundReport::new(fut, NotFound::new(shared, &pre, &ip_key));
+        // Counts a request decided here, before its route's plan (metrics).
+        let count = |outcome| {
+            if let Some(m) = &shared.metrics {
+                m.request(mark.as_ref().map_or("other", |m| &m.spec.name), outcome);
+            }
+        };
         if pre.skip || mark.as_ref().is_some_and(|m| m.spec.bypass) {
+            count(Outcome::Exempt);
             return FloodgateFuture::pass(fut, None);
         }
         if let Some(reason) = &pre.shadow_deny {
+            count(Outcome::ShadowLimited);
             crate::shadow::would_deny(shared.log_target(), &ip_key, reason);
         }
         if let Some(reason) = &pre.deny {
             if !shared.shadow {
+                count(Outcome::Denied);
                 return FloodgateFuture::refused(denied(shared, &ip_key, reason));
             }
+            count(Outcome::ShadowLimited);
             crate::shadow::would_deny(shared.log_target(), &ip_key, reason);
         }
         let route_key = mark.as_mut().and_then(|m| m.key.take());
@@ -272,7 +290,12 @@ where
         let bans = ban_keys(shared, &ip_key, &key);
         let mut decision = decide::decide(&shared.store, bans, &key, &route.plan, now, probe);
         if let Some(shadow) = &route.shadow {
-            decision = crate::shadow_check::then_shadow(shared, decision, &key, shadow, now);
+            let counters = route.counters.clone();
+            decision =
+                crate::shadow_check::then_shadow(shared, decision, &key, shadow, now, counters);
+        }
+        if let Some(m) = &shared.metrics {
+            decision = m.timed(decision);
         }
         FloodgateFuture::decided(shared, &route, &key, decision, now, fut).defer_to_route(&self.ctx)
     }

@@ -18,6 +18,7 @@ use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::gatekeeper::Shared;
+use crate::metrics::{Outcome, RouteCounters};
 use crate::plans::RoutePlan;
 use crate::response::{self, Refusal, RefusalKind};
 use crate::route_spec::WorkerCtx;
@@ -93,6 +94,9 @@ pub(crate) fn settle(
             };
         }
     };
+    if let Some(c) = &route.counters {
+        count(c, route, &decision);
+    }
     match decision {
         Decision::Allowed { quota } => {
             log::trace!(target: shared.log_target(), "floodgate: {} allowed", key.logged());
@@ -174,6 +178,9 @@ pub(crate) fn settle(
             started,
         } => {
             if started {
+                if let Some(m) = &shared.metrics {
+                    m.ban(key, until, crate::metrics::BanKind::of(reason, until));
+                }
                 match until {
                     Some(t) => {
                         log::warn!(target: shared.log_target(), "floodgate: {} banned until {t} ({reason:?})", key.logged())
@@ -213,6 +220,32 @@ pub(crate) fn settle(
                 headers,
             ))
         }
+    }
+}
+
+/// Counts `decision` for the route's metrics.
+fn count(c: &RouteCounters, route: &RoutePlan, decision: &Decision) {
+    match decision {
+        Decision::Allowed { quota } => {
+            c.count(if route.exempt {
+                Outcome::Exempt
+            } else {
+                Outcome::Allowed
+            });
+            // Less than 20% of the limit's quota left.
+            let near = quota.is_some_and(|q| {
+                route
+                    .plan
+                    .limits()
+                    .get(q.limit)
+                    .is_some_and(|l| u64::from(q.remaining) * 5 < u64::from(l.quota))
+            });
+            if near {
+                c.near_limit();
+            }
+        }
+        Decision::Limited { .. } => c.count(Outcome::Limited),
+        Decision::Banned { .. } => c.count(Outcome::Banned),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::http::header::HeaderValue;
 
 use crate::gatekeeper::Shared;
+use crate::metrics::RouteCounters;
 use crate::response;
 use crate::route_spec::{RouteCost, RouteSpec};
 use crate::state::{Plan, ScopeId};
@@ -19,6 +20,12 @@ pub(crate) struct RoutePlan {
     pub(crate) plan: Arc<Plan>,
     /// The limits in shadow mode, checked after `plan` allows and only observed.
     pub(crate) shadow: Option<Arc<Plan>>,
+    /// The route's name for metrics (`other` for requests no annotated route takes).
+    pub(crate) label: Arc<str>,
+    /// Its metrics counters, when metrics are on.
+    pub(crate) counters: Option<Arc<RouteCounters>>,
+    /// Requests a `request_data_check` exempts: counted as `exempt` in metrics.
+    pub(crate) exempt: bool,
     pub(crate) policy_header: Option<HeaderValue>,
     pub(crate) ratelimit: response::RateLimitCache,
 }
@@ -39,6 +46,23 @@ impl RoutePlan {
         RoutePlan::split(shared, plan, None)
     }
 
+    /// `plan` and `shadow` (see [`split`](Self::split)) for the route labelled `label`.
+    pub(crate) fn labeled(
+        shared: &Shared,
+        plan: Plan,
+        shadow: Option<Plan>,
+        label: &Arc<str>,
+        exempt: bool,
+    ) -> Rc<RoutePlan> {
+        let mut route = RoutePlan::split(shared, plan, shadow);
+        if let Some(r) = Rc::get_mut(&mut route) {
+            r.label = label.clone();
+            r.counters = shared.metrics.as_ref().map(|m| Arc::new(m.route(label)));
+            r.exempt = exempt;
+        }
+        route
+    }
+
     /// This route plan with each request using `units` (a cost function's answer).
     pub(crate) fn with_units(&self, shared: &Shared, units: u32) -> Rc<RoutePlan> {
         let plan = (*self.plan).clone().with_units(units);
@@ -46,7 +70,17 @@ impl RoutePlan {
             .shadow
             .as_ref()
             .map(|s| (**s).clone().with_units(units));
-        RoutePlan::split(shared, plan, shadow)
+        self.relabel(RoutePlan::split(shared, plan, shadow))
+    }
+
+    /// `derived` with this plan's label and counters.
+    pub(crate) fn relabel(&self, mut derived: Rc<RoutePlan>) -> Rc<RoutePlan> {
+        if let Some(r) = Rc::get_mut(&mut derived) {
+            r.label = self.label.clone();
+            r.counters = self.counters.clone();
+            r.exempt = self.exempt;
+        }
+        derived
     }
 
     /// `plan` enforcing, with `shadow` (when it counts anything) observed after it.
@@ -62,6 +96,9 @@ impl RoutePlan {
         Rc::new(RoutePlan {
             plan: Arc::new(plan),
             shadow,
+            label: Arc::from("other"),
+            counters: shared.metrics.as_ref().map(|m| Arc::new(m.route("other"))),
+            exempt: false,
             policy_header,
             ratelimit: response::RateLimitCache::default(),
         })
@@ -135,9 +172,10 @@ pub(crate) fn route_plans(
     });
     // A request the policy's `request_data_check` exempts is served without being counted
     // anywhere; bans still apply.
+    let label: Arc<str> = Arc::from(&*spec.name);
     let exempt = policy
         .is_some()
-        .then(|| RoutePlan::new(shared, Plan::ban_only()));
+        .then(|| RoutePlan::labeled(shared, Plan::ban_only(), None, &label, true));
     // A constant cost is in the plan; a cost function's answer replaces it per request.
     let units = match spec.cost {
         Some(RouteCost::Units(n)) => n,
@@ -145,13 +183,16 @@ pub(crate) fn route_plans(
     };
     let full = if route_shadow {
         let shadow_policy = policy.map(|(id, p)| (id, crate::shadow::shadow_policy(p)));
-        RoutePlan::split(
+        RoutePlan::labeled(
             shared,
             Plan::new(logs, None).with_units(units),
             Some(Plan::new(shadow_logs, shadow_policy).with_units(units)),
+            &label,
+            false,
         )
     } else {
-        RoutePlan::new(shared, Plan::new(logs, policy).with_units(units))
+        let plan = Plan::new(logs, policy).with_units(units);
+        RoutePlan::labeled(shared, plan, None, &label, false)
     };
     RoutePlans {
         _spec: spec.clone(),

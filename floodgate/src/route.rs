@@ -372,7 +372,9 @@ where
         let now = shared.now();
         let mut decision = shared.store.check(&key, &route.plan, now);
         if let Some(shadow) = &route.shadow {
-            decision = crate::shadow_check::then_shadow(&shared, decision, &key, shadow, now);
+            let counters = route.counters.clone();
+            decision =
+                crate::shadow_check::then_shadow(&shared, decision, &key, shadow, now, counters);
         }
         FloodgateFuture::decided(&shared, &route, &key, decision, now, self.service.call(req))
     }

@@ -7,6 +7,7 @@ use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::gatekeeper::Shared;
+use crate::metrics::{Outcome, RouteCounters};
 use crate::state::{Decision, Plan};
 use crate::store::StoreFuture;
 
@@ -17,19 +18,20 @@ pub(crate) fn then_shadow(
     key: &ClientKey,
     shadow: &Arc<Plan>,
     now: Timestamp,
+    counters: Option<Arc<RouteCounters>>,
 ) -> StoreFuture<Decision> {
     match enforced.take_ready() {
         Some(Ok(allowed @ Decision::Allowed { .. })) => {
             let mut observed = shared.store.check(key, shadow, now);
             match observed.take_ready() {
                 Some(r) => {
-                    observe(shared, key, shadow, r);
+                    observe(shared, key, shadow, r, counters.as_deref());
                     StoreFuture::ready(Ok(allowed))
                 }
                 None => {
                     let (shared, key, shadow) = (shared.clone(), key.clone(), shadow.clone());
                     StoreFuture::pending(async move {
-                        observe(&shared, &key, &shadow, observed.await);
+                        observe(&shared, &key, &shadow, observed.await, counters.as_deref());
                         Ok(allowed)
                     })
                 }
@@ -42,7 +44,7 @@ pub(crate) fn then_shadow(
                 let allowed = enforced.await?;
                 if allowed.is_allowed() {
                     let r = shared.store.check(&key, &shadow, now).await;
-                    observe(&shared, &key, &shadow, r);
+                    observe(&shared, &key, &shadow, r, counters.as_deref());
                 }
                 Ok(allowed)
             })
@@ -51,7 +53,18 @@ pub(crate) fn then_shadow(
 }
 
 /// Logs what the shadow plan would have done.
-fn observe(shared: &Shared, key: &ClientKey, plan: &Plan, r: Result<Decision, StoreError>) {
+fn observe(
+    shared: &Shared,
+    key: &ClientKey,
+    plan: &Plan,
+    r: Result<Decision, StoreError>,
+    counters: Option<&RouteCounters>,
+) {
+    if let (Ok(d), Some(c)) = (&r, counters) {
+        if !d.is_allowed() {
+            c.count(Outcome::ShadowLimited);
+        }
+    }
     match r {
         Ok(Decision::Allowed { .. }) => {}
         Ok(Decision::Limited {

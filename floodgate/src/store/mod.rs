@@ -121,6 +121,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes the state of clients that expired by `now`; returns how many.
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize>;
+
+    /// A short name of the kind of store, for metrics labels (`memory`, `sqlite`, `redis`).
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
+
+    /// How many clients the store tracks, when it knows without I/O (for metrics).
+    fn tracked_clients(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -155,6 +165,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         (**self).sweep(now)
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn tracked_clients(&self) -> Option<u64> {
+        (**self).tracked_clients()
     }
 }
 
