@@ -1,16 +1,16 @@
 //! Prometheus metrics (feature `metrics`): what floodgate decided, per route and decision,
 //! the bans it imposed, and how its store behaves, registered into the app's own
-//! [`Registry`](prometheus_client::registry::Registry) by
-//! [`Floodgate::metrics`](crate::Floodgate::metrics).
+//! `Registry` (prometheus-client's) by [`Floodgate::metrics`](crate::Floodgate::metrics), and
+//! served with `exposition`.
 //!
 //! Labels never hold a client: a route's label is its name (the handler's path for the
 //! attributes, the name given to [`RouteRules`](crate::RouteRules)), and every request that no
 //! annotated route takes (unrouted paths included) is labelled `other`, so the number of
-//! series is bounded by the app's routes, whatever paths clients ask for. Each route plan
-//! holds its counters, so an allowed request costs one atomic increment.
-//!
-//! Without the feature, [`Metrics`] and [`RouteCounters`] are empty types that no value can
-//! have: every call site compiles, and the optimiser removes it.
+//! series is bounded by the app's routes, whatever paths clients ask for.
+
+// Each route plan holds its counters, so an allowed request costs one atomic increment.
+// Without the feature, `Metrics` and `RouteCounters` are empty types that no value can have:
+// every call site compiles, and the optimiser removes it.
 
 #[cfg(feature = "metrics")]
 mod on;
