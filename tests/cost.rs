@@ -5,15 +5,10 @@
 //! the app from starting.
 
 use actix_web::{get, web, App, HttpRequest, HttpResponse};
-use floodgate::{rate_limited, specific, FakeClock, Floodgate, RouteRules, Rule, SqliteStore};
+use floodgate::{rate_limited, specific, FakeClock, Floodgate, RouteRules, Rule};
 use floodgate_tests::{
-    app_starts, codes_as, from_ip, get_as, secs, send, server_config, IP_HEADER,
+    app_starts, codes_as, from_ip, get_as, on_every_store, secs, send, server_config, IP_HEADER,
 };
-
-#[path = "../floodgate/tests/support/redis_process.rs"]
-mod redis_process;
-#[path = "../floodgate/tests/support/services.rs"]
-mod services;
 
 #[specific(rate_limit_rules = [(100, "1m")], standalone, cost = 5)]
 #[get("/heavy")]
@@ -43,28 +38,6 @@ async fn global_too() -> &'static str {
     "global too"
 }
 
-async fn on_every_store(test: &str) -> Vec<(&'static str, Floodgate)> {
-    let dir = std::env::temp_dir().join(format!("floodgate-cost-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut out = vec![
-        ("memory", Floodgate::new()),
-        (
-            "sqlite",
-            Floodgate::new().store(SqliteStore::open(dir.join("ip-data.db")).unwrap()),
-        ),
-    ];
-    if let Some(redis) = redis_process::redis("the Redis runs of tests/cost.rs") {
-        let store = floodgate::RedisStore::builder(redis.url(0))
-            .prefix(format!("cost-{test}"))
-            .connect()
-            .await
-            .expect("connect to the test's redis-server");
-        out.push(("redis", Floodgate::new().store(store)));
-    }
-    out
-}
-
 async fn with_cost(srv: &actix_test::TestServer, path: &str, ip: &str, cost: &str) -> u16 {
     let req = from_ip(srv.get(path), ip).insert_header(("x-cost", cost));
     send(req).await.code()
@@ -72,7 +45,7 @@ async fn with_cost(srv: &actix_test::TestServer, path: &str, ip: &str, cost: &st
 
 #[actix_web::test]
 async fn a_request_uses_its_cost_in_every_limit_on_every_store() {
-    for (store, base) in on_every_store("walk").await {
+    for (store, base) in on_every_store("cost-walk").await {
         let clock = FakeClock::new();
         let fg = base
             .clock(clock.clone())

@@ -74,6 +74,16 @@ fn series(text: &str, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// `base` with the tests' client header and global rule, its metrics in the registry returned.
+fn metered(base: Floodgate) -> (Floodgate, Registry) {
+    let mut registry = Registry::default();
+    let fg = base
+        .ip_header(IP_HEADER)
+        .rate_limit_rules([Rule::new(100, secs(60))])
+        .metrics(&mut registry);
+    (fg, registry)
+}
+
 fn route(name: &str) -> String {
     format!("metrics::{name}")
 }
@@ -81,12 +91,7 @@ fn route(name: &str) -> String {
 #[actix_web::test]
 async fn requests_bans_and_near_limits_are_counted_by_route_and_decision() {
     let clock = FakeClock::new();
-    let mut registry = Registry::default();
-    let fg = Floodgate::new()
-        .clock(clock.clone())
-        .ip_header(IP_HEADER)
-        .rate_limit_rules([Rule::new(100, secs(60))])
-        .metrics(&mut registry);
+    let (fg, registry) = metered(Floodgate::new().clock(clock.clone()));
     let srv = app(&fg);
 
     assert_eq!(
@@ -162,12 +167,7 @@ async fn requests_bans_and_near_limits_are_counted_by_route_and_decision() {
 #[actix_web::test]
 async fn a_flood_of_distinct_paths_and_clients_adds_no_series() {
     let clock = FakeClock::new();
-    let mut registry = Registry::default();
-    let fg = Floodgate::new()
-        .clock(clock.clone())
-        .ip_header(IP_HEADER)
-        .rate_limit_rules([Rule::new(100, secs(60))])
-        .metrics(&mut registry);
+    let (fg, registry) = metered(Floodgate::new().clock(clock.clone()));
     let srv = app(&fg);
     assert_eq!(get_as(&srv, "/nowhere", "10.5.0.1").await.code(), 404);
     assert_eq!(get_as(&srv, "/search", "10.5.0.1").await.code(), 200);
@@ -202,12 +202,7 @@ async fn a_flood_of_distinct_paths_and_clients_adds_no_series() {
 
 #[actix_web::test]
 async fn store_errors_and_store_timings_are_exposed() {
-    let mut registry = Registry::default();
-    let fg = Floodgate::new()
-        .ip_header(IP_HEADER)
-        .rate_limit_rules([Rule::new(100, secs(60))])
-        .store(DownStore)
-        .metrics(&mut registry);
+    let (fg, registry) = metered(Floodgate::new().store(DownStore));
     let srv = app(&fg);
     assert_eq!(
         codes_as(&srv, "/ping", "10.6.0.1", 3).await,
@@ -221,12 +216,8 @@ async fn store_errors_and_store_timings_are_exposed() {
     let dir = std::env::temp_dir().join(format!("floodgate-metrics-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut registry = Registry::default();
-    let fg = Floodgate::new()
-        .ip_header(IP_HEADER)
-        .rate_limit_rules([Rule::new(100, secs(60))])
-        .store(SqliteStore::open(dir.join("ip-data.db")).unwrap())
-        .metrics(&mut registry);
+    let sqlite = SqliteStore::open(dir.join("ip-data.db")).unwrap();
+    let (fg, registry) = metered(Floodgate::new().store(sqlite));
     let srv = app(&fg);
     assert_eq!(codes_as(&srv, "/ping", "10.6.0.2", 4).await, [200; 4]);
     let text = exposition(&registry).unwrap();
@@ -262,12 +253,7 @@ fn promtool() -> bool {
 #[actix_web::test]
 async fn promtool_accepts_the_exposition() {
     let clock = FakeClock::new();
-    let mut registry = Registry::default();
-    let fg = Floodgate::new()
-        .clock(clock.clone())
-        .ip_header(IP_HEADER)
-        .rate_limit_rules([Rule::new(100, secs(60))])
-        .metrics(&mut registry);
+    let (fg, registry) = metered(Floodgate::new().clock(clock.clone()));
     let srv = app(&fg);
     codes_as(&srv, "/search", "10.7.0.1", 6).await;
     codes_as(&srv, "/export", "10.7.0.2", 2).await;

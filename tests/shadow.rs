@@ -5,14 +5,9 @@
 use actix_web::{get, web, App, HttpRequest, HttpResponse};
 use floodgate::{
     rate_limited, specific, BanRule, ClientStatus, FakeClock, Floodgate, GateKeeper, RouteRules,
-    Rule, SqliteStore, Target,
+    Rule, Target,
 };
-use floodgate_tests::{codes_as, get_as, logs, secs, server_config, IP_HEADER};
-
-#[path = "../floodgate/tests/support/redis_process.rs"]
-mod redis_process;
-#[path = "../floodgate/tests/support/services.rs"]
-mod services;
+use floodgate_tests::{codes_as, get_as, logs, on_every_store, secs, server_config, IP_HEADER};
 
 #[get("/ping")]
 async fn ping() -> &'static str {
@@ -67,29 +62,6 @@ async fn shadow_report(req: HttpRequest, gk: GateKeeper) -> HttpResponse {
     HttpResponse::Ok().body("reported")
 }
 
-/// A `Floodgate` on each store: memory, SQLite, and Redis when `redis-server` is installed.
-async fn on_every_store(test: &str) -> Vec<(&'static str, Floodgate)> {
-    let dir = std::env::temp_dir().join(format!("floodgate-shadow-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut out = vec![
-        ("memory", Floodgate::new()),
-        (
-            "sqlite",
-            Floodgate::new().store(SqliteStore::open(dir.join("ip-data.db")).unwrap()),
-        ),
-    ];
-    if let Some(redis) = redis_process::redis("the Redis runs of tests/shadow.rs") {
-        let store = floodgate::RedisStore::builder(redis.url(0))
-            .prefix(format!("shadow-{test}"))
-            .connect()
-            .await
-            .expect("connect to the test's redis-server");
-        out.push(("redis", Floodgate::new().store(store)));
-    }
-    out
-}
-
 async fn status(fg: &Floodgate, ip: &str) -> ClientStatus {
     let ip: std::net::IpAddr = ip.parse().unwrap();
     fg.gatekeeper().status(ip).await.unwrap()
@@ -105,7 +77,7 @@ fn window<'a>(s: &'a ClientStatus, limit: &str) -> &'a floodgate::WindowStatus {
 #[actix_web::test]
 async fn app_wide_shadow_serves_what_it_would_refuse_counts_as_usual_and_never_bans() {
     logs::capture();
-    for (store, base) in on_every_store("app").await {
+    for (store, base) in on_every_store("shadow-app").await {
         let clock = FakeClock::new();
         let fg = base
             .clock(clock.clone())
@@ -176,7 +148,7 @@ async fn app_wide_shadow_serves_what_it_would_refuse_counts_as_usual_and_never_b
 
 #[actix_web::test]
 async fn shadow_routes_observe_their_own_rules_while_global_rules_and_bans_enforce() {
-    for (store, base) in on_every_store("route").await {
+    for (store, base) in on_every_store("shadow-route").await {
         let clock = FakeClock::new();
         let fg = base
             .clock(clock.clone())
@@ -247,7 +219,7 @@ async fn shadow_routes_observe_their_own_rules_while_global_rules_and_bans_enfor
 
 #[actix_web::test]
 async fn shadow_targets_observe_their_rules_and_denials_while_others_enforce() {
-    for (store, base) in on_every_store("target").await {
+    for (store, base) in on_every_store("shadow-target").await {
         let clock = FakeClock::new();
         let fg = base
             .clock(clock.clone())
