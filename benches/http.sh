@@ -14,7 +14,8 @@
 #    The warm-up makes every client known, so the measured requests are repeat clients.
 #    Instructions spent in once_cell initialisers are excluded (see below).
 #
-# Configurations: bare, floodgate (memory store), floodgate-refusing, floodgate-sqlite (the
+# Configurations: bare, floodgate (memory store), floodgate-metrics (the same with its
+# Prometheus metrics registered), floodgate-refusing, floodgate-sqlite (the
 # same rules as floodgate on an SqliteStore, its file in a fresh temp dir for every server
 # start), floodgate-sqlite-batched (the same with Durability::Batched), floodgate-redis (the
 # same on a RedisStore, prefix `bench`, on a redis-server this script starts on a free
@@ -46,7 +47,7 @@ N1=${N1:-2000}
 N2=${N2:-6000}
 WARMUP=${WARMUP:-10000}
 PORT_BASE=${PORT_BASE:-18080}
-CONFIGS=(${CONFIGS:-bare floodgate floodgate-refusing floodgate-sqlite floodgate-sqlite-batched floodgate-redis governor governor-refusing})
+CONFIGS=(${CONFIGS:-bare floodgate floodgate-metrics floodgate-refusing floodgate-sqlite floodgate-sqlite-batched floodgate-redis governor governor-refusing})
 DEFAULT_CG=()
 for c in "${CONFIGS[@]}"; do
   [[ $c == floodgate-sqlite* || $c == floodgate-redis ]] || DEFAULT_CG+=("$c")

@@ -285,7 +285,37 @@ impl floodgate::Store for DownStore {
     }
 }
 
+#[path = "../floodgate/tests/support/redis_process.rs"]
+mod redis_process;
 /// A logger that keeps every record of this test binary: (level, target, message).
+#[path = "../floodgate/tests/support/services.rs"]
+mod services;
+
+/// A `Floodgate` on each store, for the suites that run on every store: memory, SQLite (a
+/// fresh file for `test`), and Redis (prefix `test`, on a `redis-server` this binary starts)
+/// when `redis-server` is installed; without it the Redis run is skipped with a notice,
+/// unless `FLOODGATE_REQUIRE_REDIS=1` makes that a failure.
+pub async fn on_every_store(test: &str) -> Vec<(&'static str, floodgate::Floodgate)> {
+    use floodgate::{Floodgate, SqliteStore};
+    let dir = std::env::temp_dir().join(format!("floodgate-stores-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sqlite = SqliteStore::open(dir.join("ip-data.db")).expect("open the SQLite store");
+    let mut out = vec![
+        ("memory", Floodgate::new()),
+        ("sqlite", Floodgate::new().store(sqlite)),
+    ];
+    if let Some(redis) = redis_process::redis("the Redis runs of the suites on every store") {
+        let store = floodgate::RedisStore::builder(redis.url(0))
+            .prefix(test)
+            .connect()
+            .await
+            .expect("connect to the test's redis-server");
+        out.push(("redis", Floodgate::new().store(store)));
+    }
+    out
+}
+
 pub mod logs {
     use std::sync::Mutex;
 

@@ -148,9 +148,10 @@ async fn several_rules_are_all_listed_and_the_closest_to_refusing_is_reported() 
     assert_eq!(
         r.json(),
         json!({
-            "type": "about:blank",
-            "title": "Too Many Requests",
+            "type": "https://iana.org/assignments/http-problem-types#quota-exceeded",
+            "title": "Request cannot be satisfied as assigned quota has been exceeded",
             "status": 429,
+            "violated-policies": ["5/1m"],
             "limit": "5/1m",
             "detail": "Rate limit 5/1m exceeded. Retry in 50 s.",
             "retry_after": 50,
@@ -175,9 +176,10 @@ async fn refusals_are_problem_json_naming_the_limit_and_the_wait() {
     assert_eq!(
         r.json(),
         json!({
-            "type": "about:blank",
-            "title": "Too Many Requests",
+            "type": "https://iana.org/assignments/http-problem-types#quota-exceeded",
+            "title": "Request cannot be satisfied as assigned quota has been exceeded",
             "status": 429,
+            "violated-policies": ["3/10s"],
             "limit": "3/10s",
             "detail": "Rate limit 3/10s exceeded. Retry in 9 s.",
             "retry_after": 9,
@@ -199,8 +201,8 @@ async fn refusals_are_problem_json_naming_the_limit_and_the_wait() {
     assert_eq!(
         r.json(),
         json!({
-            "type": "about:blank",
-            "title": "Forbidden",
+            "type": "https://iana.org/assignments/http-problem-types#abnormal-usage-detected",
+            "title": "Request not satisfied due to detection of abnormal request pattern",
             "status": 403,
             "detail": "This client is banned. Retry in 600 s.",
             "retry_after": 600,
@@ -227,8 +229,8 @@ async fn refusals_are_problem_json_naming_the_limit_and_the_wait() {
     assert_eq!(
         r.json(),
         json!({
-            "type": "about:blank",
-            "title": "Forbidden",
+            "type": "https://iana.org/assignments/http-problem-types#abnormal-usage-detected",
+            "title": "Request not satisfied due to detection of abnormal request pattern",
             "status": 403,
             "detail": "This client is blacklisted.",
         })
@@ -410,8 +412,8 @@ async fn a_failing_store_fails_open_by_default_and_closed_with_503_on_request() 
     assert_eq!(
         r.json(),
         json!({
-            "type": "about:blank",
-            "title": "Service Unavailable",
+            "type": "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity",
+            "title": "Request cannot be satisfied due to temporary server capacity constraints",
             "status": 503,
             "detail": "The rate limiter is unavailable; try again later. Retry in 1 s.",
             "retry_after": 1

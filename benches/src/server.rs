@@ -28,6 +28,8 @@ pub enum Config {
     Floodgate,
     /// The same with rules so low that nearly every request is refused (429).
     FloodgateRefusing,
+    /// [`Config::Floodgate`] with its Prometheus metrics registered (`Floodgate::metrics`).
+    FloodgateMetrics,
     /// [`Config::Floodgate`] on a [`floodgate::SqliteStore`] (default settings) in a fresh
     /// file: `floodgate.db` in `BENCH_SQLITE_DIR`.
     FloodgateSqlite,
@@ -128,6 +130,11 @@ pub fn run(config: Config) -> std::io::Result<()> {
             Config::Bare => serve!(port, handle,),
             Config::Floodgate | Config::FloodgateRefusing => {
                 let floodgate = crate::floodgate(config == Config::FloodgateRefusing);
+                serve!(port, handle, floodgate.clone())
+            }
+            Config::FloodgateMetrics => {
+                let mut registry = floodgate::metrics::Registry::default();
+                let floodgate = crate::floodgate(false).metrics(&mut registry);
                 serve!(port, handle, floodgate.clone())
             }
             Config::FloodgateSqlite | Config::FloodgateSqliteBatched => {

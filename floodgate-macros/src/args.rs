@@ -380,6 +380,31 @@ pub(crate) struct SpecificArgs {
     pub(crate) rules: Vec<RuleLit>,
     pub(crate) standalone: bool,
     pub(crate) key: Option<Path>,
+    /// `shadow`: the rules are checked and counted, and what they would refuse is served.
+    pub(crate) shadow: bool,
+    /// `cost = 5` or `cost = path::to::fn`: units of every limit one request uses.
+    pub(crate) cost: Option<CostArg>,
+}
+
+/// `cost = ..`: a constant number of units, or a function of the request.
+pub(crate) enum CostArg {
+    Units(u32),
+    Fn(Path),
+}
+
+fn cost(e: &Entry, errors: &mut Errors) -> Option<CostArg> {
+    let expr = value(e, errors, "5")?;
+    match expr {
+        Expr::Path(p) if p.qself.is_none() => Some(CostArg::Fn(p.path.clone())),
+        Expr::Lit(_) => int(e, errors, 1).map(CostArg::Units),
+        other => {
+            errors.spanned(
+                other,
+                "`cost` expects a number of units (`cost = 5`) or the path of a `fn(&HttpRequest) -> u32`",
+            );
+            None
+        }
+    }
 }
 
 impl SpecificArgs {
@@ -397,7 +422,7 @@ impl SpecificArgs {
                 return out;
             }
         };
-        let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key"]);
+        let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key", "shadow", "cost"]);
         let mut unknown_key = false;
         for e in &entries {
             if !keys.accept(e, errors) {
@@ -425,6 +450,8 @@ impl SpecificArgs {
                     }
                 }
                 "standalone" => out.standalone = boolean(e, errors).unwrap_or(false),
+                "shadow" => out.shadow = boolean(e, errors).unwrap_or(false),
+                "cost" => out.cost = cost(e, errors),
                 "key" => out.key = key_path(e, errors),
                 _ => {}
             }
@@ -464,6 +491,10 @@ pub(crate) struct PolicyArgs {
     pub(crate) adaptive_jitter_ms: Option<u64>,
     /// `policy = "name"`: a policy registered on the app, shared with every route naming it.
     pub(crate) shared: Option<LitStr>,
+    /// `shadow`: the policy is checked and counted, and what it would refuse is served.
+    pub(crate) shadow: bool,
+    /// `cost = ..`: units of every limit one request uses.
+    pub(crate) cost: Option<CostArg>,
 }
 
 const POLICY_KEYS: &[&str] = &[
@@ -486,6 +517,8 @@ const POLICY_KEYS: &[&str] = &[
     "adaptive_max",
     "adaptive_jitter",
     "policy",
+    "shadow",
+    "cost",
 ];
 
 impl PolicyArgs {
@@ -543,6 +576,8 @@ impl PolicyArgs {
                     }
                 }
                 "key" => out.key = key_path(e, errors),
+                "shadow" => out.shadow = boolean(e, errors).unwrap_or(false),
+                "cost" => out.cost = cost(e, errors),
                 "policy" => {
                     let Some(expr) = value(e, errors, "\"api\"") else {
                         continue;
@@ -583,7 +618,12 @@ impl PolicyArgs {
     fn check_combinations(&self, given: &[(String, Span)], errors: &mut Errors) {
         if given.iter().any(|(k, _)| k == "policy") {
             // A shared policy is defined once, on the app: no route may change it.
-            for (key, span) in given.iter().filter(|(k, _)| k != "policy") {
+            // `shadow` and `cost` are the route's, not the policy's.
+            let route_keys = ["policy", "shadow", "cost"];
+            for (key, span) in given
+                .iter()
+                .filter(|(k, _)| !route_keys.contains(&k.as_str()))
+            {
                 errors.at(
                     *span,
                     format!(
@@ -701,6 +741,28 @@ mod tests {
         let mut errors = Errors::default();
         let args = SpecificArgs::parse(tokens, &quote!(specific), &mut errors);
         (args, messages(errors))
+    }
+
+    #[test]
+    fn cost_is_a_positive_number_or_a_path_in_either_attribute() {
+        assert!(matches!(
+            specific(quote!(rate_limit_rules = ["1/1s"], cost = 5))
+                .0
+                .cost,
+            Some(CostArg::Units(5))
+        ));
+        assert!(matches!(
+            policy(quote!(amount = 5, cost = weigh)).0.cost,
+            Some(CostArg::Fn(_))
+        ));
+        let (args, errors) = policy(quote!(policy = "api", cost = 2, shadow));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(args.shadow && matches!(args.cost, Some(CostArg::Units(2))));
+        let (_, errors) = policy(quote!(amount = 5, cost = 0));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("cost"), "{errors:?}");
+        let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], cost = "5"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 
     #[test]
@@ -1055,7 +1117,7 @@ mod tests {
     #[test]
     fn specific_keys_are_checked() {
         let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], stand_alone));
-        assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone, key"]);
+        assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone, key, shadow, cost"]);
         let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], standalone, standalone));
         assert_eq!(errors, ["`standalone` is given twice; keep one"]);
     }

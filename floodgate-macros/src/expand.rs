@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Attribute, ItemFn, LitStr, Meta};
 
-use crate::args::{self, Errors, PolicyArgs, SpecificArgs};
+use crate::args::{self, CostArg, Errors, PolicyArgs, SpecificArgs};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Kind {
@@ -381,6 +381,27 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             }
         }
     };
+    let shadow = spec.specific.as_ref().is_some_and(|s| s.shadow)
+        || spec.policy.as_ref().is_some_and(|p| p.shadow);
+    let cost_arg = spec
+        .specific
+        .as_ref()
+        .and_then(|s| s.cost.as_ref())
+        .or(spec.policy.as_ref().and_then(|p| p.cost.as_ref()));
+    let cost = match cost_arg {
+        None => quote!(::core::option::Option::None),
+        Some(CostArg::Units(n)) => {
+            quote!(::core::option::Option::Some(::floodgate::__private::RouteCost::Units(#n)))
+        }
+        Some(CostArg::Fn(path)) => quote! {
+            ::core::option::Option::Some(::floodgate::__private::RouteCost::Fn({
+                fn __floodgate_cost(req: &::floodgate::__private::HttpRequest) -> u32 {
+                    #path(req)
+                }
+                __floodgate_cost
+            }))
+        },
+    };
     let key_path = spec
         .specific
         .as_ref()
@@ -407,6 +428,8 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             standalone: #standalone,
             policy: #policy,
             key: #key,
+            shadow: #shadow,
+            cost: #cost,
         }
     }
 }
@@ -476,6 +499,28 @@ mod tests {
         );
         assert_eq!(kind(quote!(#[other::bypass])), None);
         assert_eq!(kind(quote!(#[get("/")])), None);
+    }
+
+    #[test]
+    fn shadow_is_the_routes_in_either_attribute_and_allowed_beside_a_shared_policy() {
+        let item = quote! {
+            #[get("/x")]
+            async fn handler() -> &'static str { "ok" }
+        };
+        for (kind, args) in [
+            (
+                Kind::Specific,
+                quote!(rate_limit_rules = [(1, "2s")], shadow),
+            ),
+            (Kind::RateLimited, quote!(amount = 5, shadow)),
+            (Kind::RateLimited, quote!(policy = "api", shadow)),
+        ] {
+            let out = expand_str(kind, args, item.clone());
+            assert!(out.contains("shadow : true"), "{out}");
+            assert!(!out.contains("compile_error"), "{out}");
+        }
+        let out = expand_str(Kind::RateLimited, quote!(amount = 5), item);
+        assert!(out.contains("shadow : false"), "{out}");
     }
 
     #[test]

@@ -308,6 +308,40 @@ impl Floodgate {
         self.edit(|s| s.log_target = target)
     }
 
+    /// Shadow mode (a dry run), app-wide: every request is checked and counted as usual, but
+    /// one that a rule, a policy, a deny list or a target would refuse is logged (at info,
+    /// saying which limit would have refused) and served. Shadow mode never bans: a policy's
+    /// block limit never punishes, reported offences and probes never ban (what would have
+    /// been banned is logged at warn). A ban already in force (an operator's, or one from
+    /// before shadow mode) is still enforced. A client's status shows the windows, blocks and
+    /// block counts that it earned, as they would have been.
+    ///
+    /// Use it to watch new limits against real traffic before they enforce. For one route,
+    /// see `shadow` in the attributes and [`RouteRules::shadow`](crate::RouteRules::shadow);
+    /// for one target, [`Target::shadow`](crate::Target::shadow).
+    pub fn shadow(self, on: bool) -> Self {
+        self.edit(|s| s.shadow = on)
+    }
+
+    /// Registers floodgate's Prometheus metrics into `registry` (feature `metrics`):
+    /// `floodgate_requests_total{route,decision}` (decision: `allowed`, `limited`, `banned`,
+    /// `denied`, `shadow_limited`, `exempt`), `floodgate_bans_total{reason}`,
+    /// `floodgate_bans_active`, `floodgate_tracked_clients` (stores that know it, such as the
+    /// memory store), `floodgate_store_errors_total{store,operation}`,
+    /// `floodgate_store_duration_seconds{store}` (stores that do I/O) and
+    /// `floodgate_near_limit_total{route}` (allowed requests that left less than 20% of a
+    /// limit's quota). Serve them with [`metrics::exposition`](crate::metrics::exposition).
+    ///
+    /// Labels never hold a client address or key: `route` is a route's name (`other` for
+    /// requests no annotated route takes, unrouted paths included), so the number of series
+    /// is bounded by the app's routes.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics(self, registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = crate::metrics::Metrics::register(registry);
+        self.edit(|s| s.metrics = Some(metrics))
+    }
+
     /// What requests get when the store fails (default [`StoreFailure::Open`]).
     pub fn store_failure(self, policy: StoreFailure) -> Self {
         self.edit(|s| s.store_failure = policy)

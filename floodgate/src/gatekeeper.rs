@@ -14,6 +14,7 @@ use actix_web::{FromRequest, HttpRequest};
 use crate::client::{Client, ClientKey};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
+use crate::metrics::BanKind::{Blacklist, Operator};
 use crate::rotation::RotationWatch;
 use crate::settings::Settings;
 use crate::state::BanReason;
@@ -104,6 +105,7 @@ impl Shared {
 
     /// Logs a store failure at warn, at most once a minute.
     pub(crate) fn store_failed(&self, what: &str, err: &StoreError) {
+        crate::metrics::store_error(&self.metrics, what);
         let now = self.now().as_millis();
         let last = self.last_failure_log.load(Ordering::Relaxed);
         if (last == 0 || now.saturating_sub(last) >= 60_000)
@@ -251,21 +253,42 @@ impl GateKeeper {
     /// stored and any ban it triggered is in force. It never fails the handler: without a ban
     /// rule it does nothing (and returns `None`), and a store failure is logged and returns
     /// `None`.
+    /// In shadow mode (app-wide or on a shadow route) it never bans: it logs what would have.
     pub async fn report(&self, req: &HttpRequest) -> Option<ReportOutcome> {
         let key = self.client_key(req);
-        self.report_client(key).await
+        let shadow =
+            actix_web::HttpMessage::extensions(req).contains::<crate::shadow::ShadowRoute>();
+        self.report_key(key, shadow).await
     }
 
     /// Records one offence for `client`, as [`report`](Self::report) does for a request.
     pub async fn report_client(&self, client: impl Into<Client>) -> Option<ReportOutcome> {
-        let rule = self.shared.ban_rule?;
         let key = self.key(client.into());
+        self.report_key(key, false).await
+    }
+
+    async fn report_key(&self, key: ClientKey, shadow_route: bool) -> Option<ReportOutcome> {
+        let real = self.shared.ban_rule?;
+        let shadow = self.shared.shadow || shadow_route;
+        let rule = if shadow {
+            crate::shadow::shadow_ban_rule(real)
+        } else {
+            real
+        };
         let now = self.shared.now();
         match self.shared.store.report(&key, &rule, now).await {
             Ok(outcome) => {
                 self.shared.top.reported(&key, now);
                 match outcome {
+                    ReportOutcome::Banned { .. } if shadow => crate::shadow::would_ban(
+                        self.shared.log_target(),
+                        &key,
+                        "reported offences",
+                        real.duration(),
+                    ),
                     ReportOutcome::Banned { until } => {
+                        let kind = crate::metrics::BanKind::Report;
+                        crate::metrics::ban(&self.shared.metrics, &key, Some(until), kind);
                         log::warn!(target: self.shared.log_target(),
                             "floodgate: {} banned until {until} after {} reported offences",
                             key.logged(),
@@ -310,6 +333,7 @@ impl GateKeeper {
             .store
             .ban(&key, Some(now + duration), now)
             .await?;
+        crate::metrics::ban(&self.shared.metrics, &key, Some(now + duration), Operator);
         log::warn!(target: self.shared.log_target(),
             "floodgate: {} banned by operator for {duration:?}",
             key.logged()
@@ -322,6 +346,7 @@ impl GateKeeper {
         let key = self.key(client.into());
         let now = self.shared.now();
         self.shared.store.ban(&key, None, now).await?;
+        crate::metrics::ban(&self.shared.metrics, &key, None, Blacklist);
         log::warn!(target: self.shared.log_target(), "floodgate: {} blacklisted by operator", key.logged());
         Ok(())
     }
@@ -331,6 +356,7 @@ impl GateKeeper {
     pub async fn unban(&self, client: impl Into<Client>) -> Result<bool, StoreError> {
         let key = self.key(client.into());
         let was = self.shared.store.unban(&key, self.shared.now()).await?;
+        crate::metrics::unban(&self.shared.metrics, &key);
         log::info!(target: self.shared.log_target(),
             "floodgate: {} unbanned by operator (was banned: {was})",
             key.logged()

@@ -113,6 +113,7 @@ mod client;
 mod clock;
 mod error;
 mod gatekeeper;
+pub mod metrics;
 mod middleware;
 mod not_found;
 mod outcome;
@@ -125,6 +126,8 @@ mod route;
 mod route_spec;
 mod rules;
 mod settings;
+mod shadow;
+mod shadow_check;
 mod state;
 mod state_codec;
 mod status;
@@ -133,6 +136,7 @@ mod stored_name;
 pub mod targeting;
 mod top;
 mod validate;
+mod worker_plans;
 
 #[cfg(feature = "admin")]
 pub use admin::Admin;
@@ -144,7 +148,10 @@ pub use gatekeeper::GateKeeper;
 pub use middleware::FloodgateMiddleware;
 pub use outcome::FloodgateFuture;
 pub use policy::{Adaptive, Grace, Policy, Punishment, RequestCheck};
-pub use response::{Refusal, RefusalKind, RATELIMIT, RATELIMIT_POLICY};
+pub use response::{
+    Refusal, RefusalKind, PROBLEM_ABNORMAL_USAGE, PROBLEM_QUOTA_EXCEEDED, PROBLEM_REDUCED_CAPACITY,
+    RATELIMIT, RATELIMIT_POLICY,
+};
 pub use rotation::Ipv6Rotation;
 pub use route::{RouteRules, RouteRulesMiddleware};
 pub use rules::{parse_duration, BanRule, Rule};
@@ -172,7 +179,7 @@ pub use floodgate_macros::{bypass, rate_limited, specific};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::policy::PolicyOverrides;
-    pub use crate::route_spec::{PolicySpec, RouteSpec};
+    pub use crate::route_spec::{PolicySpec, RouteCost, RouteSpec};
     pub use crate::targeting::keys::{into_key, RouteKey};
     pub use actix_web::HttpRequest;
     pub use std::borrow::Cow;

@@ -15,10 +15,10 @@ use crate::gatekeeper::Shared;
 use crate::not_found::{NotFound, NotFoundReport};
 use crate::outcome::FloodgateFuture;
 use crate::pipeline::{self, Facts};
-use crate::plans::WorkerPlans;
 use crate::route_spec::{WorkerCtx, WorkerLink};
 use crate::state::ScopeId;
 use crate::status::{ScopeInfo, ScopeKind};
+use crate::worker_plans::WorkerPlans;
 
 impl<S, B> Transform<S, ServiceRequest> for Floodgate
 where
@@ -38,6 +38,7 @@ where
         if let Err(err) = shared
             .validate()
             .and_then(|()| shared.validate_routes(&routes))
+            .and_then(|()| crate::plans::validate_costs(&shared, &routes))
         {
             // actix-web takes no error value from a middleware's factory: say it here, where
             // the app fails to start, whether or not a logger is installed.
@@ -53,6 +54,9 @@ where
                     kind: ScopeKind::Rules(shared.global_rules.clone()),
                 },
             );
+        }
+        if let Some(m) = &shared.metrics {
+            m.attach(&shared.store, &shared.clock);
         }
         let ctx = Rc::new(WorkerCtx::default());
         let mut data = Extensions::new();

@@ -63,7 +63,7 @@ pin_project! {
         fut: F,
         reporter: Option<Box<NotFound>>,
         // Boxed: rare, and a large response would make every request's future larger.
-        held: Option<Box<(StoreFuture<ReportOutcome>, ServiceResponse<B>)>>,
+        held: Option<Box<(StoreFuture<ReportOutcome>, ServiceResponse<B>, bool)>>,
     }
 }
 
@@ -94,7 +94,10 @@ where
         if let Some(held) = this.held.as_mut() {
             let report = &mut held.0;
             let r = ready!(Pin::new(report).poll(cx));
-            log_report(r);
+            // In shadow mode the "ban" ended as it began: nothing to say.
+            if !held.2 {
+                log_report(r);
+            }
             return match this.held.take() {
                 Some(held) => Poll::Ready(Ok(held.1)),
                 None => Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
@@ -115,8 +118,14 @@ where
             }
             other => return Poll::Ready(other),
         };
-        let Some(rule) = reporter.shared.ban_rule else {
+        let Some(real) = reporter.shared.ban_rule else {
             return Poll::Ready(Ok(res));
+        };
+        let shadow = reporter.shared.shadow;
+        let rule = if shadow {
+            crate::shadow::shadow_ban_rule(real)
+        } else {
+            real
         };
         log::debug!(target: reporter.shared.log_target(),
             "floodgate: {} got a 404 for an unrouted path: reported",
@@ -126,14 +135,29 @@ where
         let mut report = reporter.shared.store.report(&reporter.key, &rule, now);
         match report.take_ready() {
             Some(r) => {
-                if let Ok(ReportOutcome::Banned { until }) = r {
-                    reporter.note_ban(until, now);
+                match r {
+                    Ok(ReportOutcome::Banned { .. }) if shadow => {
+                        crate::shadow::would_ban(
+                            reporter.shared.log_target(),
+                            &reporter.key,
+                            "404s",
+                            real.duration(),
+                        );
+                        return Poll::Ready(Ok(res));
+                    }
+                    Ok(ReportOutcome::Banned { until }) => {
+                        if let Some(m) = &reporter.shared.metrics {
+                            m.ban(&reporter.key, Some(until), crate::metrics::BanKind::Report);
+                        }
+                        reporter.note_ban(until, now)
+                    }
+                    _ => {}
                 }
                 log_report(r);
                 Poll::Ready(Ok(res))
             }
             None => {
-                *this.held = Some(Box::new((report, res)));
+                *this.held = Some(Box::new((report, res, shadow)));
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }

@@ -2,16 +2,15 @@
 //! its policy), with the response parts that depend only on the plan, built once per route and
 //! worker.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::http::header::HeaderValue;
 
 use crate::gatekeeper::Shared;
+use crate::metrics::RouteCounters;
 use crate::response;
-use crate::route_spec::{Mark, RouteSpec};
+use crate::route_spec::{RouteCost, RouteSpec};
 use crate::state::{Plan, ScopeId};
 use crate::status::{ScopeInfo, ScopeKind};
 
@@ -19,6 +18,14 @@ use crate::status::{ScopeInfo, ScopeKind};
 #[derive(Debug)]
 pub(crate) struct RoutePlan {
     pub(crate) plan: Arc<Plan>,
+    /// The limits in shadow mode, checked after `plan` allows and only observed.
+    pub(crate) shadow: Option<Arc<Plan>>,
+    /// The route's name for metrics (`other` for requests no annotated route takes).
+    pub(crate) label: Arc<str>,
+    /// Its metrics counters, when metrics are on.
+    pub(crate) counters: Option<Arc<RouteCounters>>,
+    /// Requests a `request_data_check` exempts: counted as `exempt` in metrics.
+    pub(crate) exempt: bool,
     pub(crate) policy_header: Option<HeaderValue>,
     pub(crate) ratelimit: response::RateLimitCache,
 }
@@ -36,6 +43,51 @@ pub(crate) struct RoutePlans {
 
 impl RoutePlan {
     pub(crate) fn new(shared: &Shared, plan: Plan) -> Rc<RoutePlan> {
+        RoutePlan::split(shared, plan, None)
+    }
+
+    /// `plan` and `shadow` (see [`split`](Self::split)) for the route labelled `label`.
+    pub(crate) fn labeled(
+        shared: &Shared,
+        plan: Plan,
+        shadow: Option<Plan>,
+        label: &Arc<str>,
+        exempt: bool,
+    ) -> Rc<RoutePlan> {
+        let mut route = RoutePlan::split(shared, plan, shadow);
+        if let Some(r) = Rc::get_mut(&mut route) {
+            r.label = label.clone();
+            r.counters = shared.metrics.as_ref().map(|m| Arc::new(m.route(label)));
+            r.exempt = exempt;
+        }
+        route
+    }
+
+    /// This route plan with each request using `units` (a cost function's answer).
+    pub(crate) fn with_units(&self, shared: &Shared, units: u32) -> Rc<RoutePlan> {
+        let plan = (*self.plan).clone().with_units(units);
+        let shadow = self
+            .shadow
+            .as_ref()
+            .map(|s| (**s).clone().with_units(units));
+        self.relabel(RoutePlan::split(shared, plan, shadow))
+    }
+
+    /// `derived` with this plan's label and counters.
+    pub(crate) fn relabel(&self, mut derived: Rc<RoutePlan>) -> Rc<RoutePlan> {
+        if let Some(r) = Rc::get_mut(&mut derived) {
+            r.label = self.label.clone();
+            r.counters = self.counters.clone();
+            r.exempt = self.exempt;
+        }
+        derived
+    }
+
+    /// `plan` enforcing, with `shadow` (when it counts anything) observed after it.
+    pub(crate) fn split(shared: &Shared, plan: Plan, shadow: Option<Plan>) -> Rc<RoutePlan> {
+        let shadow = shadow
+            .filter(Plan::counts)
+            .map(|p| Arc::new(p.without_ban_check()));
         let policy_header = if shared.ratelimit_headers {
             response::policy_header(plan.limits())
         } else {
@@ -43,6 +95,10 @@ impl RoutePlan {
         };
         Rc::new(RoutePlan {
             plan: Arc::new(plan),
+            shadow,
+            label: Arc::from("other"),
+            counters: shared.metrics.as_ref().map(|m| Arc::new(m.route("other"))),
+            exempt: false,
             policy_header,
             ratelimit: response::RateLimitCache::default(),
         })
@@ -68,9 +124,17 @@ pub(crate) fn route_plans(
     let use_global = !global_applied
         && !spec.standalone
         && (policy.is_none() || shared.policies_use_global_rules);
+    // Shadow mode moves limits from the enforcing plan to the observed one.
+    let route_shadow = shared.shadow || spec.shadow;
     let mut logs = Vec::new();
+    let mut shadow_logs = Vec::new();
     if use_global && !shared.global_rules.is_empty() {
-        logs.push((ScopeId::GLOBAL, shared.global_rules.clone()));
+        let to = if shared.shadow {
+            &mut shadow_logs
+        } else {
+            &mut logs
+        };
+        to.push((ScopeId::GLOBAL, shared.global_rules.clone()));
     }
     if !spec.rules.is_empty() {
         let label = format!("rules {}", spec.name);
@@ -82,7 +146,12 @@ pub(crate) fn route_plans(
                 kind: ScopeKind::Rules(spec.rules.to_vec()),
             },
         );
-        logs.push((id, spec.rules.to_vec()));
+        let to = if route_shadow {
+            &mut shadow_logs
+        } else {
+            &mut logs
+        };
+        to.push((id, spec.rules.to_vec()));
     }
     let policy = policy.map(|p| {
         // Routes naming one shared policy share its scope: one window, one block count and
@@ -103,104 +172,65 @@ pub(crate) fn route_plans(
     });
     // A request the policy's `request_data_check` exempts is served without being counted
     // anywhere; bans still apply.
+    let label: Arc<str> = Arc::from(&*spec.name);
     let exempt = policy
         .is_some()
-        .then(|| RoutePlan::new(shared, Plan::ban_only()));
+        .then(|| RoutePlan::labeled(shared, Plan::ban_only(), None, &label, true));
+    // A constant cost is in the plan; a cost function's answer replaces it per request.
+    let units = match spec.cost {
+        Some(RouteCost::Units(n)) => n,
+        _ => 1,
+    };
+    let full = if route_shadow {
+        let shadow_policy = policy.map(|(id, p)| (id, crate::shadow::shadow_policy(p)));
+        RoutePlan::labeled(
+            shared,
+            Plan::new(logs, None).with_units(units),
+            Some(Plan::new(shadow_logs, shadow_policy).with_units(units)),
+            &label,
+            false,
+        )
+    } else {
+        let plan = Plan::new(logs, policy).with_units(units);
+        RoutePlan::labeled(shared, plan, None, &label, false)
+    };
     RoutePlans {
         _spec: spec.clone(),
-        full: Some(RoutePlan::new(shared, Plan::new(logs, policy))),
+        full: Some(full),
         exempt,
     }
 }
 
-/// One worker's plans, built on first use: the global rules, bans alone, each annotated
-/// route's, and those extended by matching targets.
-#[derive(Debug)]
-pub(crate) struct WorkerPlans {
-    global: Rc<RoutePlan>,
-    ban_only: Rc<RoutePlan>,
-    /// By the address of the route's spec.
-    routes: RefCell<HashMap<usize, RoutePlans>>,
-    /// Route plans extended by matching targets, by (base plan, target bits).
-    targeted: RefCell<HashMap<(usize, u64), Rc<RoutePlan>>>,
-}
-
-/// At most this many target-extended plans are cached per worker (then the cache restarts).
-const MAX_TARGETED: usize = 4096;
-
-impl WorkerPlans {
-    /// The plans of a worker whose app wraps `routes` (built now, so that their limits show
-    /// in a client's status before their first request).
-    pub(crate) fn new(shared: &Shared, routes: &[Arc<RouteSpec>]) -> WorkerPlans {
-        WorkerPlans {
-            global: RoutePlan::new(
-                shared,
-                Plan::new([(ScopeId::GLOBAL, shared.global_rules.clone())], None),
-            ),
-            ban_only: RoutePlan::new(shared, Plan::ban_only()),
-            routes: RefCell::new(
-                routes
-                    .iter()
-                    .map(|spec| (Arc::as_ptr(spec) as usize, route_plans(shared, spec, false)))
-                    .collect(),
-            ),
-            targeted: RefCell::new(HashMap::new()),
-        }
-    }
-
-    /// The plan for what routing chose (`None`: a route not annotated), bans alone when the
-    /// request is not limited; `None` when nothing applies (`#[bypass]`).
-    pub(crate) fn choose(
-        &self,
-        shared: &Shared,
-        route: Option<&Mark>,
-        limited: bool,
-    ) -> Option<Rc<RoutePlan>> {
-        let Some(mark) = route else {
-            return Some(if limited {
-                self.global.clone()
-            } else {
-                self.ban_only.clone()
-            });
+/// Checks the constant costs of `routes`: a cost above a count of a limit of its route would
+/// let no request pass.
+pub(crate) fn validate_costs(
+    shared: &Shared,
+    routes: &[Arc<RouteSpec>],
+) -> Result<(), crate::error::ConfigError> {
+    for spec in routes {
+        let Some(RouteCost::Units(units)) = spec.cost else {
+            continue;
         };
-        if mark.spec.bypass {
-            return None;
-        }
-        if !limited {
-            return Some(self.ban_only.clone());
-        }
-        let key = Arc::as_ptr(&mark.spec) as usize;
-        let mut routes = self.routes.borrow_mut();
-        let plans = routes
-            .entry(key)
-            .or_insert_with(|| route_plans(shared, &mark.spec, false));
-        if mark.exempt {
-            plans.exempt.clone()
-        } else {
-            plans.full.clone()
+        let Some(full) = route_plans(shared, spec, false).full else {
+            continue;
+        };
+        let shadow = full.shadow.as_ref().map(|s| s.limits()).unwrap_or_default();
+        if let Some(limit) = full
+            .plan
+            .limits()
+            .iter()
+            .chain(shadow)
+            .find(|l| units > l.quota)
+        {
+            return Err(crate::error::ConfigError::invalid(
+                "cost",
+                format!(
+                    "route {} costs {units} units, more than its limit {} allows in a window: \
+                     no request could pass; lower the cost or raise the limit",
+                    spec.name, limit.name
+                ),
+            ));
         }
     }
-
-    /// `base` with the rules of the targets in `bits` added.
-    pub(crate) fn targeted(
-        &self,
-        shared: &Shared,
-        base: Rc<RoutePlan>,
-        bits: u64,
-    ) -> Rc<RoutePlan> {
-        let cache_key = (Rc::as_ptr(&base) as usize, bits);
-        if let Some(plan) = self.targeted.borrow().get(&cache_key) {
-            return plan.clone();
-        }
-        let extra = shared.targeting.target_logs(bits);
-        let logs = base.plan.logs.iter().map(|l| (l.scope, l.rules.clone()));
-        let policy = base.plan.policy.as_ref().map(|p| (p.scope, p.policy));
-        let plan = RoutePlan::new(shared, Plan::new(logs.chain(extra), policy));
-        let mut cache = self.targeted.borrow_mut();
-        if cache.len() >= MAX_TARGETED {
-            cache.clear();
-        }
-        cache.insert(cache_key, plan.clone());
-        plan
-    }
+    Ok(())
 }

@@ -12,6 +12,16 @@ use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::state::{BanReason, LimitInfo, LimitReason, Quota};
 
+/// The problem type of a refusal for a spent quota (draft-ietf-httpapi-ratelimit-headers).
+pub const PROBLEM_QUOTA_EXCEEDED: &str =
+    "https://iana.org/assignments/http-problem-types#quota-exceeded";
+/// The problem type of a refusal of a banned client (draft-ietf-httpapi-ratelimit-headers).
+pub const PROBLEM_ABNORMAL_USAGE: &str =
+    "https://iana.org/assignments/http-problem-types#abnormal-usage-detected";
+/// The problem type of a refusal while the store does not answer (fail-closed).
+pub const PROBLEM_REDUCED_CAPACITY: &str =
+    "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
+
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
@@ -78,18 +88,22 @@ impl Refusal<'_> {
     /// The default response: `application/problem+json` (RFC 9457) naming the limit and when
     /// to retry, with `Retry-After`.
     pub fn default_response(&self) -> HttpResponse {
-        let title = self.status.canonical_reason().unwrap_or("Refused");
+        let (kind, title) = self.problem_type();
         let retry = self.retry_after.map(retry_after_secs);
         let mut ints = itoa::Buffer::new();
-        let mut body = String::with_capacity(224);
-        body.push_str("{\"type\":\"about:blank\",\"title\":\"");
+        let mut body = String::with_capacity(288);
+        body.push_str("{\"type\":\"");
+        body.push_str(kind);
+        body.push_str("\",\"title\":\"");
         body.push_str(title);
         body.push_str("\",\"status\":");
         body.push_str(ints.format(self.status.as_u16()));
         // The detail is built in pieces: (prefix, limit name, suffix).
         let (before, name, after): (&str, &str, &str) = match self.kind {
             RefusalKind::Limited { reason, limit } => {
-                body.push_str(",\"limit\":");
+                body.push_str(",\"violated-policies\":[");
+                push_json_string(&mut body, &limit.name);
+                body.push_str("],\"limit\":");
                 push_json_string(&mut body, &limit.name);
                 match reason {
                     LimitReason::Cooldown => (
@@ -131,6 +145,30 @@ impl Refusal<'_> {
         detail.push_str(name);
         detail.push_str(after);
         self.finish(body, &detail, retry)
+    }
+
+    /// The problem type (RFC 9457) and its title: those of draft-ietf-httpapi-ratelimit-
+    /// headers for a spent quota (429), a ban (403, abnormal usage) and a store that does not
+    /// answer (503, reduced capacity); `about:blank` and the status's phrase otherwise.
+    fn problem_type(&self) -> (&'static str, &'static str) {
+        match (&self.kind, self.status.as_u16()) {
+            (RefusalKind::Limited { .. }, 429) => (
+                PROBLEM_QUOTA_EXCEEDED,
+                "Request cannot be satisfied as assigned quota has been exceeded",
+            ),
+            (RefusalKind::Banned { .. }, _) => (
+                PROBLEM_ABNORMAL_USAGE,
+                "Request not satisfied due to detection of abnormal request pattern",
+            ),
+            (RefusalKind::StoreUnavailable, 503) => (
+                PROBLEM_REDUCED_CAPACITY,
+                "Request cannot be satisfied due to temporary server capacity constraints",
+            ),
+            _ => (
+                "about:blank",
+                self.status.canonical_reason().unwrap_or("Refused"),
+            ),
+        }
     }
 
     fn finish(&self, mut body: String, detail: &str, retry: Option<u64>) -> HttpResponse {
@@ -354,7 +392,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
-            r#"{"type":"about:blank","title":"Too Many Requests","status":429,"#.to_owned()
+            r#"{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","#
+                .to_owned()
+                + r#""title":"Request cannot be satisfied as assigned quota has been exceeded","#
+                + r#""status":429,"violated-policies":["5/1m \"a\\b\u0001"],"#
                 + r#""limit":"5/1m \"a\\b\u0001","#
                 + r#""detail":"Rate limit 5/1m \"a\\b\u0001 exceeded. Retry in 3 s.","#
                 + r#""retry_after":3}"#

@@ -79,6 +79,8 @@ impl RouteRules {
                 standalone: false,
                 policy: None,
                 key: None,
+                shadow: false,
+                cost: None,
             }),
         }
     }
@@ -130,6 +132,34 @@ impl RouteRules {
     pub fn shared_policy(self, name: impl Into<Cow<'static, str>>) -> Self {
         let name = name.into();
         self.edit(|s| s.policy = Some(PolicySpec::Shared(name)))
+    }
+
+    /// Shadow mode for this route's own rules and policy: every request is checked and
+    /// counted as usual, but one they would refuse is logged (at info) and served, and a
+    /// policy's block limit never punishes. The app's global rules and bans in force still
+    /// apply; offences reported on this route never ban. See
+    /// [`Floodgate::shadow`](crate::Floodgate::shadow).
+    pub fn shadow(self, on: bool) -> Self {
+        self.edit(|s| s.shadow = on)
+    }
+
+    /// Each request of this route uses `units` of every limit's count (its cost): under a
+    /// rule of 100 per minute, twenty requests of cost 5 pass. A cost of 0, or above a count
+    /// of a limit that applies to the route (no request could ever pass), stops the app from
+    /// starting with a message naming the route.
+    pub fn cost(self, units: u32) -> Self {
+        self.edit(|s| s.cost = Some(crate::route_spec::RouteCost::Units(units)))
+    }
+
+    /// Each request of this route uses the units `cost` gives for it (at least 1: an answer
+    /// of 0 counts 1). A request whose cost is above a limit's count is refused (429) for
+    /// that limit's window: it could never pass. It runs during routing, before the decision.
+    pub fn cost_fn(
+        self,
+        cost: impl Fn(&actix_web::HttpRequest) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        let cost = crate::route_spec::RouteCost::Dyn(Arc::new(cost));
+        self.edit(|s| s.cost = Some(cost))
     }
 
     /// This route follows the app's default policy.
@@ -216,6 +246,15 @@ impl<S> RouteRulesMiddleware<S> {
         })
     }
 
+    /// The units this request uses (1 without a cost).
+    fn units(&self, req: &ServiceRequest) -> u32 {
+        match &self.spec.cost {
+            None => 1,
+            Some(crate::route_spec::RouteCost::Units(n)) => (*n).max(1),
+            Some(cost) => cost.units(&self.spec.name, req.request()),
+        }
+    }
+
     /// Logs `problem` once per route and worker.
     fn warn(&self, level: log::Level, problem: &str) {
         if !self.warned.replace(true) {
@@ -235,14 +274,20 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        if self.spec.shadow {
+            // Offences reported on a shadow route never ban (see `GateKeeper::report`).
+            actix_web::HttpMessage::extensions_mut(&req).insert(crate::shadow::ShadowRoute);
+        }
         match req.app_data::<WorkerLink>() {
             Some(WorkerLink(ctx)) if ctx.in_call.get() => {
                 let exempt = self.exempt(&req);
                 let key = self.route_key(&req);
+                let units = self.units(&req);
                 ctx.mark.set(Some(Mark {
                     spec: self.spec.clone(),
                     exempt,
                     key,
+                    units,
                 }));
                 FloodgateFuture::pass(self.service.call(req))
             }
@@ -290,6 +335,7 @@ where
                 spec: self.spec.clone(),
                 exempt: self.exempt(&req),
                 key: self.route_key(&req),
+                units: self.units(&req),
             }),
         };
         let id = Arc::as_ptr(&shared) as usize;

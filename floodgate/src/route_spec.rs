@@ -25,6 +25,52 @@ pub struct RouteSpec {
     pub policy: Option<PolicySpec>,
     /// The route's key extractor (`key = path::to::fn`), evaluated during routing.
     pub key: Option<RouteKey>,
+    /// Shadow mode: the route's own rules and policy are checked and counted, and what they
+    /// would refuse is logged and served.
+    pub shadow: bool,
+    /// Units of every limit one request uses (`cost = ..`); `None`: 1.
+    pub cost: Option<RouteCost>,
+}
+
+/// What one request of a route costs, in units of every limit's count.
+#[doc(hidden)]
+#[derive(Clone)]
+pub enum RouteCost {
+    /// The same for every request (at least 1).
+    Units(u32),
+    /// A function of the request (`cost = path::to::fn`).
+    Fn(fn(&actix_web::HttpRequest) -> u32),
+    /// A closure (`RouteRules::cost_fn`).
+    Dyn(Arc<dyn Fn(&actix_web::HttpRequest) -> u32 + Send + Sync>),
+}
+
+impl fmt::Debug for RouteCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteCost::Units(n) => write!(f, "Units({n})"),
+            RouteCost::Fn(_) | RouteCost::Dyn(_) => f.write_str("Fn"),
+        }
+    }
+}
+
+impl RouteCost {
+    /// The units `req` uses: a function's answer, at least 1; a function that panics
+    /// counts 1 (logged), so a request is never free and never takes the worker down.
+    pub(crate) fn units(&self, route: &str, req: &actix_web::HttpRequest) -> u32 {
+        let f = |req: &actix_web::HttpRequest| match self {
+            RouteCost::Units(n) => *n,
+            RouteCost::Fn(f) => f(req),
+            RouteCost::Dyn(f) => f(req),
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(req)))
+            .unwrap_or_else(|_| {
+                log::error!(
+                    "floodgate: the cost function of route {route} panicked; the request costs 1"
+                );
+                1
+            })
+            .max(1)
+    }
 }
 
 /// A route's policy: keys given in an attribute (over the app's default policy), a whole
@@ -64,6 +110,13 @@ impl RouteSpec {
         }
         if let Some(k) = &self.key {
             k.validate().map_err(|e| e.in_field(&field))?;
+        }
+        if let Some(RouteCost::Units(0)) = self.cost {
+            return Err(ConfigError::invalid(
+                &field,
+                "cost = 0: a request must use at least 1 unit (to serve requests uncounted, \
+                 use request_data_check)",
+            ));
         }
         Ok(())
     }
@@ -118,6 +171,8 @@ pub(crate) struct Mark {
     pub(crate) exempt: bool,
     /// What the route's key extractor found, when it has one.
     pub(crate) key: Option<Found>,
+    /// Units this request uses (its cost); 1 without `cost`.
+    pub(crate) units: u32,
 }
 
 /// Per-worker state shared by `Floodgate` and the `RouteRules` of that worker's routes.

@@ -47,6 +47,10 @@ pub(crate) struct Settings {
     pub(crate) legacy_headers: bool,
     pub(crate) refusal_hook: Option<RefusalHook>,
     pub(crate) store_failure: StoreFailure,
+    /// Shadow mode, app-wide (see `Floodgate::shadow`).
+    pub(crate) shadow: bool,
+    /// The metrics registered with `Floodgate::metrics`.
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Lists, geo, probes, targets and custom keys (see `targeting`).
     pub(crate) targeting: Arc<crate::targeting::Targeting>,
 }
@@ -72,6 +76,8 @@ impl Default for Settings {
             legacy_headers: false,
             refusal_hook: None,
             store_failure: StoreFailure::Open,
+            shadow: false,
+            metrics: None,
             targeting: Arc::default(),
         }
     }

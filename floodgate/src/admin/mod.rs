@@ -53,6 +53,8 @@ use crate::targeting::IpList;
 mod api;
 mod auth;
 mod dashboard;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod problem;
 mod session;
 
@@ -93,6 +95,9 @@ pub(crate) struct Settings {
     pub(crate) gatekeeper: GateKeeper,
     pub(crate) token: Option<String>,
     pub(crate) allow: Option<IpList>,
+    /// The registry `GET /metrics` writes out.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: metrics::Shared,
 }
 
 impl fmt::Debug for Admin {
@@ -116,6 +121,8 @@ impl Admin {
                 gatekeeper,
                 token: None,
                 allow: None,
+                #[cfg(feature = "metrics")]
+                metrics: None,
             }),
         }
     }
@@ -126,6 +133,8 @@ impl Admin {
             gatekeeper: self.settings.gatekeeper.clone(),
             token: self.settings.token.clone(),
             allow: self.settings.allow.clone(),
+            #[cfg(feature = "metrics")]
+            metrics: self.settings.metrics.clone(),
         };
         f(&mut s);
         self.settings = Arc::new(s);
@@ -144,6 +153,13 @@ impl Admin {
     pub fn allow(self, list: IpList) -> Self {
         self.edit(|s| s.allow = Some(list))
     }
+
+    /// Serves `registry` (the one given to [`Floodgate::metrics`](crate::Floodgate::metrics))
+    /// as Prometheus text at `GET /metrics`, behind the same token.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(self, registry: Arc<crate::metrics::Registry>) -> Self {
+        self.edit(|s| s.metrics = Some(registry))
+    }
 }
 
 impl HttpServiceFactory for Admin {
@@ -153,7 +169,10 @@ impl HttpServiceFactory for Admin {
         let scope = web::scope(&self.path)
             .app_data(settings.clone())
             .configure(api::configure)
-            .configure(dashboard::configure)
+            .configure(dashboard::configure);
+        #[cfg(feature = "metrics")]
+        let scope = scope.configure(metrics::configure);
+        let scope = scope
             // Last: a routed 404 for the rest, so that an operator's mistyped path is never
             // reported as a probe (floodgate reports only unrouted 404s).
             .route("/{rest:.*}", web::to(api::not_found))

@@ -21,17 +21,20 @@ mod tests;
 mod verdict;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub(crate) use verdict::{verdict, FieldValues, Refused, Verdict, Why};
 
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::gatekeeper::Shared;
-use crate::plans::{RoutePlan, WorkerPlans};
+use crate::metrics::Outcome;
+use crate::plans::RoutePlan;
 use crate::route_spec::Mark;
 use crate::state::Decision;
 use crate::store::StoreFuture;
 use crate::targeting::{KeyChoice, Pre};
+use crate::worker_plans::WorkerPlans;
 
 /// What the middleware read from a request.
 pub(crate) struct Facts {
@@ -72,20 +75,37 @@ impl Ask {
 }
 
 /// Steps 1 to 7 for a request of the app-wide middleware.
-pub(crate) fn begin(shared: &Shared, plans: &WorkerPlans, facts: Facts) -> Begin {
+pub(crate) fn begin(shared: &Arc<Shared>, plans: &WorkerPlans, facts: Facts) -> Begin {
     let Facts {
         ip_key,
         excluded,
         mut found,
         route: mut mark,
     } = facts;
+    // Counts a request decided before its route's plan (metrics).
+    let count = |mark: &Option<Mark>, outcome| {
+        if let Some(m) = &shared.metrics {
+            m.request(mark.as_ref().map_or("other", |m| &m.spec.name), outcome);
+        }
+    };
     if found.skip || mark.as_ref().is_some_and(|m| m.spec.bypass) {
+        count(&mark, Outcome::Exempt);
         return Begin::Serve;
     }
+    if let Some(reason) = &found.shadow_deny {
+        count(&mark, Outcome::ShadowLimited);
+        crate::shadow::would_deny(shared.log_target(), &ip_key, reason);
+    }
     if let Some(reason) = found.deny.take() {
-        return Begin::Refuse(verdict::denied(shared, &ip_key, reason));
+        if !shared.shadow {
+            count(&mark, Outcome::Denied);
+            return Begin::Refuse(verdict::denied(shared, &ip_key, reason));
+        }
+        count(&mark, Outcome::ShadowLimited);
+        crate::shadow::would_deny(shared.log_target(), &ip_key, &reason);
     }
     let route_key = mark.as_mut().and_then(|m| m.key.take());
+    let units = mark.as_ref().map_or(1, |m| m.units);
     let (key, counted) = match shared.targeting.choose_key(&mut found, route_key) {
         KeyChoice::Ip => (ip_key.clone(), true),
         KeyChoice::Custom(key) => (key, true),
@@ -98,6 +118,9 @@ pub(crate) fn begin(shared: &Shared, plans: &WorkerPlans, facts: Facts) -> Begin
     let Some(mut route) = plans.choose(shared, mark.as_ref(), limited) else {
         return Begin::Serve;
     };
+    if units != route.plan.units() && limited && route.plan.counts() {
+        route = plans.costed(shared, route, units);
+    }
     if found.targets != 0 && limited {
         route = plans.targeted(shared, route, found.targets);
     }
@@ -108,12 +131,31 @@ pub(crate) fn begin(shared: &Shared, plans: &WorkerPlans, facts: Facts) -> Begin
         .flatten();
     let bans = steps::ban_keys(shared, &ip_key, &key);
     let decision = steps::decide(&shared.store, bans, &key, &route.plan, now, probe);
-    Begin::Ask(Ask {
+    Begin::Ask(ask(shared, route, key, decision, now))
+}
+
+/// The store's decision, then the route's shadow limits when it allows (observed only), timed
+/// for metrics.
+fn ask(
+    shared: &Arc<Shared>,
+    route: Rc<RoutePlan>,
+    key: ClientKey,
+    mut decision: StoreFuture<Decision>,
+    now: Timestamp,
+) -> Ask {
+    if let Some(shadow) = &route.shadow {
+        let counters = route.counters.clone();
+        decision = crate::shadow_check::then_shadow(shared, decision, &key, shadow, now, counters);
+    }
+    if let Some(m) = &shared.metrics {
+        decision = m.timed(decision);
+    }
+    Ask {
         route,
         key,
         decision,
         now,
-    })
+    }
 }
 
 /// The decision of a route that was called after the app-wide middleware's call returned
@@ -122,7 +164,7 @@ pub(crate) fn begin(shared: &Shared, plans: &WorkerPlans, facts: Facts) -> Begin
 /// rules and policy under its key (steps 1, 3, 4 and 7). `plans` gives the route's plans
 /// without the global rules: full, or for a request its policy exempts.
 pub(crate) fn begin_deferred(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     plans: impl FnOnce(&Mark) -> Option<Rc<RoutePlan>>,
     facts: Facts,
 ) -> Begin {
@@ -146,15 +188,13 @@ pub(crate) fn begin_deferred(
             return Begin::Refuse(verdict::key_missing(shared, &ip_key, status.as_u16()))
         }
     };
-    let Some(route) = plans(&mark) else {
+    let Some(mut route) = plans(&mark) else {
         return Begin::Serve;
     };
+    if !mark.exempt && mark.units != route.plan.units() {
+        route = route.with_units(shared, mark.units);
+    }
     let now = shared.now();
     let decision = shared.store.check(&key, &route.plan, now);
-    Begin::Ask(Ask {
-        route,
-        key,
-        decision,
-        now,
-    })
+    Begin::Ask(ask(shared, route, key, decision, now))
 }

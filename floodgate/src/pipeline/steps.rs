@@ -38,6 +38,12 @@ pub(crate) fn probe_step(
         ip_key.logged()
     );
     match action {
+        // Shadow mode never bans.
+        ProbeAction::Ban(duration) if shared.shadow => {
+            let length = duration.unwrap_or(std::time::Duration::MAX);
+            crate::shadow::would_ban(shared.log_target(), ip_key, "a probe", length);
+            None
+        }
         // Never shortens a longer ban or a blacklist in force.
         ProbeAction::Ban(duration) => {
             let until = duration.map(|d| now + d);
@@ -45,12 +51,24 @@ pub(crate) fn probe_step(
                 .store
                 .extend_ban(ip_key, until, BanReason::Probe, now);
             let network = shared.note_ban(ip_key, until, BanReason::Probe, now);
+            if let Some(m) = &shared.metrics {
+                m.ban(
+                    ip_key,
+                    until,
+                    crate::metrics::BanKind::of(BanReason::Probe, until),
+                );
+            }
             Some(then(ban, network))
         }
         ProbeAction::Report => {
             let Some(rule) = shared.ban_rule else {
                 log::warn!(target: shared.log_target(), "floodgate: probe reports need a ban rule: set Floodgate::ban_rule");
                 return None;
+            };
+            let rule = if shared.shadow {
+                crate::shadow::shadow_ban_rule(rule)
+            } else {
+                rule
             };
             let mut f = shared.store.report(ip_key, &rule, now);
             Some(match f.take_ready() {

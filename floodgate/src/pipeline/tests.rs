@@ -62,9 +62,12 @@ fn route(bypass: bool, rules: Vec<Rule>, key: Option<Found>) -> Mark {
             standalone: true,
             policy: None,
             key: None,
+            shadow: false,
+            cost: None,
         }),
         exempt: false,
         key,
+        units: 1,
     }
 }
 
@@ -325,6 +328,7 @@ fn step_7_every_rule_of_the_plan_decides_together_and_names_the_limit() {
             }),
             exempt: false,
             key: None,
+            units: 1,
         })
     };
     assert_eq!(

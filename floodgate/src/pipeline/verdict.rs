@@ -9,6 +9,7 @@ use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::gatekeeper::Shared;
+use crate::metrics::{BanKind, Outcome, RouteCounters};
 use crate::plans::RoutePlan;
 use crate::response;
 use crate::state::{BanReason, Decision, LimitReason, Quota};
@@ -101,6 +102,9 @@ pub(crate) fn verdict(
             };
         }
     };
+    if let Some(c) = &route.counters {
+        count(c, route, &decision);
+    }
     match decision {
         Decision::Allowed { quota } => {
             log::trace!(target: shared.log_target(), "floodgate: {} allowed", key.logged());
@@ -170,6 +174,9 @@ pub(crate) fn verdict(
         } => {
             let mut network_bans = None;
             if started {
+                if let Some(m) = &shared.metrics {
+                    m.ban(key, until, BanKind::of(reason, until));
+                }
                 match until {
                     Some(t) => {
                         log::warn!(target: shared.log_target(), "floodgate: {} banned until {t} ({reason:?})", key.logged())
@@ -194,6 +201,32 @@ pub(crate) fn verdict(
             refused.network_bans = network_bans;
             Verdict::Refuse(refused)
         }
+    }
+}
+
+/// Counts `decision` for the route's metrics: its outcome, and whether it left less than 20%
+/// of a limit's quota.
+fn count(c: &RouteCounters, route: &RoutePlan, decision: &Decision) {
+    match decision {
+        Decision::Allowed { quota } => {
+            c.count(if route.exempt {
+                Outcome::Exempt
+            } else {
+                Outcome::Allowed
+            });
+            let near = quota.is_some_and(|q| {
+                route
+                    .plan
+                    .limits()
+                    .get(q.limit)
+                    .is_some_and(|l| u64::from(q.remaining) * 5 < u64::from(l.quota))
+            });
+            if near {
+                c.near_limit();
+            }
+        }
+        Decision::Limited { .. } => c.count(Outcome::Limited),
+        Decision::Banned { .. } => c.count(Outcome::Banned),
     }
 }
 

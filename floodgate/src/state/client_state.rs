@@ -270,9 +270,9 @@ impl ClientState {
         let mut refused: Option<(usize, u64)> = None;
         for lp in &plan.logs {
             let Some(log) = self.log(lp.scope) else {
-                // An empty log refuses only for a zero-count rule.
+                // An empty log refuses only a request of more units than the count.
                 for (k, rule) in lp.rules.iter().enumerate() {
-                    if rule.count() == 0 {
+                    if rule.count() < plan.units.max(1) {
                         let wait = rule.window_ms().max(1);
                         if refused.is_none_or(|(_, w)| wait > w) {
                             refused = Some((lp.first_limit + k, wait));
@@ -282,7 +282,7 @@ impl ClientState {
                 continue;
             };
             for k in 0..lp.rules.len() {
-                if let Some(wait) = log.refusal(&lp.rules, k, now) {
+                if let Some(wait) = log.refusal(&lp.rules, k, now, plan.units) {
                     if refused.is_none_or(|(_, w)| wait > w) {
                         refused = Some((lp.first_limit + k, wait));
                     }
@@ -305,7 +305,9 @@ impl ClientState {
             let eligible = self.policy_mut(pp.scope).grace_eligible(p, now);
             let st = self.policy_mut(pp.scope);
             let mut allowance = p.amount.saturating_add(st.carry);
-            if st.count >= allowance {
+            // The counts after this request, in units.
+            let after = st.count.saturating_add(plan.units.max(1));
+            if after > allowance {
                 if let Some(g) = p.grace {
                     let in_grace = st.window_start != 0 && st.grace_window == st.window_start;
                     if in_grace || eligible {
@@ -314,7 +316,7 @@ impl ClientState {
                     }
                 }
             }
-            if st.count >= allowance {
+            if after > allowance {
                 return self.block(pp, now, draw);
             }
         }
@@ -334,7 +336,7 @@ impl ClientState {
         };
         for lp in &plan.logs {
             let log = self.log_mut(lp.scope);
-            log.push(lp, now);
+            log.push(lp, now, plan.units);
             for k in 0..lp.rules.len() {
                 let (remaining, reset) = log.quota(&lp.rules, k, now);
                 consider(Quota {
@@ -351,7 +353,7 @@ impl ClientState {
                 st.window_start = now;
             }
             // `count < allowance <= u32::MAX` here, but a decoded state is not trusted.
-            st.count = st.count.saturating_add(1);
+            st.count = st.count.saturating_add(plan.units.max(1));
             st.last_request = now;
             if grace_taken {
                 st.grace_window = st.window_start;
@@ -536,6 +538,49 @@ mod tests {
         assert!(s.rare.is_none(), "an expired ban frees its box");
         s.report(&BanRule::new(2, secs(10), secs(60)), at(2_000));
         assert!(!s.unban(at(2_001)) && s.rare.is_none());
+    }
+
+    #[test]
+    fn a_request_of_cost_n_uses_n_units_of_every_rule_and_policy() {
+        // 100 per minute admits twenty requests of cost 5, then refuses until the first
+        // leaves the window.
+        let plan = global(&[(100, 60)]).with_units(5);
+        let mut s = ClientState::new();
+        for n in 0..20 {
+            let d = s.check(&plan, at(T0 + n));
+            assert!(d.is_allowed(), "request {n}: {d:?}");
+        }
+        assert_eq!(
+            retry(s.check(&plan, at(T0 + 20))),
+            Some(Duration::from_millis(59_980))
+        );
+        assert!(s.check(&plan, at(T0 + 60_000)).is_allowed());
+        // What is left is reported in units; a cheaper request fits where a dearer one does not.
+        let mut s = ClientState::new();
+        let plan3 = global(&[(10, 60)]).with_units(3);
+        for _ in 0..3 {
+            assert!(s.check(&plan3, at(T0)).is_allowed());
+        }
+        assert!(!s.check(&plan3, at(T0)).is_allowed(), "9 + 3 > 10");
+        let one = global(&[(10, 60)]);
+        match s.check(&one, at(T0)) {
+            Decision::Allowed { quota: Some(q) } => assert_eq!(q.remaining, 0),
+            d => panic!("{d:?}"),
+        }
+        // More units than a count never pass, on an empty log too.
+        let mut s = ClientState::new();
+        assert!(!s
+            .check(&global(&[(4, 60)]).with_units(5), at(T0))
+            .is_allowed());
+        // A policy of 10 per window: two requests of cost 4, then the third blocks.
+        let p = policy_plan(Policy::new(10, secs(60))).with_units(4);
+        let mut s = ClientState::new();
+        assert!(s.check(&p, at(T0)).is_allowed());
+        assert!(s.check(&p, at(T0 + 1)).is_allowed());
+        assert!(matches!(
+            s.check(&p, at(T0 + 2)),
+            Decision::Limited { started: true, .. }
+        ));
     }
 
     #[test]

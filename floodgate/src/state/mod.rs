@@ -103,6 +103,8 @@ pub struct Plan {
     pub(crate) count: bool,
     pub(crate) logs: Vec<LogPlan>,
     pub(crate) policy: Option<PolicyPlan>,
+    /// Units of every limit's count one request uses (its cost); at least 1.
+    pub(crate) units: u32,
     limits: Vec<LimitInfo>,
 }
 
@@ -114,6 +116,7 @@ impl Plan {
             count: false,
             logs: Vec::new(),
             policy: None,
+            units: 1,
             limits: Vec::new(),
         }
     }
@@ -170,8 +173,28 @@ impl Plan {
             count: true,
             logs: log_plans,
             policy,
+            units: 1,
             limits,
         }
+    }
+
+    /// This plan with each request using `units` of every limit's count (at least 1): a
+    /// request of cost 5 under a rule of 100 per minute is one of twenty.
+    pub fn with_units(mut self, units: u32) -> Plan {
+        self.units = units.max(1);
+        self
+    }
+
+    /// Units of every limit's count that one request uses.
+    pub fn units(&self) -> u32 {
+        self.units
+    }
+
+    /// This plan without its ban check, for shadow mode: the ban is the enforcing plan's to
+    /// check (the one [`Store::check`](crate::Store::check) runs first).
+    pub(crate) fn without_ban_check(mut self) -> Plan {
+        self.ban_check = false;
+        self
     }
 
     /// The limits this plan enforces, in the order [`Quota::limit`] indexes them.

@@ -57,23 +57,27 @@ impl Log {
         (n as u64, oldest.map(|t| t.saturating_add(rule.window_ms())))
     }
 
-    /// When rule `k` of `rules` refuses now, the wait until it would not.
-    pub(super) fn refusal(&self, rules: &[Rule], k: usize, now: u64) -> Option<u64> {
+    /// When rule `k` of `rules` refuses a request of `units` now, the wait until it would
+    /// not. More units than the count never pass: refused for a whole window.
+    pub(super) fn refusal(&self, rules: &[Rule], k: usize, now: u64, units: u32) -> Option<u64> {
         let rule = &rules[k];
         let count = rule.count() as usize;
-        if count == 0 {
+        let units = units.max(1) as usize;
+        if units > count {
             return Some(rule.window_ms().max(1));
         }
         if let Some(w) = self.window(rules, k) {
-            return w.refusal(rule.count(), 1, now, rule.window_ms());
+            return w.refusal(rule.count(), units as u32, now, rule.window_ms());
         }
         // A small rule, or a large one whose window is not built yet: the log (of a state
-        // stored before windows existed, or empty) is exact.
+        // stored before windows existed, or empty) is exact. Refused while
+        // `count - units + 1` counted units lie in the window.
+        let need = count - units + 1;
         let len = self.times.len();
-        if len < count {
+        if len < need {
             return None;
         }
-        let oldest_counted = self.times.get(len - count);
+        let oldest_counted = self.times.get(len - need);
         let leaves_at = oldest_counted.saturating_add(rule.window_ms());
         (leaves_at > now).then(|| leaves_at - now)
     }
@@ -94,23 +98,26 @@ impl Log {
         (remaining, reset)
     }
 
-    /// Counts a request at `now` under `plan`: in the exact log (kept to the largest small
-    /// count) and in each large rule's window, built on first use from the times the log
+    /// Counts a request of `units` at `now` under `plan`: in the exact log (one entry a unit,
+    /// kept to the largest small count) and in each large rule's window, built on first use from the times the log
     /// holds (so a state stored before windows existed keeps its count).
-    pub(super) fn push(&mut self, plan: &LogPlan, now: u64) {
+    pub(super) fn push(&mut self, plan: &LogPlan, now: u64, units: u32) {
+        let units = units.max(1);
         if plan.bounded > 0 {
             self.shape_windows(&plan.rules);
             if let Some(ws) = &mut self.windows {
                 let big = plan.rules.iter().filter(|r| is_bounded(r.count()));
                 for (w, rule) in ws.0.iter_mut().zip(big) {
-                    w.add(now, 1, rule.window_ms());
+                    w.add(now, units, rule.window_ms());
                 }
             }
         } else {
             self.windows = None;
         }
         if plan.cap > 0 {
-            self.times.push_capped(now, plan.cap);
+            for _ in 0..(units as usize).min(plan.cap) {
+                self.times.push_capped(now, plan.cap);
+            }
         } else if !self.times.is_empty() {
             self.times.clear();
         }

@@ -297,6 +297,14 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
         self.call(now, |s| s.state(client, now), move |b| b.state(&key, now))
     }
 
+    fn kind(&self) -> &'static str {
+        "failover"
+    }
+
+    fn tracked_clients(&self) -> Option<u64> {
+        self.primary.tracked_clients()
+    }
+
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         self.call(now, |s| s.sweep(now), move |b| b.sweep(now))
     }

@@ -142,6 +142,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             "this store ({self:?}) cannot list bans"
         ))))
     }
+
+    /// A short name of the kind of store, for metrics labels (`memory`, `sqlite`, `redis`).
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
+
+    /// How many clients the store tracks, when it knows without I/O (for metrics).
+    fn tracked_clients(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -184,6 +194,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         now: Timestamp,
     ) -> StoreFuture<BanPage> {
         (**self).bans(after, limit, now)
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn tracked_clients(&self) -> Option<u64> {
+        (**self).tracked_clients()
     }
 }
 

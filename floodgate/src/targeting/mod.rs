@@ -101,6 +101,8 @@ pub(crate) struct Pre {
     /// Allow-listed: nothing applies.
     pub(crate) skip: bool,
     pub(crate) deny: Option<DenyReason>,
+    /// What a target in shadow mode would have denied the request for.
+    pub(crate) shadow_deny: Option<DenyReason>,
     /// A probe path that no route matches.
     pub(crate) probe: bool,
     /// The app-wide extractor's answer, when there is one.
@@ -152,9 +154,14 @@ impl Targeting {
                 Action::Deny if pre.deny.is_some() => {}
                 Action::Deny => {
                     if t.matches(req, &mut country) {
-                        pre.deny = Some(DenyReason::Target {
+                        let reason = DenyReason::Target {
                             name: t.name.clone(),
-                        });
+                        };
+                        if t.shadow {
+                            pre.shadow_deny.get_or_insert(reason);
+                        } else {
+                            pre.deny = Some(reason);
+                        }
                     }
                 }
                 Action::Limit(_) => {
@@ -214,11 +221,13 @@ impl Targeting {
     }
 
     /// The `(scope, rules)` of the targets in `bits`.
-    pub(crate) fn target_logs(&self, bits: u64) -> Vec<(ScopeId, Vec<Rule>)> {
+    /// The rules of the targets in `bits`: those in shadow mode when `shadow`, the others
+    /// otherwise.
+    pub(crate) fn target_logs(&self, bits: u64, shadow: bool) -> Vec<(ScopeId, Vec<Rule>)> {
         self.targets
             .iter()
             .enumerate()
-            .filter(|(i, _)| bits & (1 << i) != 0)
+            .filter(|(i, t)| bits & (1 << i) != 0 && t.shadow == shadow)
             .filter_map(|(_, t)| match &t.action {
                 Action::Limit(rules) => Some((t.scope(), rules.clone())),
                 _ => None,

@@ -65,6 +65,8 @@ pub struct Target {
     pub(crate) place: Option<Place>,
     pub(crate) action: Action,
     pub(crate) invalid: Option<ConfigError>,
+    /// Shadow mode: what this target would refuse is logged and served.
+    pub(crate) shadow: bool,
 }
 
 impl Target {
@@ -79,6 +81,7 @@ impl Target {
             place: None,
             action: Action::None,
             invalid: None,
+            shadow: false,
         }
     }
 
@@ -174,6 +177,14 @@ impl Target {
     /// Matching requests are refused with 403 (a per-route geo-block, say).
     pub fn deny(mut self) -> Self {
         self.action = Action::Deny;
+        self
+    }
+
+    /// Shadow mode for this target: its rules are checked and counted as usual, but a
+    /// request they (or its [`deny`](Self::deny)) would refuse is logged and served. The
+    /// app's other rules still apply to it. See [`Floodgate::shadow`](crate::Floodgate::shadow).
+    pub fn shadow(mut self) -> Self {
+        self.shadow = true;
         self
     }
 

@@ -449,6 +449,14 @@ impl Store for MemoryStore {
         StoreFuture::ready(Ok(state))
     }
 
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn tracked_clients(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         let swept = self
             .shards

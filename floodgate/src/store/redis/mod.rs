@@ -463,6 +463,10 @@ impl Store for RedisStore {
     }
 
     /// Redis expires keys by itself: nothing to sweep, always 0.
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
     fn sweep(&self, _now: Timestamp) -> StoreFuture<usize> {
         StoreFuture::ready(Ok(0))
     }

@@ -284,7 +284,7 @@ local function encode(st)
   return concat(out, ' ')
 end
 
--- Plan: "ban_check count n_logs log.. has_policy policy"
+-- Plan: "ban_check count n_logs log.. has_policy policy units"
 -- log: "scope cap longest first_limit n_rules (count window)*" (first_limit 0-based)
 -- policy: "scope limit amount window block_ms block_limit relative reset punish acc_cap
 --          max_window cooldown grace_extra grace_interval factor adaptive_max jitter"
@@ -323,6 +323,8 @@ local function decode_plan(s)
     pp.jitter = num(nx())
     plan.policy = pp
   end
+  -- Units of every limit one request uses (its cost).
+  plan.units = mmax(tonumber(nx()) or 1, 1)
   return plan
 end
 
@@ -371,15 +373,17 @@ local function in_window(log, now, window)
   return #log.times - first
 end
 
--- Log::refusal (rule k of lp)
-local function refusal(log, lp, k, now)
+-- Log::refusal (rule k of lp, for a request of `units`)
+local function refusal(log, lp, k, now, units)
   local rule = lp.rules[k]
-  if rule.count == 0 then return mmax(rule.window, 1) end
+  units = mmax(units, 1)
+  if units > rule.count then return mmax(rule.window, 1) end
   local w = log_window(log, lp.rules, k)
-  if w ~= nil then return win_refusal(w, rule.count, 1, now, rule.window) end
+  if w ~= nil then return win_refusal(w, rule.count, units, now, rule.window) end
+  local need = rule.count - units + 1
   local len = #log.times
-  if len < rule.count then return nil end
-  local leaves = sat(log.times[len - rule.count + 1], rule.window)
+  if len < need then return nil end
+  local leaves = sat(log.times[len - need + 1], rule.window)
   if leaves > now then return leaves - now end
   return nil
 end
@@ -397,22 +401,25 @@ local function log_quota(log, lp, k, now)
 end
 
 -- Log::push
-local function push(log, lp, now)
+local function push(log, lp, now, units)
+  units = mmax(units, 1)
   if lp.bounded > 0 then
     shape_windows(log, lp.rules)
     local i = 0
     for _, rule in ipairs(lp.rules) do
       if rule.count > EXACT_MAX then
         i = i + 1
-        win_add(log.wins[i], now, 1, rule.window)
+        win_add(log.wins[i], now, units, rule.window)
       end
     end
   else
     log.wins = nil
   end
   if lp.cap > 0 then
-    while #log.times >= lp.cap do tremove(log.times, 1) end
-    log.times[#log.times + 1] = now
+    for _ = 1, math.min(units, lp.cap) do
+      while #log.times >= lp.cap do tremove(log.times, 1) end
+      log.times[#log.times + 1] = now
+    end
   else
     log.times = {}
   end
@@ -538,9 +545,9 @@ local function check(st, plan, now)
     for k, rule in ipairs(lp.rules) do
       local wait
       if log == nil then
-        if rule.count == 0 then wait = mmax(rule.window, 1) end
+        if rule.count < plan.units then wait = mmax(rule.window, 1) end
       else
-        wait = refusal(log, lp, k, now)
+        wait = refusal(log, lp, k, now, plan.units)
       end
       if wait ~= nil and (refused_wait == nil or wait > refused_wait) then
         refused_limit, refused_wait = lp.first + k - 1, wait
@@ -554,14 +561,15 @@ local function check(st, plan, now)
     local p = policy_mut(st, pp.scope)
     local eligible = grace_eligible(p, pp, now)
     local allowance = pp.amount + p.carry
-    if p.count >= allowance and pp.grace_extra ~= nil then
+    local after = p.count + plan.units
+    if after > allowance and pp.grace_extra ~= nil then
       local in_grace = p.window_start ~= 0 and p.grace_window == p.window_start
       if in_grace or eligible then
         allowance = allowance + pp.grace_extra
         grace_taken = not in_grace
       end
     end
-    if p.count >= allowance then return block(st, pp, now) end
+    if after > allowance then return block(st, pp, now) end
   end
 
   local best = nil
@@ -572,7 +580,7 @@ local function check(st, plan, now)
   end
   for _, lp in ipairs(plan.logs) do
     local log = log_mut(st, lp.scope)
-    push(log, lp, now)
+    push(log, lp, now, plan.units)
     for k, _ in ipairs(lp.rules) do
       local remaining, reset = log_quota(log, lp, k, now)
       consider(lp.first + k - 1, remaining, reset)
@@ -581,7 +589,7 @@ local function check(st, plan, now)
   if pp then
     local p = policy_mut(st, pp.scope)
     if p.window_start == 0 then p.window_start = now end
-    p.count = p.count + 1
+    p.count = p.count + plan.units
     p.last_request = now
     if grace_taken then
       p.grace_window = p.window_start

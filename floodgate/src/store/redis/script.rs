@@ -110,6 +110,7 @@ pub(super) fn encode_plan(plan: &Plan) -> String {
             }
         }
     }
+    let _ = write!(out, " {}", plan.units.max(1));
     out
 }
 
@@ -334,7 +335,9 @@ mod tests {
         );
         assert_eq!(
             encode_plan(&plan),
-            "1 1 1 9 3 10000 0 1 3 10000 1 11 1 2 60000 60000 5 0 1 b n n 0 1 5000 1.0 9000 0"
+            "1 1 1 9 3 10000 0 1 3 10000 1 11 1 2 60000 60000 5 0 1 b n n 0 1 5000 1.0 9000 0 1"
         );
+        // A request's cost (units) comes last.
+        assert!(encode_plan(&plan.with_units(5)).ends_with(" 9000 0 5"));
     }
 }

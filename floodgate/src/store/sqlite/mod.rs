@@ -563,6 +563,9 @@ impl Store for SqliteStore {
         self.call(now, move |w| Ok((w.read(&key, now.as_millis()), false)))
     }
 
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         if let Some(b) = &self.batched {
             // Clients in memory, then rows of the file (after the round that deletes the
