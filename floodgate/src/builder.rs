@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use crate::client::{IpSource, ProxyHeader};
 use crate::clock::Clock;
 use crate::error::ConfigError;
-use crate::gatekeeper::{GateKeeper, Shared};
+use crate::gatekeeper::{Gate, GateKeeper};
 use crate::policy::Policy;
 use crate::response::Refusal;
 use crate::rotation::Ipv6Rotation;
@@ -71,7 +71,7 @@ use crate::targeting::{
 /// the listed proxies. See the README's threat model.
 #[derive(Clone)]
 pub struct Floodgate {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Gate>,
 }
 
 impl Default for Floodgate {
@@ -90,7 +90,7 @@ impl Floodgate {
     /// A floodgate with no rules, keeping state in a [`MemoryStore`](crate::MemoryStore).
     pub fn new() -> Self {
         Floodgate {
-            shared: Arc::new(Shared::new(Settings::default())),
+            shared: Arc::new(Gate::new(Settings::default())),
         }
     }
 

@@ -25,7 +25,7 @@ use crate::top::{Offender, TopOffenders};
 
 /// A floodgate's settings (see [`Settings`]) and the runtime state that all clones of a
 /// `Floodgate` and all workers share. Reads of a setting go through `Deref`.
-pub(crate) struct Shared {
+pub(crate) struct Gate {
     pub(crate) settings: Settings,
     /// The clients refused and reported most lately (shared by every fork).
     pub(crate) top: Arc<TopOffenders>,
@@ -39,7 +39,7 @@ pub(crate) struct Shared {
     unknown_logged: AtomicBool,
 }
 
-impl std::ops::Deref for Shared {
+impl std::ops::Deref for Gate {
     type Target = Settings;
 
     fn deref(&self) -> &Settings {
@@ -47,9 +47,9 @@ impl std::ops::Deref for Shared {
     }
 }
 
-impl Shared {
+impl Gate {
     pub(crate) fn new(settings: Settings) -> Self {
-        Shared {
+        Gate {
             settings,
             scopes: Mutex::new(HashMap::new()),
             rotation_watch: Arc::default(),
@@ -62,7 +62,7 @@ impl Shared {
     /// A copy of the settings, for a builder to change, that keeps the same store, clock,
     /// scope names and IPv6 rotation watch; its log throttles start afresh.
     pub(crate) fn fork(&self) -> Self {
-        Shared {
+        Gate {
             settings: self.settings.clone(),
             scopes: Mutex::new(self.scopes.lock().map(|s| s.clone()).unwrap_or_default()),
             rotation_watch: self.rotation_watch.clone(),
@@ -183,7 +183,7 @@ impl Shared {
     }
 }
 
-impl fmt::Debug for Shared {
+impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.settings.fmt(f)
     }
@@ -217,7 +217,7 @@ impl fmt::Debug for Shared {
 /// ```
 #[derive(Clone)]
 pub struct GateKeeper {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Gate>,
 }
 
 impl fmt::Debug for GateKeeper {

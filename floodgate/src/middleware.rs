@@ -11,8 +11,8 @@ use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse, Trans
 use actix_web::Error;
 
 use crate::builder::Floodgate;
-use crate::gatekeeper::Shared;
-use crate::not_found::{NotFound, NotFoundReport};
+use crate::gatekeeper::Gate;
+use crate::not_found::{NotFoundReport, NotFoundReporter};
 use crate::outcome::FloodgateFuture;
 use crate::pipeline::{self, Facts};
 use crate::route_spec::{WorkerCtx, WorkerLink};
@@ -75,7 +75,7 @@ where
 /// The service of [`Floodgate`], one per worker.
 pub struct FloodgateMiddleware<S> {
     service: S,
-    shared: Arc<Shared>,
+    shared: Arc<Gate>,
     ctx: Rc<WorkerCtx>,
     data: Rc<Extensions>,
     plans: WorkerPlans,
@@ -117,7 +117,7 @@ where
         self.ctx.in_call.set(false);
         let route = self.ctx.mark.take();
 
-        let fut = NotFoundReport::new(fut, NotFound::new(shared, &found, &ip_key));
+        let fut = NotFoundReport::new(fut, NotFoundReporter::new(shared, &found, &ip_key));
         let facts = Facts {
             ip_key,
             excluded,

@@ -14,18 +14,18 @@ use pin_project_lite::pin_project;
 
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::state::{BanReason, ReportOutcome};
 use crate::store::StoreFuture;
-use crate::targeting::Pre;
+use crate::targeting::Findings;
 
 /// What reporting a 404 needs.
-pub(crate) struct NotFound {
-    shared: Arc<Shared>,
+pub(crate) struct NotFoundReporter {
+    shared: Arc<Gate>,
     key: ClientKey,
 }
 
-impl NotFound {
+impl NotFoundReporter {
     /// Feeds a ban this reporter caused to IPv6 rotation.
     fn note_ban(&self, until: Timestamp, now: Timestamp) {
         if let Some(step) = self
@@ -41,13 +41,13 @@ impl NotFound {
     }
 
     /// The reporter for this request, when 404s count and it can be reported.
-    pub(crate) fn new(shared: &Arc<Shared>, pre: &Pre, ip_key: &ClientKey) -> Option<Box<Self>> {
+    pub(crate) fn new(shared: &Arc<Gate>, pre: &Findings, ip_key: &ClientKey) -> Option<Box<Self>> {
         (shared.targeting.reports_not_found()
             && !pre.skip
             && !pre.probe
             && shared.ban_rule.is_some())
         .then(|| {
-            Box::new(NotFound {
+            Box::new(NotFoundReporter {
                 shared: shared.clone(),
                 key: ip_key.clone(),
             })
@@ -61,14 +61,14 @@ pin_project! {
     pub struct NotFoundReport<F, B> {
         #[pin]
         fut: F,
-        reporter: Option<Box<NotFound>>,
+        reporter: Option<Box<NotFoundReporter>>,
         // Boxed: rare, and a large response would make every request's future larger.
         held: Option<Box<(StoreFuture<ReportOutcome>, ServiceResponse<B>, bool)>>,
     }
 }
 
 impl<F, B> NotFoundReport<F, B> {
-    pub(crate) fn new(fut: F, reporter: Option<Box<NotFound>>) -> Self {
+    pub(crate) fn new(fut: F, reporter: Option<Box<NotFoundReporter>>) -> Self {
         NotFoundReport {
             fut,
             reporter,

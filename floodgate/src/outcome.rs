@@ -15,7 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::Error;
 use pin_project_lite::pin_project;
 
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::pipeline::{verdict, Ask, Begin, FieldValues, Refused, Verdict, Why};
 use crate::response::{self, Refusal, RefusalKind};
 use crate::route_spec::WorkerCtx;
@@ -31,7 +31,7 @@ pub(crate) struct RateLimitFields {
 }
 
 impl RateLimitFields {
-    fn new(shared: &Shared, values: FieldValues) -> Self {
+    fn new(shared: &Gate, values: FieldValues) -> Self {
         RateLimitFields {
             values,
             ietf: shared.ratelimit_headers,
@@ -71,7 +71,7 @@ impl RateLimitFields {
 
 /// A refusal as the error actix-web answers with: the app's refusal response (or floodgate's
 /// problem+json), `Retry-After` and the RateLimit fields. Starts the network bans it tipped.
-pub(crate) fn refusal_error(shared: &Shared, refused: Refused) -> Error {
+pub(crate) fn refusal_error(shared: &Gate, refused: Refused) -> Error {
     let Refused {
         status,
         client,
@@ -142,7 +142,7 @@ pin_project! {
         // Waiting for an asynchronous store; the route's future is not polled until allowed.
         Deciding {
             ask: Box<Ask>,
-            shared: Arc<Shared>,
+            shared: Arc<Gate>,
             fut: Option<F>,
             defer_to_route: Option<Rc<WorkerCtx>>,
         },
@@ -176,7 +176,7 @@ impl<F> FloodgateFuture<F> {
     }
 
     /// Serves `fut`, refuses, or waits for the store, as the pipeline began.
-    pub(crate) fn begin(shared: &Arc<Shared>, begin: Begin, fut: F) -> Self {
+    pub(crate) fn begin(shared: &Arc<Gate>, begin: Begin, fut: F) -> Self {
         match begin {
             Begin::Serve => Self::pass(fut),
             Begin::Refuse(refused) => Self::refused(refusal_error(shared, refused)),
@@ -195,7 +195,7 @@ impl<F> FloodgateFuture<F> {
     }
 
     fn on_verdict(
-        shared: &Shared,
+        shared: &Gate,
         verdict: Verdict,
         fut: F,
         defer_to_route: Option<Rc<WorkerCtx>>,

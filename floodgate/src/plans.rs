@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::HeaderValue;
 
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::metrics::RouteCounters;
 use crate::response;
 use crate::route_spec::{RouteCost, RouteSpec};
@@ -42,13 +42,13 @@ pub(crate) struct RoutePlans {
 }
 
 impl RoutePlan {
-    pub(crate) fn new(shared: &Shared, plan: Plan) -> Rc<RoutePlan> {
+    pub(crate) fn new(shared: &Gate, plan: Plan) -> Rc<RoutePlan> {
         RoutePlan::split(shared, plan, None)
     }
 
     /// `plan` and `shadow` (see [`split`](Self::split)) for the route labelled `label`.
     pub(crate) fn labeled(
-        shared: &Shared,
+        shared: &Gate,
         plan: Plan,
         shadow: Option<Plan>,
         label: &Arc<str>,
@@ -64,7 +64,7 @@ impl RoutePlan {
     }
 
     /// This route plan with each request using `units` (a cost function's answer).
-    pub(crate) fn with_units(&self, shared: &Shared, units: u32) -> Rc<RoutePlan> {
+    pub(crate) fn with_units(&self, shared: &Gate, units: u32) -> Rc<RoutePlan> {
         let plan = (*self.plan).clone().with_units(units);
         let shadow = self
             .shadow
@@ -84,7 +84,7 @@ impl RoutePlan {
     }
 
     /// `plan` enforcing, with `shadow` (when it counts anything) observed after it.
-    pub(crate) fn split(shared: &Shared, plan: Plan, shadow: Option<Plan>) -> Rc<RoutePlan> {
+    pub(crate) fn split(shared: &Gate, plan: Plan, shadow: Option<Plan>) -> Rc<RoutePlan> {
         let shadow = shadow
             .filter(Plan::counts)
             .map(|p| Arc::new(p.without_ban_check()));
@@ -109,7 +109,7 @@ impl RoutePlan {
 /// the global rules for this request (routing was deferred past its call), so they are left
 /// out.
 pub(crate) fn route_plans(
-    shared: &Shared,
+    shared: &Gate,
     spec: &Arc<RouteSpec>,
     global_applied: bool,
 ) -> RoutePlans {
@@ -204,7 +204,7 @@ pub(crate) fn route_plans(
 /// Checks the constant costs of `routes`: a cost above a count of a limit of its route would
 /// let no request pass.
 pub(crate) fn validate_costs(
-    shared: &Shared,
+    shared: &Gate,
     routes: &[Arc<RouteSpec>],
 ) -> Result<(), crate::error::ConfigError> {
     for spec in routes {

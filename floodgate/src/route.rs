@@ -28,7 +28,7 @@ use crate::outcome::FloodgateFuture;
 use crate::pipeline::{self, Facts};
 use crate::plans::{route_plans, RoutePlans};
 use crate::policy::{Policy, PolicyOverrides};
-use crate::route_spec::{Mark, PolicySpec, RouteSpec, WorkerLink};
+use crate::route_spec::{PolicySpec, RouteChoice, RouteSpec, WorkerLink};
 use crate::rules::Rule;
 use crate::targeting::keys::{extract_safely, Found};
 
@@ -283,7 +283,7 @@ where
                 let exempt = self.exempt(&req);
                 let key = self.route_key(&req);
                 let units = self.units(&req);
-                ctx.mark.set(Some(Mark {
+                ctx.mark.set(Some(RouteChoice {
                     spec: self.spec.clone(),
                     exempt,
                     key,
@@ -331,7 +331,7 @@ where
             ip_key: shared.key_of(ip),
             excluded: shared.excluded_methods.contains(req.method()),
             found: shared.targeting.before_routing(&req, ip),
-            route: Some(Mark {
+            route: Some(RouteChoice {
                 spec: self.spec.clone(),
                 exempt: self.exempt(&req),
                 key: self.route_key(&req),
@@ -339,7 +339,7 @@ where
             }),
         };
         let id = Arc::as_ptr(&shared) as usize;
-        let plans = |mark: &Mark| {
+        let plans = |mark: &RouteChoice| {
             let mut cache = self.plans.borrow_mut();
             let plans = match &mut *cache {
                 Some((built_for, plans)) if *built_for == id => plans,

@@ -1,6 +1,6 @@
 //! What the app-wide middleware needs to know of a route: its rules ([`RouteSpec`]), and the
 //! per-worker slot through which a route's `RouteRules` tells `Floodgate` which route routing
-//! chose ([`Mark`], [`WorkerCtx`]).
+//! chose ([`RouteChoice`], [`WorkerCtx`]).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -165,7 +165,7 @@ impl RouteSpec {
 
 /// What routing chose, written by `RouteRules` during the app-wide middleware's call.
 #[derive(Debug)]
-pub(crate) struct Mark {
+pub(crate) struct RouteChoice {
     pub(crate) spec: Arc<RouteSpec>,
     /// The policy's `request_data_check` returned true for this request.
     pub(crate) exempt: bool,
@@ -179,7 +179,7 @@ pub(crate) struct Mark {
 #[derive(Default)]
 pub(crate) struct WorkerCtx {
     pub(crate) in_call: Cell<bool>,
-    pub(crate) mark: Cell<Option<Mark>>,
+    pub(crate) mark: Cell<Option<RouteChoice>>,
     /// A route of this worker was called after `Floodgate`'s call returned (a middleware in
     /// between defers routing), and decided on its own.
     pub(crate) deferred_seen: Cell<bool>,

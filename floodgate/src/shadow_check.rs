@@ -6,14 +6,14 @@ use std::sync::Arc;
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::metrics::{Outcome, RouteCounters};
 use crate::state::{Decision, Plan};
 use crate::store::StoreFuture;
 
 /// `enforced`, then, when it allows, the shadow plan under the same key, observed only.
 pub(crate) fn then_shadow(
-    shared: &Arc<Shared>,
+    shared: &Arc<Gate>,
     mut enforced: StoreFuture<Decision>,
     key: &ClientKey,
     shadow: &Arc<Plan>,
@@ -54,7 +54,7 @@ pub(crate) fn then_shadow(
 
 /// Logs what the shadow plan would have done.
 fn observe(
-    shared: &Shared,
+    shared: &Gate,
     key: &ClientKey,
     plan: &Plan,
     r: Result<Decision, StoreError>,

@@ -107,7 +107,7 @@ impl ClientStatus {
             let info = scopes.get(id);
             let label = info.map_or_else(|| format!("scope {:016x}", id.0), |i| i.label.clone());
             match (scope, info.map(|i| &i.kind)) {
-                (Scope::Log(log), Some(ScopeKind::Rules(rules))) => {
+                (Scope::RuleLog(log), Some(ScopeKind::Rules(rules))) => {
                     for (k, rule) in rules.iter().enumerate() {
                         let (used, resets) = log.usage(rules, k, now_ms);
                         let used = u32::try_from(used).unwrap_or(u32::MAX);
@@ -124,7 +124,7 @@ impl ClientStatus {
                         });
                     }
                 }
-                (Scope::Log(log), _) => windows.push(WindowStatus {
+                (Scope::RuleLog(log), _) => windows.push(WindowStatus {
                     scope: label,
                     limit: String::from("unknown"),
                     active: log.expires > now_ms,

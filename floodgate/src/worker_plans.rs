@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::plans::{route_plans, RoutePlan, RoutePlans};
-use crate::route_spec::{Mark, RouteSpec};
+use crate::route_spec::{RouteChoice, RouteSpec};
 use crate::state::{Plan, ScopeId};
 
 /// One worker's plans, built on first use: the global rules, bans alone, each annotated
@@ -36,7 +36,7 @@ const MAX_DERIVED: usize = 4096;
 impl WorkerPlans {
     /// The plans of a worker whose app wraps `routes` (built now, so that their limits show
     /// in a client's status before their first request).
-    pub(crate) fn new(shared: &Shared, routes: &[Arc<RouteSpec>]) -> WorkerPlans {
+    pub(crate) fn new(shared: &Gate, routes: &[Arc<RouteSpec>]) -> WorkerPlans {
         let global_rules = [(ScopeId::GLOBAL, shared.global_rules.clone())];
         // In app-wide shadow mode the global rules are observed only.
         let global = if shared.shadow {
@@ -66,8 +66,8 @@ impl WorkerPlans {
     /// request is not limited; `None` when nothing applies (`#[bypass]`).
     pub(crate) fn choose(
         &self,
-        shared: &Shared,
-        route: Option<&Mark>,
+        shared: &Gate,
+        route: Option<&RouteChoice>,
         limited: bool,
     ) -> Option<Rc<RoutePlan>> {
         let Some(mark) = route else {
@@ -96,7 +96,7 @@ impl WorkerPlans {
     }
 
     /// `base` with each request using `units` (a cost function's answer).
-    pub(crate) fn costed(&self, shared: &Shared, base: Rc<RoutePlan>, units: u32) -> Rc<RoutePlan> {
+    pub(crate) fn costed(&self, shared: &Gate, base: Rc<RoutePlan>, units: u32) -> Rc<RoutePlan> {
         let cache_key = (Rc::as_ptr(&base) as usize, units);
         if let Some((_, plan)) = self.costed.borrow().get(&cache_key) {
             return plan.clone();
@@ -115,12 +115,7 @@ impl WorkerPlans {
 
     /// `base` with the rules of the targets in `bits` added: observed only for shadow
     /// targets, and for every target in app-wide shadow mode.
-    pub(crate) fn targeted(
-        &self,
-        shared: &Shared,
-        base: Rc<RoutePlan>,
-        bits: u64,
-    ) -> Rc<RoutePlan> {
+    pub(crate) fn targeted(&self, shared: &Gate, base: Rc<RoutePlan>, bits: u64) -> Rc<RoutePlan> {
         let cache_key = (Rc::as_ptr(&base) as usize, bits);
         if let Some(plan) = self.targeted.borrow().get(&cache_key) {
             return plan.clone();

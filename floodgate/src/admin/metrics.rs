@@ -12,7 +12,7 @@ use super::Settings;
 use crate::metrics::{exposition, Registry};
 
 /// The registry the admin service exposes.
-pub(crate) type Shared = Option<Arc<Registry>>;
+pub(crate) type Exposed = Option<Arc<Registry>>;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics));

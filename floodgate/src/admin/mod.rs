@@ -97,7 +97,7 @@ pub(crate) struct Settings {
     pub(crate) allow: Option<IpList>,
     /// The registry `GET /metrics` writes out.
     #[cfg(feature = "metrics")]
-    pub(crate) metrics: metrics::Shared,
+    pub(crate) metrics: metrics::Exposed,
 }
 
 impl fmt::Debug for Admin {

@@ -27,13 +27,13 @@ pub(crate) use verdict::{verdict, FieldValues, Refused, Verdict, Why};
 
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::metrics::Outcome;
 use crate::plans::RoutePlan;
-use crate::route_spec::Mark;
+use crate::route_spec::RouteChoice;
 use crate::state::Decision;
 use crate::store::StoreFuture;
-use crate::targeting::{KeyChoice, Pre};
+use crate::targeting::{Findings, KeyChoice};
 use crate::worker_plans::WorkerPlans;
 
 /// What the middleware read from a request.
@@ -43,9 +43,9 @@ pub(crate) struct Facts {
     /// Its method is one of `excluded_methods`: bans only.
     pub(crate) excluded: bool,
     /// What targeting found before routing.
-    pub(crate) found: Pre,
+    pub(crate) found: Findings,
     /// What routing chose, when the route carries floodgate rules.
-    pub(crate) route: Option<Mark>,
+    pub(crate) route: Option<RouteChoice>,
 }
 
 /// The first part of a decision.
@@ -68,14 +68,14 @@ pub(crate) struct Ask {
 
 impl Ask {
     /// The verdict, when the store answered at once.
-    pub(crate) fn ready_verdict(&mut self, shared: &Shared) -> Option<Verdict> {
+    pub(crate) fn ready_verdict(&mut self, shared: &Gate) -> Option<Verdict> {
         let result = self.decision.take_ready()?;
         Some(verdict(shared, &self.route, &self.key, result, self.now))
     }
 }
 
 /// Steps 1 to 7 for a request of the app-wide middleware.
-pub(crate) fn begin(shared: &Arc<Shared>, plans: &WorkerPlans, facts: Facts) -> Begin {
+pub(crate) fn begin(shared: &Arc<Gate>, plans: &WorkerPlans, facts: Facts) -> Begin {
     let Facts {
         ip_key,
         excluded,
@@ -83,7 +83,7 @@ pub(crate) fn begin(shared: &Arc<Shared>, plans: &WorkerPlans, facts: Facts) -> 
         route: mut mark,
     } = facts;
     // Counts a request decided before its route's plan (metrics).
-    let count = |mark: &Option<Mark>, outcome| {
+    let count = |mark: &Option<RouteChoice>, outcome| {
         if let Some(m) = &shared.metrics {
             m.request(mark.as_ref().map_or("other", |m| &m.spec.name), outcome);
         }
@@ -137,7 +137,7 @@ pub(crate) fn begin(shared: &Arc<Shared>, plans: &WorkerPlans, facts: Facts) -> 
 /// The store's decision, then the route's shadow limits when it allows (observed only), timed
 /// for metrics.
 fn ask(
-    shared: &Arc<Shared>,
+    shared: &Arc<Gate>,
     route: Rc<RoutePlan>,
     key: ClientKey,
     mut decision: StoreFuture<Decision>,
@@ -164,8 +164,8 @@ fn ask(
 /// rules and policy under its key (steps 1, 3, 4 and 7). `plans` gives the route's plans
 /// without the global rules: full, or for a request its policy exempts.
 pub(crate) fn begin_deferred(
-    shared: &Arc<Shared>,
-    plans: impl FnOnce(&Mark) -> Option<Rc<RoutePlan>>,
+    shared: &Arc<Gate>,
+    plans: impl FnOnce(&RouteChoice) -> Option<Rc<RoutePlan>>,
     facts: Facts,
 ) -> Begin {
     let Facts {

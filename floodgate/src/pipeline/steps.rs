@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::state::{BanReason, Decision, Plan};
 use crate::store::{Store, StoreFuture};
 use crate::targeting::ProbeAction;
@@ -15,7 +15,7 @@ use crate::targeting::ProbeAction;
 /// The keys whose bans refuse a request counted under `key`, besides `key` itself: the IP
 /// address's when the request is counted under another key, and the IPv6 networks around
 /// it that [`Ipv6Rotation`](crate::Ipv6Rotation) may have banned.
-pub(crate) fn ban_keys(shared: &Shared, ip_key: &ClientKey, key: &ClientKey) -> Vec<ClientKey> {
+pub(crate) fn ban_keys(shared: &Gate, ip_key: &ClientKey, key: &ClientKey) -> Vec<ClientKey> {
     let mut bans = Vec::new();
     if key != ip_key {
         bans.push(ip_key.clone());
@@ -28,7 +28,7 @@ pub(crate) fn ban_keys(shared: &Shared, ip_key: &ClientKey, key: &ClientKey) -> 
 
 /// The store operation a probe asks for, on the client's IP key.
 pub(crate) fn probe_step(
-    shared: &Shared,
+    shared: &Gate,
     ip_key: &ClientKey,
     now: Timestamp,
 ) -> Option<StoreFuture<()>> {

@@ -18,18 +18,18 @@ use crate::targeting::{DenyReason, MissingKey, ProbeBan};
 
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
-struct Gate {
-    shared: Arc<Shared>,
+struct Harness {
+    shared: Arc<Gate>,
     plans: WorkerPlans,
     clock: FakeClock,
 }
 
-fn gate(fg: Floodgate) -> Gate {
+fn gate(fg: Floodgate) -> Harness {
     let clock = FakeClock::starting_at(T0);
     let fg = fg.clock(clock.clone());
     let shared = fg.shared.clone();
     let plans = WorkerPlans::new(&shared, &[]);
-    Gate {
+    Harness {
         shared,
         plans,
         clock,
@@ -44,7 +44,7 @@ fn ip(n: u8) -> ClientKey {
     ClientKey::from_ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, n)), 64)
 }
 
-fn facts(ip_key: ClientKey, found: Pre, route: Option<Mark>) -> Facts {
+fn facts(ip_key: ClientKey, found: Findings, route: Option<RouteChoice>) -> Facts {
     Facts {
         ip_key,
         excluded: false,
@@ -53,8 +53,8 @@ fn facts(ip_key: ClientKey, found: Pre, route: Option<Mark>) -> Facts {
     }
 }
 
-fn route(bypass: bool, rules: Vec<Rule>, key: Option<Found>) -> Mark {
-    Mark {
+fn route(bypass: bool, rules: Vec<Rule>, key: Option<Found>) -> RouteChoice {
+    RouteChoice {
         spec: Arc::new(RouteSpec {
             name: Cow::Borrowed("pipeline::tests::route"),
             bypass,
@@ -71,12 +71,12 @@ fn route(bypass: bool, rules: Vec<Rule>, key: Option<Found>) -> Mark {
     }
 }
 
-fn denied_by_list() -> Pre {
-    Pre {
+fn denied_by_list() -> Findings {
+    Findings {
         deny: Some(DenyReason::List {
             name: Arc::from("bad"),
         }),
-        ..Pre::default()
+        ..Findings::default()
     }
 }
 
@@ -94,7 +94,7 @@ enum Got {
     Unavailable(u16),
 }
 
-impl Gate {
+impl Harness {
     fn got(&self, begin: Begin) -> Got {
         let verdict = match begin {
             Begin::Serve => return Got::Served,
@@ -147,21 +147,21 @@ impl Gate {
 fn the_global_rules_count_under_the_address_with_time_from_the_clock() {
     let g = gate(one_per_minute());
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), None)),
+        g.request(facts(ip(1), Findings::default(), None)),
         Got::Allowed(Some(0))
     );
     g.clock.advance(Duration::from_secs(20));
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), None)),
+        g.request(facts(ip(1), Findings::default(), None)),
         Got::Limited(0, Some(Duration::from_secs(40)))
     );
     assert_eq!(
-        g.request(facts(ip(2), Pre::default(), None)),
+        g.request(facts(ip(2), Findings::default(), None)),
         Got::Allowed(Some(0))
     );
     g.clock.advance(Duration::from_secs(40));
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), None)),
+        g.request(facts(ip(1), Findings::default(), None)),
         Got::Allowed(Some(0))
     );
 }
@@ -170,7 +170,7 @@ fn the_global_rules_count_under_the_address_with_time_from_the_clock() {
 fn step_1_an_allow_listed_client_is_served_uncounted_though_denied_and_banned() {
     let g = gate(one_per_minute());
     g.ban(&ip(1), true);
-    let found = Pre {
+    let found = Findings {
         skip: true,
         ..denied_by_list()
     };
@@ -207,15 +207,15 @@ fn step_3_a_custom_key_counts_apart_from_its_address_but_the_address_ban_applies
         ))
     };
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), keyed("a"))),
+        g.request(facts(ip(1), Findings::default(), keyed("a"))),
         Got::Allowed(Some(0))
     );
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), keyed("b"))),
+        g.request(facts(ip(1), Findings::default(), keyed("b"))),
         Got::Allowed(Some(0))
     );
     assert!(matches!(
-        g.request(facts(ip(2), Pre::default(), keyed("a"))),
+        g.request(facts(ip(2), Findings::default(), keyed("a"))),
         Got::Limited(0, _)
     ));
     assert!(
@@ -224,7 +224,7 @@ fn step_3_a_custom_key_counts_apart_from_its_address_but_the_address_ban_applies
     );
     g.ban(&ip(1), false);
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), keyed("c"))),
+        g.request(facts(ip(1), Findings::default(), keyed("c"))),
         Got::Banned(BanReason::Operator, Some(Duration::from_secs(3_600)))
     );
 }
@@ -241,23 +241,23 @@ fn step_3_a_missing_key_is_skipped_or_counted_by_address_as_configured() {
     let skip = gate(Floodgate::new().missing_key(MissingKey::Skip));
     for _ in 0..3 {
         assert_eq!(
-            skip.request(facts(ip(1), Pre::default(), missing())),
+            skip.request(facts(ip(1), Findings::default(), missing())),
             Got::Allowed(None)
         );
     }
     skip.ban(&ip(1), true);
     assert_eq!(
-        skip.request(facts(ip(1), Pre::default(), missing())),
+        skip.request(facts(ip(1), Findings::default(), missing())),
         Got::Banned(BanReason::Operator, None),
         "a skipped key still meets its address's ban"
     );
     let by_ip = gate(Floodgate::new().missing_key(MissingKey::UseIp));
     assert_eq!(
-        by_ip.request(facts(ip(1), Pre::default(), missing())),
+        by_ip.request(facts(ip(1), Findings::default(), missing())),
         Got::Allowed(Some(0))
     );
     assert!(matches!(
-        by_ip.request(facts(ip(1), Pre::default(), missing())),
+        by_ip.request(facts(ip(1), Findings::default(), missing())),
         Got::Limited(0, _)
     ));
 }
@@ -267,13 +267,13 @@ fn step_4_an_excluded_method_meets_bans_only() {
     let g = gate(one_per_minute());
     let excluded = |key| Facts {
         excluded: true,
-        ..facts(key, Pre::default(), None)
+        ..facts(key, Findings::default(), None)
     };
     for _ in 0..3 {
         assert_eq!(g.request(excluded(ip(1))), Got::Allowed(None));
     }
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), None)),
+        g.request(facts(ip(1), Findings::default(), None)),
         Got::Allowed(Some(0))
     );
     g.ban(&ip(2), true);
@@ -288,9 +288,9 @@ fn step_5_a_probe_bans_before_the_decision_it_changes() {
     let g = gate(
         one_per_minute().probe_ban(ProbeBan::new(["/.env"]).ban_for(Duration::from_secs(600))),
     );
-    let probe = Pre {
+    let probe = Findings {
         probe: true,
-        ..Pre::default()
+        ..Findings::default()
     };
     assert_eq!(
         g.request(facts(ip(1), probe, None)),
@@ -306,9 +306,9 @@ fn step_5_a_probe_bans_before_the_decision_it_changes() {
             ))
             .probe_ban(ProbeBan::new(["/.env"]).report()),
     );
-    let probe = || Pre {
+    let probe = || Findings {
         probe: true,
-        ..Pre::default()
+        ..Findings::default()
     };
     assert_eq!(g.request(facts(ip(1), probe(), None)), Got::Allowed(None));
     assert_eq!(
@@ -321,7 +321,7 @@ fn step_5_a_probe_bans_before_the_decision_it_changes() {
 fn step_7_every_rule_of_the_plan_decides_together_and_names_the_limit() {
     let g = gate(Floodgate::new().rate_limit_rules([Rule::new(5, Duration::from_secs(60))]));
     let r = || {
-        Some(Mark {
+        Some(RouteChoice {
             spec: Arc::new(RouteSpec {
                 standalone: false,
                 ..(*route(false, vec![Rule::new(2, Duration::from_secs(10))], None).spec).clone()
@@ -332,35 +332,35 @@ fn step_7_every_rule_of_the_plan_decides_together_and_names_the_limit() {
         })
     };
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), r())),
+        g.request(facts(ip(1), Findings::default(), r())),
         Got::Allowed(Some(1))
     );
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), r())),
+        g.request(facts(ip(1), Findings::default(), r())),
         Got::Allowed(Some(0))
     );
     // The route's rule (limit 1, after the global rule 0) refuses; nothing was counted.
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), r())),
+        g.request(facts(ip(1), Findings::default(), r())),
         Got::Limited(1, Some(Duration::from_secs(10)))
     );
     // The route's window passed: its rule has 1 left, the global rule 2 (3 of 5 counted).
     g.clock.advance(Duration::from_secs(10));
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), r())),
+        g.request(facts(ip(1), Findings::default(), r())),
         Got::Allowed(Some(1))
     );
     // Without the route, the global rule alone: 4, then 5 counted of 5.
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), None)),
+        g.request(facts(ip(1), Findings::default(), None)),
         Got::Allowed(Some(1))
     );
     assert_eq!(
-        g.request(facts(ip(1), Pre::default(), None)),
+        g.request(facts(ip(1), Findings::default(), None)),
         Got::Allowed(Some(0))
     );
     assert!(matches!(
-        g.request(facts(ip(1), Pre::default(), None)),
+        g.request(facts(ip(1), Findings::default(), None)),
         Got::Limited(0, _)
     ));
 }
@@ -368,7 +368,7 @@ fn step_7_every_rule_of_the_plan_decides_together_and_names_the_limit() {
 #[test]
 fn deferred_routes_decide_their_own_plan_and_skip_what_the_app_checked() {
     let g = gate(one_per_minute());
-    let own = |_: &Mark| {
+    let own = |_: &RouteChoice| {
         Some(crate::plans::RoutePlan::new(
             &g.shared,
             crate::state::Plan::new(
@@ -380,25 +380,25 @@ fn deferred_routes_decide_their_own_plan_and_skip_what_the_app_checked() {
             ),
         ))
     };
-    let late = |mark: Option<Mark>, found: Pre| {
+    let late = |mark: Option<RouteChoice>, found: Findings| {
         g.got(begin_deferred(&g.shared, own, facts(ip(1), found, mark)))
     };
-    assert_eq!(late(None, Pre::default()), Got::Served);
+    assert_eq!(late(None, Findings::default()), Got::Served);
     assert_eq!(
-        late(Some(route(true, vec![], None)), Pre::default()),
+        late(Some(route(true, vec![], None)), Findings::default()),
         Got::Served
     );
-    let allowed = Pre {
+    let allowed = Findings {
         skip: true,
-        ..Pre::default()
+        ..Findings::default()
     };
     assert_eq!(late(Some(route(false, vec![], None)), allowed), Got::Served);
     assert_eq!(
-        late(Some(route(false, vec![], None)), Pre::default()),
+        late(Some(route(false, vec![], None)), Findings::default()),
         Got::Allowed(Some(0))
     );
     assert_eq!(
-        late(Some(route(false, vec![], None)), Pre::default()),
+        late(Some(route(false, vec![], None)), Findings::default()),
         Got::Limited(0, Some(Duration::from_secs(30)))
     );
     // A deny was the app-wide middleware's to refuse: not checked again.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::gatekeeper::Shared;
+use crate::gatekeeper::Gate;
 use crate::metrics::{BanKind, Outcome, RouteCounters};
 use crate::plans::RoutePlan;
 use crate::response;
@@ -80,7 +80,7 @@ impl Refused {
 
 /// The verdict on the store's answer for `key` under `route` at `now`.
 pub(crate) fn verdict(
-    shared: &Shared,
+    shared: &Gate,
     route: &Rc<RoutePlan>,
     key: &ClientKey,
     result: Result<Decision, StoreError>,
@@ -231,13 +231,13 @@ fn count(c: &RouteCounters, route: &RoutePlan, decision: &Decision) {
 }
 
 /// A client refused by a deny list, a country rule or a denying target (403, permanent).
-pub(crate) fn denied(shared: &Shared, client: &ClientKey, reason: DenyReason) -> Refused {
+pub(crate) fn denied(shared: &Gate, client: &ClientKey, reason: DenyReason) -> Refused {
     log::debug!(target: shared.log_target(), "floodgate: {} denied ({reason:?})", client.logged());
     Refused::new(FORBIDDEN, client, None, Why::Denied(reason))
 }
 
 /// A request without the key its route is counted under ([`MissingKey::Refuse`](crate::MissingKey::Refuse)).
-pub(crate) fn key_missing(shared: &Shared, client: &ClientKey, status: u16) -> Refused {
+pub(crate) fn key_missing(shared: &Gate, client: &ClientKey, status: u16) -> Refused {
     log::debug!(target: shared.log_target(),
         "floodgate: {} sent no key; refused with {status}",
         client.logged()

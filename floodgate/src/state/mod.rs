@@ -18,7 +18,7 @@ mod times;
 mod window;
 
 pub use client_state::ClientState;
-pub(crate) use scope::{Log, PolicyState, Scope, Windows};
+pub(crate) use scope::{PolicyState, RuleLog, Scope, Windows};
 pub(crate) use stake::Stake;
 pub(crate) use times::Times;
 pub(crate) use window::{is_bounded, Window};
@@ -323,4 +323,4 @@ pub enum ReportOutcome {
 
 /// Re-exported for the memory store's test of its documented sizes.
 #[cfg(test)]
-pub(crate) use client_state::Rare;
+pub(crate) use client_state::Extras;

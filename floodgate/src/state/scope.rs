@@ -10,7 +10,7 @@ use crate::rules::Rule;
 /// A sliding log: the times of accepted requests, oldest first, for the scope's rules of
 /// small counts, and a bounded [`Window`] per rule of a larger count (see `window.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Log {
+pub(crate) struct RuleLog {
     pub(crate) times: Times,
     pub(crate) expires: u64,
     /// One window per rule above [`EXACT_MAX`](super::window::EXACT_MAX), in the rules'
@@ -28,7 +28,7 @@ fn window_index(rules: &[Rule], k: usize) -> Option<usize> {
         .then(|| rules[..k].iter().filter(|r| is_bounded(r.count())).count())
 }
 
-impl Log {
+impl RuleLog {
     /// How many entries lie in `(now - window, now]`.
     fn in_window(&self, now: u64, window: u64) -> usize {
         let floor = now.saturating_sub(window);
@@ -223,14 +223,14 @@ impl PolicyState {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Scope {
-    Log(Log),
+    RuleLog(RuleLog),
     Policy(Box<PolicyState>),
 }
 
 impl Scope {
     pub(super) fn expires(&self) -> u64 {
         match self {
-            Scope::Log(log) => log.expires,
+            Scope::RuleLog(log) => log.expires,
             Scope::Policy(p) => p.expires,
         }
     }

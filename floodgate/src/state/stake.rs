@@ -60,7 +60,7 @@ impl ClientState {
                             || p.blocked_until > now
                             || p.punished_until > now)
                 }
-                Scope::Log(_) => false,
+                Scope::RuleLog(_) => false,
             });
         if escalation {
             Stake::Escalation

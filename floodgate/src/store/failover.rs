@@ -155,7 +155,7 @@ impl<P: Store, B: Store> FailoverStore<P, B> {
     }
 
     /// Records the primary's answer; returns the error when it failed.
-    fn settle<T>(
+    fn note_primary_answer<T>(
         &self,
         result: Result<T, StoreError>,
         probe: bool,
@@ -221,7 +221,10 @@ impl<P: Store, B: Store> FailoverStore<P, B> {
         };
         let mut fut = on_primary(&self.primary);
         if let Some(result) = fut.take_ready() {
-            return match (self.settle(result, probe, now_ms), &self.backup) {
+            return match (
+                self.note_primary_answer(result, probe, now_ms),
+                &self.backup,
+            ) {
                 (Ok(v), _) => StoreFuture::ready(Ok(v)),
                 (Err(_), Some(b)) => on_backup(b),
                 (Err(e), None) => StoreFuture::ready(Err(e)),
@@ -230,7 +233,10 @@ impl<P: Store, B: Store> FailoverStore<P, B> {
         let this = self.clone();
         StoreFuture::pending(async move {
             let result = fut.await;
-            match (this.settle(result, probe, now_ms), &this.backup) {
+            match (
+                this.note_primary_answer(result, probe, now_ms),
+                &this.backup,
+            ) {
                 (Ok(v), _) => Ok(v),
                 (Err(_), Some(b)) => on_backup(b).await,
                 (Err(e), None) => Err(e),

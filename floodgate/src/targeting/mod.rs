@@ -97,7 +97,7 @@ impl fmt::Debug for Targeting {
 
 /// What targeting found before routing.
 #[derive(Default)]
-pub(crate) struct Pre {
+pub(crate) struct Findings {
     /// Allow-listed: nothing applies.
     pub(crate) skip: bool,
     pub(crate) deny: Option<DenyReason>,
@@ -122,8 +122,8 @@ pub(crate) enum KeyChoice {
 }
 
 impl Targeting {
-    pub(crate) fn before_routing(&self, req: &ServiceRequest, ip: Option<IpAddr>) -> Pre {
-        let mut pre = Pre::default();
+    pub(crate) fn before_routing(&self, req: &ServiceRequest, ip: Option<IpAddr>) -> Findings {
+        let mut pre = Findings::default();
         if let Some(ip) = ip {
             if self.allow.iter().any(|l| l.contains(ip)) {
                 pre.skip = true;
@@ -181,7 +181,11 @@ impl Targeting {
     }
 
     /// The key: the route's extractor's (found during routing), else the app's, else the IP.
-    pub(crate) fn choose_key(&self, pre: &mut Pre, route_key: Option<keys::Found>) -> KeyChoice {
+    pub(crate) fn choose_key(
+        &self,
+        pre: &mut Findings,
+        route_key: Option<keys::Found>,
+    ) -> KeyChoice {
         let found = match route_key.or_else(|| pre.app_key.take()) {
             None => return KeyChoice::Ip,
             Some(found) => found,

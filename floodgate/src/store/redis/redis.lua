@@ -158,7 +158,7 @@ local function log_window(log, rules, k)
   return nil
 end
 
--- Log::shape_windows: one window per large rule, a new one seeded with the log's times.
+-- RuleLog::shape_windows: one window per large rule, a new one seeded with the log's times.
 local function shape_windows(log, rules)
   local old, wins = log.wins or {}, {}
   local fits = log.wins ~= nil
@@ -363,7 +363,7 @@ local function policy_mut(st, id)
   return st.scopes[i]
 end
 
--- Log::in_window: entries in (now - window, now].
+-- RuleLog::in_window: entries in (now - window, now].
 local function in_window(log, now, window)
   local floor = ssub(now, window)
   local first = 0
@@ -373,7 +373,7 @@ local function in_window(log, now, window)
   return #log.times - first
 end
 
--- Log::refusal (rule k of lp, for a request of `units`)
+-- RuleLog::refusal (rule k of lp, for a request of `units`)
 local function refusal(log, lp, k, now, units)
   local rule = lp.rules[k]
   units = mmax(units, 1)
@@ -388,7 +388,7 @@ local function refusal(log, lp, k, now, units)
   return nil
 end
 
--- Log::quota
+-- RuleLog::quota
 local function log_quota(log, lp, k, now)
   local rule = lp.rules[k]
   local w = log_window(log, lp.rules, k)
@@ -400,7 +400,7 @@ local function log_quota(log, lp, k, now)
   return remaining, reset
 end
 
--- Log::push
+-- RuleLog::push
 local function push(log, lp, now, units)
   units = mmax(units, 1)
   if lp.bounded > 0 then

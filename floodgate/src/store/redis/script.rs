@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::clock::{duration_millis, Timestamp};
 use crate::error::StoreError;
 use crate::state::{
-    BanReason, ClientState, Decision, LimitReason, Log, Plan, PolicyState, Quota, Scope, ScopeId,
-    Times, Window, Windows,
+    BanReason, ClientState, Decision, LimitReason, Plan, PolicyState, Quota, RuleLog, Scope,
+    ScopeId, Times, Window, Windows,
 };
 
 /// The decision core in Lua (see the module docs).
@@ -213,7 +213,7 @@ pub(super) fn decode_state(blob: &str) -> Option<ClientState> {
             } else {
                 None
             };
-            Scope::Log(Log {
+            Scope::RuleLog(RuleLog {
                 times,
                 expires,
                 windows,
@@ -296,7 +296,7 @@ mod tests {
         // Format 2: a log with the bounded window of a rule of 1,000 per minute.
         let blob = "2 1700000000000 0 0 0 0 1 L 42 1700000060000 0 1 1000 1700000000 2 0 7 61 3";
         let st = decode_state(blob).unwrap();
-        let Scope::Log(log) = &st.scopes[0].1 else {
+        let Scope::RuleLog(log) = &st.scopes[0].1 else {
             panic!("log")
         };
         let w = &log.windows.as_ref().unwrap().0[0];

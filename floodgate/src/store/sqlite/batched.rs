@@ -241,7 +241,7 @@ impl Worker {
             };
             self.round(b);
             if !batch.is_empty() {
-                self.settle(&mut batch, |w, jobs| w.transaction(jobs, true).map(|_| ()));
+                self.finish_batch(&mut batch, |w, jobs| w.transaction(jobs, true).map(|_| ()));
             }
             let latest = b.latest.load(Ordering::Relaxed);
             if latest >= self.next_sweep && latest > 0 {

@@ -22,9 +22,12 @@ use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 mod bans;
 mod batched;
 mod checkpoint;
+mod durability;
 mod rows;
 mod schema;
 mod thread;
+
+pub use durability::Durability;
 
 use batched::{spill_rows, Batched, BatchedRef};
 use checkpoint::{start_checkpointer, CHECKPOINT_PAGES};
@@ -38,69 +41,6 @@ pub const DEFAULT_TABLE: &str = "floodgate_clients";
 /// The longest busy timeout SQLite takes (`sqlite3_busy_timeout` counts ms in a C `int`;
 /// rusqlite panics past it).
 const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
-
-/// How durable an answered decision is. Bans, blacklists, blocks and block counts are always
-/// on disk (fsynced) before the request that caused them is answered, in every mode; the modes
-/// differ only for plain counting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Every answered decision is fsynced (`PRAGMA synchronous = FULL`): nothing is lost even
-    /// when the machine loses power. Costs one fsync per batch of decisions.
-    Full,
-    /// SQLite's `synchronous = NORMAL` in WAL mode for counting: an answered decision survives
-    /// the process being killed (it is in the WAL, handed to the OS), but a power loss or an OS
-    /// crash may roll back the last counts (clients then get a few more requests than their
-    /// quota). A batch that bans, blacklists, blocks or changes a block count is committed with
-    /// `synchronous = FULL`, so those are never lost. The default: counting is much faster on
-    /// disks where fsync is slow.
-    #[default]
-    Normal,
-    /// The fastest mode, for one process that owns the file. Client state is kept in this
-    /// process's memory (a bounded [`MemoryStore`]) and decided there, on the request path,
-    /// with no wait for the store thread; the store thread writes changed clients behind, in
-    /// one transaction per round, a round every
-    /// [`flush_interval`](SqliteStoreBuilder::flush_interval) (100 ms by default). A change
-    /// to a ban, a blacklist, a block or a block count starts a round at once and is answered
-    /// only once that round is committed with `synchronous = FULL`.
-    ///
-    /// The cost: the counts answered in the last round before a crash (the process killed,
-    /// or the machine) may be lost, so a client may get that many more requests after a
-    /// restart; a clean shutdown (the store dropped) writes everything. And the file is
-    /// locked to this process for as long as the store is open (`locking_mode = EXCLUSIVE`):
-    /// another process that opens it waits [`busy_timeout`](SqliteStoreBuilder::busy_timeout)
-    /// and then gets a clear error. Fleets of processes on one file use
-    /// [`Normal`](Durability::Normal) or [`Full`](Durability::Full), where every decision is
-    /// made in the file.
-    ///
-    /// Clients beyond [`memory_clients`](SqliteStoreBuilder::memory_clients) are evicted from
-    /// memory as the memory store does and stay in the file; a request from one of them
-    /// (and the first request of each client after a restart) loads its state first.
-    ///
-    /// **Memory is bounded**, whatever the clients and whatever the file does, with `M` =
-    /// [`memory_clients`](SqliteStoreBuilder::memory_clients) and `S` =
-    /// [`spilled_clients`](SqliteStoreBuilder::spilled_clients) (default `M`):
-    ///
-    /// - the clients in memory: a [`MemoryStore`] of `M` clients (about 120 to 200 bytes
-    ///   each under one small rule or policy; see its docs);
-    /// - the index of clients whose state is only in the file: at most `S` records of 50
-    ///   to 90 bytes (plus custom keys' length). Past it, a client unknown to memory is
-    ///   looked up in the file before it is treated as new (one read on the store thread,
-    ///   as in [`Normal`](Durability::Normal)), so a ban in the file is never missed. At
-    ///   open, at most `S` rows are indexed; a file with more is handled the same way;
-    /// - the changes waiting for a round: one per client (the newest), at most `M` changed
-    ///   clients in memory and `M` evicted ones between two rounds;
-    /// - when rounds fail (a full disk, a broken file), their changes are kept, one per
-    ///   client, and written by the next round that succeeds; once `M` of them wait, the
-    ///   memory store takes no new client: a request that needs one waits for the next
-    ///   round and, when it fails too, fails with it (the
-    ///   [`StoreFailure`](crate::StoreFailure) policy applies). Clients already in memory,
-    ///   and so every ban and blacklist there, go on being decided. In all, at most about
-    ///   `3 × M` changes (each a key and its encoded state, tens to hundreds of bytes).
-    ///
-    /// [`SqliteStore::batched_usage`] reports these figures.
-    Batched,
-}
 
 /// Client state in an SQLite database file, shared by every process that opens the file.
 ///
@@ -161,7 +101,7 @@ pub enum Durability {
 ///   the store thread and back, then reads and writes its row; [`Durability::Batched`]
 ///   decides in memory. The figures against the memory store, and the command that measures
 ///   them, are in
-///   [BENCHMARKS.md](https://github.com/floodgate-rs/floodgate/blob/main/BENCHMARKS.md#sqlite-store-against-the-memory-store-testsbenchsqlite_vs_memorysh).
+///   [BENCHMARKS.md](https://github.com/floodgate-rs/floodgate/blob/main/BENCHMARKS.md#sqlite-store-against-the-memory-store-benchessqlite-vs-memorysh).
 pub struct SqliteStore {
     jobs: SyncSender<Job>,
     path: PathBuf,
@@ -373,15 +313,6 @@ impl SqliteStoreBuilder {
             thread: batched.is_some().then_some(thread),
             batched,
         })
-    }
-}
-
-impl Durability {
-    fn pragma(self) -> &'static str {
-        match self {
-            Durability::Full => "FULL",
-            Durability::Normal | Durability::Batched => "NORMAL",
-        }
     }
 }
 
@@ -601,113 +532,4 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// Waits for a store answer on this thread.
-    pub(super) fn wait<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
-        use std::future::Future;
-        use std::task::{Context, Poll, Wake, Waker};
-        struct Unpark(std::thread::Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(r) = std::pin::Pin::new(&mut f).poll(&mut cx) {
-                return r;
-            }
-            std::thread::park();
-        }
-    }
-
-    #[test]
-    fn a_busy_timeout_of_duration_max_opens() {
-        let dir = std::env::temp_dir().join(format!("floodgate-busy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = SqliteStore::builder(dir.join("busy.db"))
-            .busy_timeout(Duration::MAX)
-            .open();
-        assert!(store.is_ok(), "{store:?}");
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn no_batch_fails_on_durations_of_duration_max_or_times_at_the_end_of_time() {
-        use crate::policy::{Adaptive, Policy, Punishment};
-        use crate::rules::Rule;
-        use crate::state::ScopeId;
-        let dir = std::env::temp_dir().join(format!("floodgate-extreme-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let policy = Policy::new(1, Duration::MAX)
-            .cooldown(Duration::MAX)
-            .block_duration(Duration::MAX)
-            .block_limit(1)
-            .max_window_duration(Some(Duration::MAX))
-            .punishment(Punishment::Ban(Duration::MAX))
-            .adaptive(Adaptive {
-                factor: f64::MAX,
-                max: Duration::MAX,
-                jitter: Duration::MAX,
-            });
-        let plan = Arc::new(Plan::new(
-            [(ScopeId::GLOBAL, vec![Rule::new(u32::MAX, Duration::MAX)])],
-            Some((ScopeId::named("p"), policy)),
-        ));
-        let ban_rule = BanRule::new(2, Duration::MAX, Duration::MAX);
-        for (i, durability) in [Durability::Normal, Durability::Full, Durability::Batched]
-            .into_iter()
-            .enumerate()
-        {
-            let store = SqliteStore::builder(dir.join(format!("extreme-{i}.db")))
-                .durability(durability)
-                .sweep_interval(Duration::MAX)
-                .busy_timeout(Duration::MAX)
-                .open()
-                .unwrap();
-            for (n, now) in [1, 1_700_000_000_000, u64::MAX - 1, u64::MAX]
-                .into_iter()
-                .enumerate()
-            {
-                let now = Timestamp::from_millis(now);
-                let c = ClientKey::custom(format!("c{n}"));
-                let first = wait(store.check(&c, &plan, now)).expect("first");
-                assert!(first.is_allowed(), "{durability:?} {now}: {first:?}");
-                // The cooldown of Duration::MAX refuses the next one (at the end of time,
-                // the cooldown is over: it ends at the end of time).
-                let second = wait(store.check(&c, &plan, now)).expect("second");
-                assert_eq!(
-                    second.is_allowed(),
-                    now == Timestamp::NEVER,
-                    "{durability:?} {now}: {second:?}"
-                );
-                wait(store.report(&c, &ban_rule, now)).expect("report");
-                let out = wait(store.report(&c, &ban_rule, now)).expect("report");
-                wait(store.ban(&c, Some(now + Duration::MAX), now)).expect("ban");
-                let state = wait(store.state(&c, now)).expect("state");
-                // At the end of time itself, every state has expired at once.
-                if now < Timestamp::NEVER {
-                    assert_eq!(
-                        out,
-                        ReportOutcome::Banned {
-                            until: Timestamp::NEVER
-                        }
-                    );
-                    let state = state.expect("kept forever");
-                    assert_eq!(state.expires_at(), Timestamp::NEVER);
-                    assert!(matches!(
-                        wait(store.check(&c, &plan, now)).expect("third"),
-                        Decision::Banned { until: None, .. }
-                    ));
-                }
-                wait(store.unban(&c, now)).expect("unban");
-                wait(store.sweep(now)).expect("sweep");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+pub(super) mod tests;

@@ -53,7 +53,7 @@ pub(super) fn durable_part(state: &ClientState) -> DurablePart {
         .iter()
         .filter_map(|(_, scope)| match scope {
             Scope::Policy(p) => Some((p.blocked_until, p.block_count, p.punished_until)),
-            Scope::Log(_) => None,
+            Scope::RuleLog(_) => None,
         })
         .collect();
     (state.ban_slot(), policies)

@@ -198,7 +198,7 @@ impl Worker {
             batch.push(first);
             self.fill(&mut batch, &rx);
             let latest = batch.iter().map(|j| j.now()).max().unwrap_or(0);
-            self.settle(&mut batch, Worker::execute);
+            self.finish_batch(&mut batch, Worker::execute);
             if latest >= self.next_sweep {
                 self.sweep_step(latest);
             }
@@ -217,7 +217,7 @@ impl Worker {
 
     /// Runs the batch with `run`, then answers each job: its result, or the failure of the
     /// batch (rolled back) for all of them.
-    pub(super) fn settle(
+    pub(super) fn finish_batch(
         &mut self,
         batch: &mut Vec<Job>,
         run: impl FnOnce(&mut Worker, &mut [Job]) -> rusqlite::Result<()>,
