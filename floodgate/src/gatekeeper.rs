@@ -248,7 +248,7 @@ impl GateKeeper {
 
     /// Records one offence for this request's client (a failed login, say).
     ///
-    /// When the [`BanRule`]'s count of offences lies within its window, the client is banned at
+    /// When the [`BanRule`](crate::BanRule)'s count of offences lies within its window, the client is banned at
     /// once, for the rule's duration from this offence. When this returns, the offence is
     /// stored and any ban it triggered is in force. It never fails the handler: without a ban
     /// rule it does nothing (and returns `None`), and a store failure is logged and returns

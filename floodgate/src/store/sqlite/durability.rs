@@ -1,5 +1,10 @@
 //! [`Durability`]: what an answered decision of the SQLite store survives.
 
+#[cfg(doc)]
+use super::SqliteStore;
+#[cfg(doc)]
+use crate::MemoryStore;
+
 /// How durable an answered decision is. Bans, blacklists, blocks and block counts are always
 /// on disk (fsynced) before the request that caused them is answered, in every mode; the modes
 /// differ only for plain counting.
@@ -18,10 +23,10 @@ pub enum Durability {
     #[default]
     Normal,
     /// The fastest mode, for one process that owns the file. Client state is kept in this
-    /// process's memory (a bounded [`MemoryStore`]) and decided there, on the request path,
+    /// process's memory (a bounded [`MemoryStore`](crate::MemoryStore)) and decided there, on the request path,
     /// with no wait for the store thread; the store thread writes changed clients behind, in
     /// one transaction per round, a round every
-    /// [`flush_interval`](SqliteStoreBuilder::flush_interval) (100 ms by default). A change
+    /// [`flush_interval`](super::SqliteStoreBuilder::flush_interval) (100 ms by default). A change
     /// to a ban, a blacklist, a block or a block count starts a round at once and is answered
     /// only once that round is committed with `synchronous = FULL`.
     ///
@@ -29,18 +34,18 @@ pub enum Durability {
     /// or the machine) may be lost, so a client may get that many more requests after a
     /// restart; a clean shutdown (the store dropped) writes everything. And the file is
     /// locked to this process for as long as the store is open (`locking_mode = EXCLUSIVE`):
-    /// another process that opens it waits [`busy_timeout`](SqliteStoreBuilder::busy_timeout)
+    /// another process that opens it waits [`busy_timeout`](super::SqliteStoreBuilder::busy_timeout)
     /// and then gets a clear error. Fleets of processes on one file use
     /// [`Normal`](Durability::Normal) or [`Full`](Durability::Full), where every decision is
     /// made in the file.
     ///
-    /// Clients beyond [`memory_clients`](SqliteStoreBuilder::memory_clients) are evicted from
+    /// Clients beyond [`memory_clients`](super::SqliteStoreBuilder::memory_clients) are evicted from
     /// memory as the memory store does and stay in the file; a request from one of them
     /// (and the first request of each client after a restart) loads its state first.
     ///
     /// **Memory is bounded**, whatever the clients and whatever the file does, with `M` =
-    /// [`memory_clients`](SqliteStoreBuilder::memory_clients) and `S` =
-    /// [`spilled_clients`](SqliteStoreBuilder::spilled_clients) (default `M`):
+    /// [`memory_clients`](super::SqliteStoreBuilder::memory_clients) and `S` =
+    /// [`spilled_clients`](super::SqliteStoreBuilder::spilled_clients) (default `M`):
     ///
     /// - the clients in memory: a [`MemoryStore`] of `M` clients (about 120 to 200 bytes
     ///   each under one small rule or policy; see its docs);
