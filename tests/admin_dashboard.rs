@@ -258,3 +258,77 @@ async fn client_keys_are_escaped_and_the_cookie_cannot_change_bans() {
     .await;
     assert_eq!(forged.code(), 401);
 }
+
+#[floodgate::specific(rate_limit_rules = [(1, "1m")], standalone)]
+#[get("/search")]
+async fn search() -> &'static str {
+    "results"
+}
+
+#[floodgate::specific(rate_limit_rules = [(1, "1m")], standalone, shadow)]
+#[get("/trial")]
+async fn trial() -> &'static str {
+    "trial"
+}
+
+#[actix_web::test]
+async fn the_dashboard_shows_the_limits_and_each_routes_recent_refusals_shadow_ones_too() {
+    let clock = FakeClock::starting_at(START);
+    let fg = Floodgate::new()
+        .clock(clock.clone())
+        .ip_header(IP_HEADER)
+        .rate_limit_rules([floodgate::Rule::new(100, secs(60))]);
+    let srv = {
+        let fg = fg.clone();
+        actix_test::start_with(server_config(), move || {
+            App::new()
+                .wrap(fg.clone())
+                .service(search)
+                .service(trial)
+                .service(fg.admin("/_floodgate").token(TOKEN))
+        })
+    };
+    let (session, csrf) = sign_in(&srv).await;
+    let quiet = dashboard(&srv, &session, &csrf).await;
+    let quiet = std::str::from_utf8(&quiet.body).unwrap().to_owned();
+    assert!(quiet.contains("No refusals lately."), "{quiet}");
+
+    let mut search_codes = Vec::new();
+    let mut trial_codes = Vec::new();
+    for _ in 0..3 {
+        search_codes.push(get_as(&srv, "/search", "198.51.100.7").await.code());
+        trial_codes.push(get_as(&srv, "/trial", "198.51.100.7").await.code());
+    }
+    assert_eq!(search_codes, [200, 429, 429]);
+    assert_eq!(trial_codes, [200, 200, 200], "shadow mode serves");
+
+    let page = dashboard(&srv, &session, &csrf).await;
+    assert_eq!(page.code(), 200);
+    let html = std::str::from_utf8(&page.body).unwrap();
+    let routes = &html[html.find("id=\"routes\"").expect("the routes table")..];
+    let row = |route: &str| {
+        let start = routes
+            .find(&format!(">{route}<"))
+            .unwrap_or_else(|| panic!("{route}: {routes}"));
+        let end = routes[start..].find("</tr>").unwrap() + start;
+        routes[start..end].to_owned()
+    };
+    assert!(
+        row("admin_dashboard::search").contains("<td>2</td><td>0</td>"),
+        "{routes}"
+    );
+    assert!(
+        row("admin_dashboard::trial").contains("<td>0</td><td>2</td>"),
+        "{routes}"
+    );
+    // The limits in force: the global rule and each route's own.
+    let limits = &html[html.find("id=\"limits\"").expect("the limits table")..];
+    assert!(limits.contains("100/1m"), "{limits}");
+    assert!(limits.contains("rules admin_dashboard::search"), "{limits}");
+
+    // Twenty minutes on, the refusals are no longer recent.
+    clock.advance(secs(20 * 60 + 1));
+    let later = dashboard(&srv, &session, &csrf).await;
+    let later = std::str::from_utf8(&later.body).unwrap().to_owned();
+    assert!(later.contains("No refusals lately."), "{later}");
+}

@@ -29,6 +29,8 @@ pub(crate) struct Gate {
     pub(crate) settings: Settings,
     /// The clients refused and reported most lately (shared by every fork).
     pub(crate) top: Arc<TopOffenders>,
+    /// Each route's recent refusals (shared by every fork).
+    pub(crate) route_refusals: Arc<crate::route_refusals::RouteRefusals>,
     /// What each scope id stands for, filled as plans are built; read by `status`.
     pub(crate) scopes: Mutex<HashMap<ScopeId, ScopeInfo>>,
     /// The bans seen per IPv6 network (shared by every fork of these settings).
@@ -56,6 +58,7 @@ impl Gate {
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
             top: Arc::default(),
+            route_refusals: Arc::default(),
         }
     }
 
@@ -69,6 +72,7 @@ impl Gate {
             last_failure_log: AtomicU64::new(0),
             unknown_logged: AtomicBool::new(false),
             top: self.top.clone(),
+            route_refusals: self.route_refusals.clone(),
         }
     }
 

@@ -123,6 +123,7 @@ mod policy;
 mod response;
 mod rotation;
 mod route;
+mod route_refusals;
 mod route_spec;
 mod rules;
 mod settings;

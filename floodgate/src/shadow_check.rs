@@ -19,19 +19,28 @@ pub(crate) fn then_shadow(
     shadow: &Arc<Plan>,
     now: Timestamp,
     counters: Option<Arc<RouteCounters>>,
+    route: Arc<str>,
 ) -> StoreFuture<Decision> {
     match enforced.take_ready() {
         Some(Ok(allowed @ Decision::Allowed { .. })) => {
             let mut observed = shared.store.check(key, shadow, now);
             match observed.take_ready() {
                 Some(r) => {
-                    observe(shared, key, shadow, r, counters.as_deref());
+                    observe(shared, key, shadow, r, counters.as_deref(), &route, now);
                     StoreFuture::ready(Ok(allowed))
                 }
                 None => {
                     let (shared, key, shadow) = (shared.clone(), key.clone(), shadow.clone());
                     StoreFuture::pending(async move {
-                        observe(&shared, &key, &shadow, observed.await, counters.as_deref());
+                        observe(
+                            &shared,
+                            &key,
+                            &shadow,
+                            observed.await,
+                            counters.as_deref(),
+                            &route,
+                            now,
+                        );
                         Ok(allowed)
                     })
                 }
@@ -44,7 +53,7 @@ pub(crate) fn then_shadow(
                 let allowed = enforced.await?;
                 if allowed.is_allowed() {
                     let r = shared.store.check(&key, &shadow, now).await;
-                    observe(&shared, &key, &shadow, r, counters.as_deref());
+                    observe(&shared, &key, &shadow, r, counters.as_deref(), &route, now);
                 }
                 Ok(allowed)
             })
@@ -59,10 +68,15 @@ fn observe(
     plan: &Plan,
     r: Result<Decision, StoreError>,
     counters: Option<&RouteCounters>,
+    route: &str,
+    now: Timestamp,
 ) {
-    if let (Ok(d), Some(c)) = (&r, counters) {
+    if let Ok(d) = &r {
         if !d.is_allowed() {
-            c.count(Outcome::ShadowLimited);
+            if let Some(c) = counters {
+                c.count(Outcome::ShadowLimited);
+            }
+            shared.route_refusals.shadow_refused(route, now);
         }
     }
     match r {

@@ -14,6 +14,7 @@ use super::session::{
 };
 use super::Settings;
 use crate::clock::Timestamp;
+use crate::status::ScopeKind;
 use crate::store::bans::BanPage;
 
 /// Bans shown on the page (the API pages through the rest).
@@ -173,15 +174,75 @@ async fn page(s: web::Data<Settings>, req: HttpRequest) -> HttpResponse {
         }
         top.push_str("</table>");
     }
+    let routes = routes_html(shared, now);
     let body = format!(
         "<header><h1>floodgate</h1><form class=\"inline\" method=\"post\" action=\"{p}/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Sign out</button>\
-         </form></header><p>Times are UTC; now {now}.</p><h2>Store</h2>{health}{bans}{top}",
+         </form></header><p>Times are UTC; now {now}.</p><h2>Store</h2>{health}{bans}{top}{routes}",
         p = escape(&s.path)
     );
     let mut res = html(StatusCode::OK, shell(&s, &body));
     let _ = res.add_cookie(&cookie(&s, &req, CSRF_COOKIE, csrf));
     res
+}
+
+/// The limits in force (each scope's rules or policy) and each route's recent refusals,
+/// shadow mode's would-be refusals among them.
+fn routes_html(shared: &crate::gatekeeper::Gate, now: Timestamp) -> String {
+    let mut out = String::from("<h2>Limits</h2>");
+    let mut limits: Vec<(String, String)> = shared
+        .scopes
+        .lock()
+        .map(|scopes| {
+            scopes
+                .values()
+                .map(|info| {
+                    let what = match &info.kind {
+                        ScopeKind::Rules(rules) => rules
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        ScopeKind::Policy(p) => format!("policy {p}"),
+                    };
+                    (info.label.clone(), what)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    limits.sort();
+    if limits.is_empty() {
+        out.push_str("<p>No limits.</p>");
+    } else {
+        out.push_str("<table id=\"limits\"><tr><th>Scope</th><th>Limits</th></tr>");
+        for (label, what) in limits {
+            out.push_str(&format!(
+                "<tr><td class=\"key\">{}</td><td>{}</td></tr>",
+                escape(&label),
+                escape(&what)
+            ));
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("<h2>Refusals by route (last 10 to 20 minutes)</h2>");
+    let recent = shared.route_refusals.recent(now);
+    if recent.is_empty() {
+        out.push_str("<p>No refusals lately.</p>");
+    } else {
+        out.push_str(
+            "<table id=\"routes\"><tr><th>Route</th><th>Refused</th><th>Shadow mode would have refused</th></tr>",
+        );
+        for r in recent {
+            out.push_str(&format!(
+                "<tr><td class=\"key\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&r.route),
+                r.refused,
+                r.shadow
+            ));
+        }
+        out.push_str("</table>");
+    }
+    out
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {

@@ -82,10 +82,17 @@ pub(crate) fn begin(shared: &Arc<Gate>, plans: &WorkerPlans, facts: Facts) -> Be
         mut found,
         route: mut mark,
     } = facts;
-    // Counts a request decided before its route's plan (metrics).
+    // Counts a request decided before its route's plan (metrics, and the recent refusals
+    // per route).
     let count = |mark: &Option<RouteChoice>, outcome| {
+        let route = mark.as_ref().map_or("other", |m| &*m.spec.name);
+        match outcome {
+            Outcome::Denied => shared.route_refusals.refused(route, shared.now()),
+            Outcome::ShadowLimited => shared.route_refusals.shadow_refused(route, shared.now()),
+            _ => {}
+        }
         if let Some(m) = &shared.metrics {
-            m.request(mark.as_ref().map_or("other", |m| &m.spec.name), outcome);
+            m.request(route, outcome);
         }
     };
     if found.skip || mark.as_ref().is_some_and(|m| m.spec.bypass) {
@@ -111,7 +118,9 @@ pub(crate) fn begin(shared: &Arc<Gate>, plans: &WorkerPlans, facts: Facts) -> Be
         KeyChoice::Custom(key) => (key, true),
         KeyChoice::Skip => (ip_key.clone(), false),
         KeyChoice::Refuse(status) => {
-            return Begin::Refuse(verdict::key_missing(shared, &ip_key, status.as_u16()))
+            let route = mark.as_ref().map_or("other", |m| &*m.spec.name);
+            shared.route_refusals.refused(route, shared.now());
+            return Begin::Refuse(verdict::key_missing(shared, &ip_key, status.as_u16()));
         }
     };
     let limited = counted && !excluded;
@@ -145,7 +154,9 @@ fn ask(
 ) -> Ask {
     if let Some(shadow) = &route.shadow {
         let counters = route.counters.clone();
-        decision = crate::shadow_check::then_shadow(shared, decision, &key, shadow, now, counters);
+        let label = route.label.clone();
+        decision =
+            crate::shadow_check::then_shadow(shared, decision, &key, shadow, now, counters, label);
     }
     if let Some(m) = &shared.metrics {
         decision = m.timed(decision);

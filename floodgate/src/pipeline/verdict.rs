@@ -78,8 +78,23 @@ impl Refused {
     }
 }
 
-/// The verdict on the store's answer for `key` under `route` at `now`.
+/// The verdict on the store's answer for `key` under `route` at `now`; a refusal is counted
+/// among the route's recent refusals.
 pub(crate) fn verdict(
+    shared: &Gate,
+    route: &Rc<RoutePlan>,
+    key: &ClientKey,
+    result: Result<Decision, StoreError>,
+    now: Timestamp,
+) -> Verdict {
+    let verdict = judge(shared, route, key, result, now);
+    if matches!(verdict, Verdict::Refuse(_)) {
+        shared.route_refusals.refused(&route.label, now);
+    }
+    verdict
+}
+
+fn judge(
     shared: &Gate,
     route: &Rc<RoutePlan>,
     key: &ClientKey,
