@@ -26,6 +26,7 @@ pub mod memory;
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub(crate) mod state_access;
 
 /// The answer of a [`Store`]: either already there, or a future to await.
 #[must_use = "a store future does nothing unless awaited"]
@@ -48,6 +49,17 @@ impl<T> StoreFuture<T> {
     /// An answer that will come later.
     pub fn pending(fut: impl Future<Output = Result<T, StoreError>> + Send + 'static) -> Self {
         StoreFuture(Inner::Pending(Box::pin(fut)))
+    }
+
+    /// The answer mapped by `g`: at once when it is already there.
+    pub(crate) fn map<U>(mut self, g: impl FnOnce(T) -> U + Send + 'static) -> StoreFuture<U>
+    where
+        T: Send + 'static,
+    {
+        match self.take_ready() {
+            Some(r) => StoreFuture::ready(r.map(g)),
+            None => StoreFuture::pending(async move { self.await.map(g) }),
+        }
     }
 
     /// Takes the answer when it was computed synchronously.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use super::bans::{page_of, BanCursor, BanEntry, BanPage};
+use super::state_access::{self, StateAccess};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -395,14 +396,25 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl StateAccess for MemoryStore {
+    fn with_state<T, F>(
+        &self,
+        client: &ClientKey,
+        now: Timestamp,
+        create: bool,
+        f: F,
+    ) -> StoreFuture<Option<T>>
+    where
+        T: Send + 'static,
+        F: Fn(&mut ClientState) -> T + Send + 'static,
+    {
+        StoreFuture::ready(Ok(MemoryStore::with_state(self, client, now, create, f)))
+    }
+}
+
 impl Store for MemoryStore {
     fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
-        let decision = self
-            .with_state(client, now, plan.counts(), |s| {
-                s.check_with_draw(plan, now, fastrand::u64(..))
-            })
-            .unwrap_or(Decision::Allowed { quota: None });
-        StoreFuture::ready(Ok(decision))
+        state_access::check(self, client, plan, now)
     }
 
     fn report(
@@ -411,15 +423,11 @@ impl Store for MemoryStore {
         rule: &BanRule,
         now: Timestamp,
     ) -> StoreFuture<ReportOutcome> {
-        let outcome = self
-            .with_state(client, now, true, |s| s.report(rule, now))
-            .unwrap_or(ReportOutcome::Recorded { offences: 0 });
-        StoreFuture::ready(Ok(outcome))
+        state_access::report(self, client, rule, now)
     }
 
     fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
-        self.with_state(client, now, true, |s| s.ban(until, now));
-        StoreFuture::ready(Ok(()))
+        state_access::ban(self, client, until, now)
     }
 
     fn extend_ban(
@@ -429,13 +437,11 @@ impl Store for MemoryStore {
         reason: BanReason,
         now: Timestamp,
     ) -> StoreFuture<()> {
-        self.with_state(client, now, true, |s| s.extend_ban(until, reason, now));
-        StoreFuture::ready(Ok(()))
+        state_access::extend_ban(self, client, until, reason, now)
     }
 
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
-        let was = self.with_state(client, now, false, |s| s.unban(now));
-        StoreFuture::ready(Ok(was.unwrap_or(false)))
+        state_access::unban(self, client, now)
     }
 
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {

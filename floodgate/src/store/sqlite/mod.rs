@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::bans::{BanCursor, BanPage};
 use super::memory::{MemoryStore, DEFAULT_MAX_CLIENTS};
+use super::state_access::{self, StateAccess};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
@@ -392,7 +393,20 @@ impl SqliteStore {
     {
         call_on(&self.jobs, now, f)
     }
+}
 
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // The thread writes what is left, then stops.
+            if self.jobs.send(Box::new(Signal { stop: true })).is_ok() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl StateAccess for SqliteStore {
     /// Runs `f` on `client`'s state (fresh when it has none and `create`), in one transaction
     /// (or in memory, with [`Durability::Batched`]).
     fn with_state<T, F>(
@@ -416,27 +430,9 @@ impl SqliteStore {
     }
 }
 
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            // The thread writes what is left, then stops.
-            if self.jobs.send(Box::new(Signal { stop: true })).is_ok() {
-                let _ = thread.join();
-            }
-        }
-    }
-}
-
 impl Store for SqliteStore {
     fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
-        let plan = Arc::clone(plan);
-        let create = plan.counts();
-        map(
-            self.with_state(client, now, create, move |s| {
-                s.check_with_draw(&plan, now, fastrand::u64(..))
-            }),
-            |d| d.unwrap_or(Decision::Allowed { quota: None }),
-        )
+        state_access::check(self, client, plan, now)
     }
 
     fn report(
@@ -445,18 +441,11 @@ impl Store for SqliteStore {
         rule: &BanRule,
         now: Timestamp,
     ) -> StoreFuture<ReportOutcome> {
-        let rule = *rule;
-        map(
-            self.with_state(client, now, true, move |s| s.report(&rule, now)),
-            |o| o.unwrap_or(ReportOutcome::Recorded { offences: 0 }),
-        )
+        state_access::report(self, client, rule, now)
     }
 
     fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
-        map(
-            self.with_state(client, now, true, move |s| s.ban(until, now)),
-            |_| (),
-        )
+        state_access::ban(self, client, until, now)
     }
 
     fn extend_ban(
@@ -466,17 +455,11 @@ impl Store for SqliteStore {
         reason: BanReason,
         now: Timestamp,
     ) -> StoreFuture<()> {
-        map(
-            self.with_state(client, now, true, move |s| s.extend_ban(until, reason, now)),
-            |_| (),
-        )
+        state_access::extend_ban(self, client, until, reason, now)
     }
 
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
-        map(
-            self.with_state(client, now, false, move |s| s.unban(now)),
-            |was| was.unwrap_or(false),
-        )
+        state_access::unban(self, client, now)
     }
 
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
