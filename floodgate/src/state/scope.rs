@@ -127,18 +127,21 @@ impl RuleLog {
     /// Makes `windows` hold one window per large rule, of the rule's width, seeding a new
     /// one with the log's times.
     fn shape_windows(&mut self, rules: &[Rule]) {
-        let big: Vec<&Rule> = rules.iter().filter(|r| is_bounded(r.count())).collect();
+        let big = || rules.iter().filter(|r| is_bounded(r.count()));
+        // The common case, on every counted request: the windows fit. Checked without
+        // allocating.
         let fits = self.windows.as_ref().is_some_and(|ws| {
-            ws.0.len() == big.len()
+            ws.0.len() == big().count()
                 && ws
                     .0
                     .iter()
-                    .zip(&big)
+                    .zip(big())
                     .all(|(w, r)| w.width == width_for(r.window_ms()))
         });
         if fits {
             return;
         }
+        let big: Vec<&Rule> = big().collect();
         let old = self.windows.take();
         let list = big
             .iter()

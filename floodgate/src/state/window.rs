@@ -170,10 +170,29 @@ impl Window {
         let (first, used) = self.live(now, window_ms);
         let remaining = u64::from(count).saturating_sub(used) as u32;
         let reset = self
-            .from(first)
-            .find(|&(_, n)| n > 0)
-            .map_or(0, |(j, _)| self.leaves_at(j, window_ms).saturating_sub(now));
+            .first_nonzero_from(first)
+            .map_or(0, |j| self.leaves_at(j, window_ms).saturating_sub(now));
         (remaining, reset)
+    }
+
+    /// The oldest sub-window from `first` on that holds units: a walk of the ring by index,
+    /// without a division per sub-window (this runs on every counted request).
+    fn first_nonzero_from(&self, first: u64) -> Option<u64> {
+        let last = self.last();
+        if first > last {
+            return None;
+        }
+        let mut i = (first % SLOTS as u64) as usize;
+        for j in first..=last {
+            if self.slots[i] != 0 {
+                return Some(j);
+            }
+            i += 1;
+            if i == SLOTS {
+                i = 0;
+            }
+        }
+        None
     }
 
     /// Counts `units` at `now`, first forgetting the sub-windows that left the window.
