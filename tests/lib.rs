@@ -285,9 +285,8 @@ impl floodgate::Store for DownStore {
     }
 }
 
-#[path = "../floodgate/tests/support/redis_process.rs"]
-mod redis_process;
-/// A logger that keeps every record of this test binary: (level, target, message).
+#[path = "../floodgate/tests/support/redis_server.rs"]
+mod redis_server;
 #[path = "../floodgate/tests/support/services.rs"]
 mod services;
 
@@ -305,8 +304,9 @@ pub async fn on_every_store(test: &str) -> Vec<(&'static str, floodgate::Floodga
         ("memory", Floodgate::new()),
         ("sqlite", Floodgate::new().store(sqlite)),
     ];
-    if let Some(redis) = redis_process::redis("the Redis runs of the suites on every store") {
-        let store = floodgate::RedisStore::builder(redis.url(0))
+    // A database of its own on this binary's redis-server.
+    if let Some(redis) = redis_server::RedisServer::shared() {
+        let store = floodgate::RedisStore::builder(redis.url())
             .prefix(test)
             .connect()
             .await

@@ -88,3 +88,55 @@ pub(crate) fn unban(s: &impl StateAccess, client: &ClientKey, now: Timestamp) ->
     s.with_state(client, now, false, move |st| st.unban(now))
         .map(|was| was.unwrap_or(false))
 }
+
+/// The [`Store`](super::Store) methods that change a state, for a store that gives
+/// [`StateAccess`]: written once here, expanded inside each such store's `impl Store`.
+macro_rules! state_changing_ops {
+    () => {
+        fn check(
+            &self,
+            client: &$crate::client::ClientKey,
+            plan: &::std::sync::Arc<$crate::state::Plan>,
+            now: $crate::clock::Timestamp,
+        ) -> $crate::store::StoreFuture<$crate::state::Decision> {
+            $crate::store::state_access::check(self, client, plan, now)
+        }
+
+        fn report(
+            &self,
+            client: &$crate::client::ClientKey,
+            rule: &$crate::rules::BanRule,
+            now: $crate::clock::Timestamp,
+        ) -> $crate::store::StoreFuture<$crate::state::ReportOutcome> {
+            $crate::store::state_access::report(self, client, rule, now)
+        }
+
+        fn ban(
+            &self,
+            client: &$crate::client::ClientKey,
+            until: Option<$crate::clock::Timestamp>,
+            now: $crate::clock::Timestamp,
+        ) -> $crate::store::StoreFuture<()> {
+            $crate::store::state_access::ban(self, client, until, now)
+        }
+
+        fn extend_ban(
+            &self,
+            client: &$crate::client::ClientKey,
+            until: Option<$crate::clock::Timestamp>,
+            reason: $crate::state::BanReason,
+            now: $crate::clock::Timestamp,
+        ) -> $crate::store::StoreFuture<()> {
+            $crate::store::state_access::extend_ban(self, client, until, reason, now)
+        }
+
+        fn unban(
+            &self,
+            client: &$crate::client::ClientKey,
+            now: $crate::clock::Timestamp,
+        ) -> $crate::store::StoreFuture<bool> {
+            $crate::store::state_access::unban(self, client, now)
+        }
+    };
+}
+pub(crate) use state_changing_ops;

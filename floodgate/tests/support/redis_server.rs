@@ -150,7 +150,7 @@ fn shared_server() -> &'static Shared {
 /// `support/services.rs`; `FLOODGATE_REQUIRE_REDIS=1` panics instead).
 pub(crate) fn redis_installed() -> bool {
     services::available(
-        "the Redis suite (floodgate/tests/redis_store.rs)",
+        "the Redis suites and the Redis runs of the suites on every store",
         &["redis-server", "redis-cli"],
     )
 }

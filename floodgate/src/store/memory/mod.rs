@@ -4,7 +4,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -14,8 +14,7 @@ use super::state_access::{self, StateAccess};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
-use crate::rules::BanRule;
-use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
+use crate::state::ClientState;
 
 mod evict;
 mod journal;
@@ -413,36 +412,7 @@ impl StateAccess for MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
-        state_access::check(self, client, plan, now)
-    }
-
-    fn report(
-        &self,
-        client: &ClientKey,
-        rule: &BanRule,
-        now: Timestamp,
-    ) -> StoreFuture<ReportOutcome> {
-        state_access::report(self, client, rule, now)
-    }
-
-    fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
-        state_access::ban(self, client, until, now)
-    }
-
-    fn extend_ban(
-        &self,
-        client: &ClientKey,
-        until: Option<Timestamp>,
-        reason: BanReason,
-        now: Timestamp,
-    ) -> StoreFuture<()> {
-        state_access::extend_ban(self, client, until, reason, now)
-    }
-
-    fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
-        state_access::unban(self, client, now)
-    }
+    state_access::state_changing_ops!();
 
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
         let state = self

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::rules::Rule;
+use crate::state::{Decision, Plan};
+use std::sync::Arc;
 use crate::state::ScopeId;
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -17,8 +17,7 @@ use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::Timestamp;
 use crate::error::{ConfigError, StoreError};
-use crate::rules::BanRule;
-use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
+use crate::state::ClientState;
 
 mod bans;
 mod batched;
@@ -431,36 +430,7 @@ impl StateAccess for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn check(&self, client: &ClientKey, plan: &Arc<Plan>, now: Timestamp) -> StoreFuture<Decision> {
-        state_access::check(self, client, plan, now)
-    }
-
-    fn report(
-        &self,
-        client: &ClientKey,
-        rule: &BanRule,
-        now: Timestamp,
-    ) -> StoreFuture<ReportOutcome> {
-        state_access::report(self, client, rule, now)
-    }
-
-    fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
-        state_access::ban(self, client, until, now)
-    }
-
-    fn extend_ban(
-        &self,
-        client: &ClientKey,
-        until: Option<Timestamp>,
-        reason: BanReason,
-        now: Timestamp,
-    ) -> StoreFuture<()> {
-        state_access::extend_ban(self, client, until, reason, now)
-    }
-
-    fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
-        state_access::unban(self, client, now)
-    }
+    state_access::state_changing_ops!();
 
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
         if let Some(b) = &self.batched {

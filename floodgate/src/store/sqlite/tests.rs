@@ -1,6 +1,8 @@
 //! Unit tests of the SQLite store.
 
 use super::*;
+use crate::rules::BanRule;
+use crate::state::{Decision, Plan, ReportOutcome};
 
 /// Waits for a store answer on this thread.
 pub(super) fn wait<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
