@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::rules::Rule;
-use crate::state::{Decision, Plan};
-use std::sync::Arc;
 use crate::state::ScopeId;
+use crate::state::{Decision, Plan};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 pub(super) fn key(n: u32) -> ClientKey {
     ClientKey::from_ip(IpAddr::V4(Ipv4Addr::from(n)), 64)
