@@ -40,8 +40,8 @@ use scenarios::{
     expired_state_starts_afresh, operators_ban_blacklist_and_unban,
     policy_accumulation_cooldown_grace_and_adaptive, policy_ban_punishment_ends,
     policy_blocks_then_punishes, refusal_is_atomic_across_rules_and_scopes,
-    reports_ban_from_the_last_offence_and_are_spent, sliding_log_is_exact,
-    state_reflects_the_client, sweep_deletes_expired_clients,
+    released_requests_are_given_back, reports_ban_from_the_last_offence_and_are_spent,
+    sliding_log_is_exact, state_reflects_the_client, sweep_deletes_expired_clients,
 };
 
 /// The async walks, as scenarios of the table.
@@ -142,6 +142,16 @@ impl<S: Store> Store for Noting<S> {
     ) -> StoreFuture<()> {
         self.note(Some(client), now);
         self.inner.extend_ban(client, until, reason, now)
+    }
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        self.note(Some(client), now);
+        self.inner.release(client, plan, at, now)
     }
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         self.note(Some(client), now);
@@ -374,6 +384,7 @@ conformance!(
         custom_keys_are_separate_from_addresses,
         bounded_rules_keep_their_bound,
         bounded_rule_counts_until_its_sub_window_leaves,
+        released_requests_are_given_back,
         policy_accumulation_cooldown_grace_and_adaptive,
         walk_sliding_log_at_the_window_edge,
         walk_several_rules_and_scopes,

@@ -340,6 +340,23 @@ impl Store for RedisStore {
         })
     }
 
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        let mut args = lua_time(at.as_millis());
+        args.push(' ');
+        args.push_str(&encode_plan(plan));
+        let call = self.run(client, "release", now, args);
+        StoreFuture::pending(async move {
+            call.await?;
+            Ok(())
+        })
+    }
+
     fn report(
         &self,
         client: &ClientKey,

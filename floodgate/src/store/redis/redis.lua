@@ -3,7 +3,7 @@
 -- conformance tests run the same scenarios against MemoryStore and RedisStore.
 --
 -- KEYS[1]  the client's key; its value is the encoded ClientState (see `decode`).
--- ARGV[1]  operation: check | report | ban | unban
+-- ARGV[1]  operation: check | release | report | ban | extend | unban
 -- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
 -- ARGV[3]  operation arguments, space separated (see each operation)
 -- KEYS[2], KEYS[3], ARGV[4]  the index of bans (see `index_ban`): the sorted set of banned
@@ -645,6 +645,55 @@ local function unban(st, now)
   return { 0 }
 end
 
+-- ClientState::release (state/release.rs): gives back a request counted at `at` under
+-- `plan` (the scopes whose rules count by response), as far as it can still be found.
+local function release(st, plan, at)
+  local units = plan.units
+  for _, lp in ipairs(plan.logs) do
+    local log = find_log(st, lp.scope)
+    if log ~= nil then
+      local left = mmin(units, lp.cap)
+      for i = #log.times, 1, -1 do
+        if left == 0 or log.times[i] < at then break end
+        if log.times[i] == at then
+          tremove(log.times, i)
+          left = left - 1
+        end
+      end
+      if log.wins ~= nil then
+        local i = 0
+        for _, rule in ipairs(lp.rules) do
+          if rule.count > EXACT_MAX then
+            i = i + 1
+            local w = log.wins[i]
+            local j = idiv(at, mmax(w and w.width or 1, 1))
+            if w ~= nil and w.width == width_for(rule.window) and j >= w.base
+                and j < w.base + SLOTS then
+              local taken = mmin(w.slots[j] or 0, units)
+              if taken > 0 then
+                w.slots[j] = w.slots[j] - taken
+                w.total = w.total - taken
+              end
+            end
+          end
+        end
+      end
+    end
+  end
+  local pp = plan.policy
+  if pp ~= nil then
+    local i = scope_index(st, pp.scope)
+    local p = i and st.scopes[i]
+    if p and p.kind == 'P' and p.window_start ~= 0 and p.window_start <= at
+        and at < sat(p.window_start, pp.window) then
+      p.count = ssub(p.count, units)
+      if p.count == 0 and p.window_start == at and p.grace_window ~= at then
+        p.window_start = 0
+      end
+    end
+  end
+end
+
 -- ClientState::expires_at
 local function expires_at(st)
   local expires = st.off_exp
@@ -714,6 +763,13 @@ if op == 'check' then
   local decision = check(st, plan, now)
   if blob ~= nil or counts then save(key, st, now) end
   return decision
+elseif op == 'release' then
+  -- args: "at plan"
+  if blob == nil then return { 0 } end
+  local at, rest = string.match(args, '^(%S+) (.*)$')
+  release(st, decode_plan(rest or ''), num(at))
+  save(key, st, now)
+  return { 0 }
 elseif op == 'report' then
   local outcome = report(st, args, now)
   save(key, st, now)
