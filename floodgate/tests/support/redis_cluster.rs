@@ -256,18 +256,16 @@ impl RedisCluster {
             .collect()
     }
 
-    /// Kills the master on `port` (SIGKILL: no goodbye to the others).
-    pub(crate) fn kill(&mut self, port: u16) {
+    /// The process of the master on `port`, for the test to kill (SIGKILL: no goodbye to
+    /// the others), on a cluster of its own.
+    pub(crate) fn take_master(&mut self, port: u16) -> Child {
         let i = self
             .ports
             .iter()
             .position(|&p| p == port)
             .expect("a master of this cluster");
         assert!(!self.children.is_empty(), "a cluster of its own");
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.children[i].take().expect("a master still running")
     }
 }
 
