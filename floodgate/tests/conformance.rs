@@ -28,14 +28,14 @@ mod scenarios;
 mod walks;
 
 #[cfg(feature = "redis")]
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
+#[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[cfg(feature = "redis")]
 #[path = "support/services.rs"]
 mod services;
-#[cfg(feature = "redis")]
-#[path = "support/redis_cluster.rs"]
-mod redis_cluster;
 
 use scenarios::{
     bounded_rule_counts_until_its_sub_window_leaves, bounded_rules_keep_their_bound,

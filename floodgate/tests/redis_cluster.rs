@@ -99,7 +99,10 @@ async fn each_client_lies_in_one_slot_and_clients_spread_over_every_master() {
         store.ban(c, None, now).await.unwrap();
     }
     let set = format!("{}:{{bans}}", cluster.prefix());
-    assert_eq!(cluster.master_of(&set), cluster.master_of(&format!("{set}:info")));
+    assert_eq!(
+        cluster.master_of(&set),
+        cluster.master_of(&format!("{set}:info"))
+    );
     let page = store.bans(None, 100, now).await.unwrap();
     let mut listed: Vec<ClientKey> = page.bans.into_iter().map(|b| b.client).collect();
     listed.sort_by_key(|c| c.to_string());
@@ -238,4 +241,58 @@ async fn a_master_killed_under_load_never_gives_a_500() {
             assert_eq!(r[&(ip.clone(), 'b')], 503, "{ip} on B");
         }
     }
+}
+
+#[actix_rt::test]
+async fn bad_cluster_settings_are_clear_errors_at_start() {
+    let msg = |r: Result<RedisStore, floodgate::StoreError>| match r {
+        Ok(_) => panic!("connected"),
+        Err(e) => e.to_string(),
+    };
+    let none = msg(RedisStore::cluster(Vec::<String>::new()).connect().await);
+    assert!(none.contains("no node given"), "{none}");
+    assert!(RedisStore::cluster(Vec::<String>::new())
+        .connect_lazy()
+        .is_err());
+    let bad = msg(RedisStore::cluster(["redis://127.0.0.1:1", "http://x/"])
+        .connect()
+        .await);
+    assert!(
+        bad.starts_with("invalid Redis Cluster node URL #2"),
+        "{bad}"
+    );
+    // Nothing listens there: named in the message, the password never.
+    let port = redis_server::free_port();
+    let down = msg(
+        RedisStore::cluster([format!("redis://user:hunter2@127.0.0.1:{port}")])
+            .connect_timeout(secs(2))
+            .connect()
+            .await,
+    );
+    assert!(
+        down.starts_with(&format!(
+            "cannot connect to Redis Cluster at cluster 127.0.0.1:{port}"
+        )),
+        "{down}"
+    );
+    assert!(!down.contains("hunter2"), "{down}");
+    let prefix = msg(RedisStore::cluster(["redis://127.0.0.1:1"])
+        .prefix("")
+        .connect()
+        .await);
+    assert!(prefix.contains("invalid Redis key prefix"), "{prefix}");
+    // A server that is not a cluster.
+    let Some(single) = redis_server::RedisServer::shared() else {
+        return;
+    };
+    let not_cluster = msg(
+        RedisStore::cluster([format!("redis://127.0.0.1:{}", single.port)])
+            .connect_timeout(secs(2))
+            .connect()
+            .await,
+    );
+    assert!(
+        not_cluster.starts_with("cannot connect to Redis Cluster"),
+        "{not_cluster}"
+    );
 }

@@ -98,7 +98,10 @@ async fn the_address_ban_and_the_key_are_checked_in_one_round_trip() {
     assert_eq!(get(&srv, "198.51.100.9", "bob").await, 200);
     let redis = store_through(&proxy).await;
     let ip = ClientKey::from_ip("198.51.100.9".parse().unwrap(), 128);
-    redis.ban(&ip, None, floodgate::Clock::now(&clock)).await.unwrap();
+    redis
+        .ban(&ip, None, floodgate::Clock::now(&clock))
+        .await
+        .unwrap();
     assert_eq!(get(&srv, "198.51.100.9", "bob").await, 403);
     assert_eq!(get(&srv, "198.51.100.10", "bob").await, 200);
 }

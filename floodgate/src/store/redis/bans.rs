@@ -202,3 +202,29 @@ fn page_of_reply(reply: &[String], limit: usize) -> Result<BanPage, StoreError> 
         next: if more { next } else { None },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_change_is_taken_off_the_end_of_a_reply() {
+        let mut reply = vec![0, 1, 5, 4, 60, 1, -1, 2];
+        let change = IndexChange::split_off(&mut reply).unwrap().unwrap();
+        assert_eq!(
+            change,
+            IndexChange {
+                change: 1,
+                until: -1,
+                reason: 2
+            }
+        );
+        assert_eq!(reply, [0, 1, 5, 4, 60]);
+        let mut unchanged = vec![1, 0, 0, 0];
+        assert_eq!(IndexChange::split_off(&mut unchanged), Some(None));
+        assert_eq!(unchanged, [1]);
+        // A reply without the three numbers, or with an unknown change, is malformed.
+        assert_eq!(IndexChange::split_off(&mut vec![0, 1]), None);
+        assert_eq!(IndexChange::split_off(&mut vec![7, 0, 0]), None);
+    }
+}

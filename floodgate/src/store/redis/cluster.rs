@@ -83,9 +83,7 @@ impl RedisStore {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        RedisStoreBuilder::new(Target::Cluster(
-            nodes.into_iter().map(Into::into).collect(),
-        ))
+        RedisStoreBuilder::new(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
     }
 
     /// Whether this store runs over a Redis Cluster ([`RedisStore::cluster`]).
@@ -130,7 +128,9 @@ impl RedisStoreBuilder {
                 let connecting = client.get_async_connection_with_config(self.cluster_config());
                 let conn = bounded(self.connect_timeout, connecting)
                     .await
-                    .map_err(|e| e.context(&format!("cannot connect to Redis Cluster at {addr}")))?;
+                    .map_err(|e| {
+                        e.context(&format!("cannot connect to Redis Cluster at {addr}"))
+                    })?;
                 Ok((Conn::Cluster(conn), addr))
             }
         }
@@ -152,8 +152,8 @@ impl RedisStoreBuilder {
         let mut addrs = Vec::with_capacity(nodes.len());
         for node in nodes {
             // Each URL checked alone, so that the message names the bad one (never a password).
-            let info = ::redis::IntoConnectionInfo::into_connection_info(node.as_str())
-                .map_err(|e| {
+            let info =
+                ::redis::IntoConnectionInfo::into_connection_info(node.as_str()).map_err(|e| {
                     StoreError::with_source(
                         format!("invalid Redis Cluster node URL #{}", addrs.len() + 1),
                         e,

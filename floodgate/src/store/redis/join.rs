@@ -38,19 +38,18 @@ pub(super) async fn both<A, B, E>(
 mod tests {
     use super::*;
 
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
     fn both_answers_are_given_or_the_first_error() {
         let ok = |v: u8| async move { Ok::<u8, &str>(v) };
-        let run = |f| {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(f)
-        };
         assert_eq!(run(both(ok(1), ok(2))), Ok((1, 2)));
-        assert_eq!(
-            run(both(ok(1), async { Err::<u8, &str>("b") })),
-            Err("b")
-        );
+        assert_eq!(run(both(ok(1), async { Err::<u8, &str>("b") })), Err("b"));
+        assert_eq!(run(both(async { Err::<u8, &str>("a") }, ok(2))), Err("a"));
     }
 }

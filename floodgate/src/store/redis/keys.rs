@@ -29,7 +29,10 @@ pub(super) fn client_key(prefix: &str, client: &ClientKey) -> String {
 
 /// The keys of the index of bans: the sorted set and the hash.
 pub(super) fn ban_index_keys(prefix: &str) -> (String, String) {
-    (format!("{prefix}:{{bans}}"), format!("{prefix}:{{bans}}:info"))
+    (
+        format!("{prefix}:{{bans}}"),
+        format!("{prefix}:{{bans}}:info"),
+    )
 }
 
 /// The names of releases before hash tags.
@@ -103,7 +106,10 @@ mod tests {
             .collect();
         assert!(slots.len() > 200, "256 clients in {} slots", slots.len());
         let (set, info) = ban_index_keys("fg");
-        assert_eq!((set.as_str(), info.as_str()), ("fg:{bans}", "fg:{bans}:info"));
+        assert_eq!(
+            (set.as_str(), info.as_str()),
+            ("fg:{bans}", "fg:{bans}:info")
+        );
         assert_eq!(slot(&set), slot(&info));
     }
 
