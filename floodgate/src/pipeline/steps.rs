@@ -288,3 +288,7 @@ fn log_failure(r: Result<(), crate::error::StoreError>) {
         log::warn!("floodgate: store failed while banning a probe: {err}");
     }
 }
+
+#[cfg(test)]
+#[path = "steps_tests.rs"]
+mod tests;
