@@ -172,3 +172,31 @@ impl<S: Store> Store for OneByOne<S> {
         self.0.sweep(now)
     }
 }
+
+#[actix_rt::test]
+async fn a_banned_address_cannot_drain_another_clients_key() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let clock = FakeClock::new();
+    // The app's store caches bans for a second (the default).
+    let srv = app(
+        redis_server::redis_store(&server, Duration::from_secs(1)).await,
+        &clock,
+    );
+    let operator = redis_server::redis_store(&server, Duration::ZERO).await;
+    let attacker = ClientKey::from_ip("198.51.100.66".parse().unwrap(), 128);
+    operator
+        .ban(&attacker, None, floodgate::Clock::now(&clock))
+        .await
+        .unwrap();
+    // The banned address floods with the victim's key: refused, and only its first request
+    // (sent with the key's check, before the ban was known here) counts under the key; the
+    // cached ban answers the others before any call.
+    for _ in 0..20 {
+        assert_eq!(get(&srv, "198.51.100.66", "victim").await, 403);
+    }
+    assert_eq!(get(&srv, "198.51.100.67", "victim").await, 200);
+    assert_eq!(get(&srv, "198.51.100.67", "victim").await, 200);
+    assert_eq!(get(&srv, "198.51.100.67", "victim").await, 429);
+}
