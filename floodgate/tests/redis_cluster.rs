@@ -271,7 +271,7 @@ async fn bad_cluster_settings_are_clear_errors_at_start() {
     );
     assert!(
         down.starts_with(&format!(
-            "cannot connect to Redis Cluster at cluster 127.0.0.1:{port}"
+            "cannot connect to Redis Cluster at 127.0.0.1:{port}"
         )),
         "{down}"
     );

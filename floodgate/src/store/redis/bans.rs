@@ -11,7 +11,8 @@
 //!
 //! The index is for listings only: decisions read the client's own key. If the second call
 //! fails, the ban holds but is missing from (or stays in) the listing until the client's ban
-//! next changes or ends; the failure is logged.
+//! next changes or ends; the failure is logged. Likewise, two changes of one client's ban
+//! made within one round trip of each other may reach the index in the other order.
 
 use ::redis::Script;
 

@@ -167,7 +167,7 @@ impl RedisStoreBuilder {
             .max_retry_wait(100)
             .build()
             .map_err(|e| StoreError::with_source("invalid Redis Cluster settings", e))?;
-        Ok((client, format!("cluster {}", addrs.join(",")).into()))
+        Ok((client, addrs.join(",").into()))
     }
 
     pub(super) fn manager_config(&self) -> ConnectionManagerConfig {
