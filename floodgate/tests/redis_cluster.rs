@@ -61,6 +61,28 @@ fn addresses_on_every_master(
     panic!("198.51.100.{first}-255 do not cover every master: {by_master:?}");
 }
 
+/// Two app servers (`redis_apps.rs`) on one fake clock, each with a store of its own on
+/// `cluster`: A fails open, B as `b_failure` says.
+struct Fleet {
+    store: RedisStore,
+    a: actix_test::TestServer,
+    b: actix_test::TestServer,
+    _clock: FakeClock,
+}
+
+async fn fleet(cluster: &RedisCluster, b_failure: StoreFailure) -> Fleet {
+    let clock = FakeClock::new();
+    let store = cluster_store(cluster, secs(1)).await;
+    let (a, _) = app(store.clone(), &clock, StoreFailure::Open);
+    let (b, _) = app(cluster_store(cluster, secs(1)).await, &clock, b_failure);
+    Fleet {
+        store,
+        a,
+        b,
+        _clock: clock,
+    }
+}
+
 #[actix_rt::test]
 async fn each_client_lies_in_one_slot_and_clients_spread_over_every_master() {
     let Some(cluster) = RedisCluster::shared() else {
@@ -121,14 +143,7 @@ async fn two_app_servers_share_limits_and_bans_through_the_cluster() {
     let Some(cluster) = RedisCluster::shared() else {
         return;
     };
-    let clock = FakeClock::new();
-    let store = cluster_store(&cluster, secs(1)).await;
-    let (a, _) = app(store.clone(), &clock, StoreFailure::Open);
-    let (b, _) = app(
-        cluster_store(&cluster, secs(1)).await,
-        &clock,
-        StoreFailure::Open,
-    );
+    let Fleet { store, a, b, .. } = fleet(&cluster, StoreFailure::Open).await;
     let clients: Vec<String> = addresses_on_every_master(&cluster, &store, 1, 2)
         .into_values()
         .flatten()
@@ -168,15 +183,8 @@ async fn a_master_killed_under_load_never_gives_a_500() {
     let Some(mut cluster) = RedisCluster::start() else {
         return;
     };
-    let clock = FakeClock::new();
-    let store = cluster_store(&cluster, secs(1)).await;
     // Server A fails open (serves), B fails closed (503).
-    let (a, _) = app(store.clone(), &clock, StoreFailure::Open);
-    let (b, _) = app(
-        cluster_store(&cluster, secs(1)).await,
-        &clock,
-        StoreFailure::Closed,
-    );
+    let Fleet { store, a, b, .. } = fleet(&cluster, StoreFailure::Closed).await;
     let by_master = addresses_on_every_master(&cluster, &store, 1, 2);
     let victim = *by_master.keys().next().unwrap();
     let on = |port: u16| by_master[&port].clone();
