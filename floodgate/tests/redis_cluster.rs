@@ -1,7 +1,8 @@
 //! The Redis store over a real Redis Cluster of three masters that the tests start themselves
 //! (`support/redis_cluster.rs`): each client's state in the slot of its hash tag, clients
 //! spread over every master, a fleet of two app servers sharing limits and bans through the
-//! cluster, and a master killed under load (never a 500). The conformance scenarios run on
+//! cluster, a slot moved between masters (ASK, then MOVED), and a master killed under load
+//! (never a 500). The conformance scenarios run on
 //! the cluster too (`conformance.rs`, module `cluster`).
 //!
 //! Time is floodgate's fake clock; the only real waits are bounded polls for the cluster to
@@ -303,4 +304,64 @@ async fn bad_cluster_settings_are_clear_errors_at_start() {
         not_cluster.starts_with("cannot connect to Redis Cluster"),
         "{not_cluster}"
     );
+}
+
+#[actix_rt::test]
+async fn a_slot_moved_to_another_master_is_followed_through_ask_and_moved() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let store = cluster_store(&cluster, Duration::ZERO).await;
+    let plan = Arc::new(Plan::new(
+        [(ScopeId(1), vec![Rule::new(10, secs(3_600))])],
+        None,
+    ));
+    let client = ClientKey::custom("mover");
+    let key = store.key_of(&client);
+    let mut ms = 1_000;
+    let mut check = || {
+        ms += 1;
+        store.check(&client, &plan, floodgate::Timestamp::from_millis(ms))
+    };
+    for _ in 0..4 {
+        assert!(check().await.unwrap().is_allowed());
+    }
+    let from = cluster.master_of(&key);
+    let to = *cluster.ports.iter().find(|&&p| p != from).unwrap();
+    let slot = cluster.cli(from, &["CLUSTER", "KEYSLOT", &key]);
+    let id = |port: u16| cluster.cli(port, &["CLUSTER", "MYID"]);
+    // The slot half-way (Redis's resharding steps): the key on the new master, the slot still
+    // the old one's, which answers ASK.
+    assert_eq!(
+        cluster.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id(from)]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id(to)]),
+        "OK"
+    );
+    let port = to.to_string();
+    let migrate = ["MIGRATE", "127.0.0.1", &port, &key, "0", "5000"];
+    assert_eq!(cluster.cli(from, &migrate), "OK");
+    assert!(cluster.keys_on(from).is_empty());
+    for _ in 0..3 {
+        assert!(check().await.unwrap().is_allowed(), "followed ASK");
+    }
+    // The slot moved: the old master answers MOVED.
+    for port in &cluster.ports {
+        let owner = id(to);
+        assert_eq!(
+            cluster.cli(*port, &["CLUSTER", "SETSLOT", &slot, "NODE", &owner]),
+            "OK"
+        );
+    }
+    for _ in 0..3 {
+        assert!(check().await.unwrap().is_allowed(), "followed MOVED");
+    }
+    assert!(
+        !check().await.unwrap().is_allowed(),
+        "one count throughout: 10"
+    );
+    assert_eq!(cluster.keys_on(to), [key.clone()]);
+    assert_eq!(cluster.master_of(&key), to);
 }
