@@ -362,6 +362,6 @@ async fn a_slot_moved_to_another_master_is_followed_through_ask_and_moved() {
         !check().await.unwrap().is_allowed(),
         "one count throughout: 10"
     );
-    assert_eq!(cluster.keys_on(to), [key.clone()]);
+    assert_eq!(cluster.keys_on(to), std::slice::from_ref(&key));
     assert_eq!(cluster.master_of(&key), to);
 }
