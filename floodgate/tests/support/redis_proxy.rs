@@ -93,6 +93,9 @@ impl RedisProxy {
 }
 
 fn pipe(client: TcpStream, server: TcpStream, state: Arc<State>) {
+    // As Redis does: no Nagle delay on small answers written one after the other.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut server_rx, mut server_tx) = server.into_split();
     let up = state.clone();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
+use ::redis::io::tcp::TcpSettings;
 use ::redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::{bounded, RedisStore, RedisStoreBuilder};
@@ -57,6 +58,13 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// `TCP_NODELAY`: calls sent together (a custom key's two checks) that leave in two writes
+/// must not wait for the first one's acknowledgement (Nagle), which costs the second round
+/// trip that sending them together saves.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
 }
 
 impl RedisStore {
@@ -137,7 +145,10 @@ impl RedisStoreBuilder {
     }
 
     fn server_client(&self, url: &str) -> Result<(::redis::Client, Arc<str>), StoreError> {
-        let client = ::redis::Client::open(url)
+        let info = ::redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| StoreError::with_source("invalid Redis URL", e))?
+            .set_tcp_settings(tcp_settings());
+        let client = ::redis::Client::open(info)
             .map_err(|e| StoreError::with_source("invalid Redis URL", e))?;
         let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
         Ok((client, addr))
@@ -162,6 +173,7 @@ impl RedisStoreBuilder {
             addrs.push(info.addr().to_string());
         }
         let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+            .tcp_settings(tcp_settings())
             .retries(2)
             .min_retry_wait(10)
             .max_retry_wait(100)
