@@ -1,8 +1,8 @@
 //! The store conformance suite: one table of scenarios (`support/scenarios.rs`, and the async
 //! walks of `support/walks.rs`) run on the decision core alone (`support/core_store.rs`), the
 //! memory store, SQLite in each durability mode, and, when `redis-server` is there, Redis
-//! with and without its ban cache and a failover store in front of Redis; every store must
-//! give the same answers. A SQLite file reopened after a scenario must give every client the
+//! with and without its ban cache, Redis Cluster (three masters) and a failover store in
+//! front of Redis; every store must give the same answers. A SQLite file reopened after a scenario must give every client the
 //! state it had. Time is explicit `Timestamp`s; nothing sleeps.
 
 use std::sync::Arc;
@@ -27,6 +27,9 @@ mod scenarios;
 #[path = "support/walks.rs"]
 mod walks;
 
+#[cfg(feature = "redis")]
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 #[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -216,6 +219,27 @@ fn on_redis(cache: std::time::Duration, failover: bool, test: fn(&dyn Store)) {
     }
 }
 
+/// Runs `test` on a Redis Cluster store (under a prefix of its own on the binary's shared
+/// cluster of three masters); returns at once without `redis-server`.
+#[cfg(feature = "redis")]
+fn on_cluster(test: fn(&dyn Store)) {
+    let Some(cluster) = redis_cluster::RedisCluster::shared() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _entered = rt.enter();
+    let store = block_on(redis_cluster::cluster_store(
+        &cluster,
+        std::time::Duration::from_secs(1),
+    ));
+    assert!(store.is_cluster());
+    test(&store);
+}
+
 macro_rules! conformance {
     (everywhere: [$($test:ident),* $(,)?], local: [$($local:ident),* $(,)?], stores: [$($store:ident),* $(,)?] $(,)?) => {
         mod core {
@@ -349,6 +373,22 @@ macro_rules! conformance {
                 #[test]
                 fn $store() {
                     super::on_redis(std::time::Duration::ZERO, false, super::$store);
+                }
+            )*
+        }
+
+        #[cfg(feature = "redis")]
+        mod cluster {
+            $(
+                #[test]
+                fn $test() {
+                    super::on_cluster(super::$test);
+                }
+            )*
+            $(
+                #[test]
+                fn $store() {
+                    super::on_cluster(super::$store);
                 }
             )*
         }

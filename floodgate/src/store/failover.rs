@@ -326,6 +326,10 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
         self.primary.tracked_clients()
     }
 
+    fn checks_together(&self) -> bool {
+        self.primary.checks_together()
+    }
+
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
         self.call(now, |s| s.sweep(now), move |b| b.sweep(now))
     }

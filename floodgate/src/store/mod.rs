@@ -176,6 +176,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn tracked_clients(&self) -> Option<u64> {
         None
     }
+
+    /// Whether checks sent at once cost about one round trip (a network store whose
+    /// connection pipelines them). False by default. When true, a request counted under a
+    /// custom key has its address's ban checked together with the key's check instead of
+    /// before it: one round trip rather than two, and the key counts the request even when
+    /// the address turns out banned.
+    fn checks_together(&self) -> bool {
+        false
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -233,6 +242,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn tracked_clients(&self) -> Option<u64> {
         (**self).tracked_clients()
+    }
+    fn checks_together(&self) -> bool {
+        (**self).checks_together()
     }
 }
 

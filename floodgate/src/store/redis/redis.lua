@@ -6,8 +6,10 @@
 -- ARGV[1]  operation: check | release | report | ban | extend | unban
 -- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
 -- ARGV[3]  operation arguments, space separated (see each operation)
--- KEYS[2], KEYS[3], ARGV[4]  the index of bans (see `index_ban`): the sorted set of banned
---          clients by ban end, the hash of "since reason" per client, the client's member
+--
+-- The call touches KEYS[1] only (one slot on a Redis Cluster). Its reply ends with three
+-- numbers for the index of bans, which the caller updates with a call of its own (index.lua):
+-- see `index_ban`.
 --
 -- Numbers are whole milliseconds; -1 stands for "never" (u64::MAX in Rust), held here as
 -- NEVER = 2^53, above any real time and still exact in a double. Scope ids are u64 values
@@ -709,26 +711,18 @@ end
 -- The ban as the call found it, for `index_ban`.
 local old_ban = { untl = 0, reason = 0 }
 
--- The index of bans that listings read (bans.lua): when this call changed the client's ban,
--- its member in KEYS[2] (scored by the ban's end) and KEYS[3] ("since reason", since kept
--- while a ban in force is lengthened or replaced) follow. Calls that leave the ban as it was
--- touch neither.
+-- The change of the index of bans that listings read (bans.lua), for the caller to apply
+-- (index.lua): when this call changed the client's ban, 1 (a ban began: since now), 2 (the
+-- ban in force was lengthened or replaced: since kept) or 3 (no ban in force any more), then
+-- the ban's end and reason. Calls that leave the ban as it was change nothing (0).
+local index_change = { 0, 0, 0 }
 local function index_ban(st, now)
-  if KEYS[2] == nil or (st.ban_until == old_ban.untl and st.ban_reason == old_ban.reason) then
-    return
-  end
-  local member = ARGV[4]
+  if st.ban_until == old_ban.untl and st.ban_reason == old_ban.reason then return end
   if st.ban_reason ~= 0 and st.ban_until > now then
-    local since = enc(now)
-    if old_ban.reason ~= 0 and old_ban.untl > now then
-      local known = redis.call('HGET', KEYS[3], member)
-      if known then since = string.match(known, '^(%S+)') or since end
-    end
-    redis.call('ZADD', KEYS[2], format('%.0f', st.ban_until), member)
-    redis.call('HSET', KEYS[3], member, since .. ' ' .. tostring(st.ban_reason))
+    local kept = old_ban.reason ~= 0 and old_ban.untl > now
+    index_change = { kept and 2 or 1, enc(st.ban_until), st.ban_reason }
   else
-    redis.call('ZREM', KEYS[2], member)
-    redis.call('HDEL', KEYS[3], member)
+    index_change = { 3, 0, 0 }
   end
 end
 
@@ -757,6 +751,7 @@ if blob ~= nil and expires_at(st) <= now then
 end
 old_ban.untl, old_ban.reason = st.ban_until, st.ban_reason
 
+local function dispatch()
 if op == 'check' then
   local plan = decode_plan(args)
   local counts = plan.count and (#plan.logs > 0 or plan.policy ~= nil)
@@ -796,3 +791,9 @@ elseif op == 'unban' then
   return was
 end
 return redis.error_reply('floodgate: unknown operation ' .. tostring(op))
+end
+
+local reply = dispatch()
+if type(reply) ~= 'table' or reply.err then return reply end
+for _, v in ipairs(index_change) do reply[#reply + 1] = v end
+return reply
