@@ -210,6 +210,19 @@ impl Steps {
             // In the order of `bans`, as the one-by-one steps would have found them.
             for r in answers {
                 if let Some(banned) = self.ban_answer(r) {
+                    // The key's check ran beside the ban's: what it counted is given back,
+                    // so that a banned address cannot spend the quota of the key it sends.
+                    if matches!(main, Ok(Decision::Allowed { .. })) {
+                        let back = self
+                            .store
+                            .release(&self.key, &self.plan, self.now, self.now);
+                        if let Err(err) = back.await {
+                            log::warn!(
+                                "floodgate: store failed while giving back the count of a \
+                                 banned address's request: {err}"
+                            );
+                        }
+                    }
                     return Ok(banned);
                 }
             }

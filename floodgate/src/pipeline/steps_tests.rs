@@ -148,3 +148,33 @@ fn checks_sent_together_give_the_answers_of_the_steps_one_by_one() {
     ));
     assert!(matches!(r, Ok(Decision::Limited { .. })), "{r:?}");
 }
+
+#[test]
+fn a_banned_address_spends_nothing_of_the_key_checked_beside_its_ban() {
+    let store = Arc::new(Pipelining::default());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let banned_ip = ClientKey::from_ip([203, 0, 113, 9].into(), 128);
+    let other_ip = ClientKey::from_ip([203, 0, 113, 10].into(), 128);
+    let victim = ClientKey::custom("victim");
+    let plan = Arc::new(Plan::new(
+        [(ScopeId::GLOBAL, vec![Rule::new(1, Duration::from_secs(60))])],
+        None,
+    ));
+    let _ = store.inner.ban(&banned_ip, None, T0).take_ready();
+    for n in 0..3 {
+        let at = Timestamp::from_millis(T0.as_millis() + n);
+        let r = first_poll(decide(
+            &dyn_store,
+            vec![banned_ip.clone()],
+            &victim,
+            &plan,
+            at,
+            None,
+        ));
+        assert!(matches!(r, Ok(Decision::Banned { .. })), "{r:?}");
+    }
+    // The victim's one request a minute is still there for its owner.
+    let at = Timestamp::from_millis(T0.as_millis() + 10);
+    let r = first_poll(decide(&dyn_store, vec![other_ip], &victim, &plan, at, None));
+    assert!(matches!(r, Ok(Decision::Allowed { .. })), "{r:?}");
+}
