@@ -109,7 +109,7 @@ impl Window {
     }
 
     /// The occupied slots as offsets from `base`: bit `k` for sub-window `base + k`.
-    fn from_base(&self) -> u64 {
+    fn occupied_from_base(&self) -> u64 {
         let s = (self.base % SLOTS as u64) as u32;
         // A rotation right by `s` within the ring's `SLOTS` bits.
         ((self.occupied >> s) | (self.occupied << (SLOTS as u32 - s))) & ALL
@@ -167,7 +167,7 @@ impl Window {
     fn live(&self, now: u64, window_ms: u64) -> (u64, u64) {
         let first = self.first_counted(now, window_ms).max(self.base);
         let stale = first - self.base;
-        (first, self.sum(self.from_base() & !low_bits(stale)))
+        (first, self.sum(self.occupied_from_base() & !low_bits(stale)))
     }
 
     /// The live sub-windows from `first`, oldest first.
@@ -218,7 +218,7 @@ impl Window {
     /// The oldest sub-window from `first` on that holds units: the lowest occupied bit at
     /// or past `first` (this runs on every counted request).
     fn first_nonzero_from(&self, first: u64) -> Option<u64> {
-        let bits = self.from_base() & !low_bits(first.saturating_sub(self.base));
+        let bits = self.occupied_from_base() & !low_bits(first.saturating_sub(self.base));
         (bits != 0).then(|| self.base.saturating_add(u64::from(bits.trailing_zeros())))
     }
 
@@ -226,7 +226,7 @@ impl Window {
     pub(crate) fn add(&mut self, now: u64, units: u32, window_ms: u64) {
         let first = self.first_counted(now, window_ms);
         if first > self.base {
-            let mut gone = self.from_base() & low_bits(first - self.base);
+            let mut gone = self.occupied_from_base() & low_bits(first - self.base);
             while gone != 0 {
                 let i = self.slot_at(gone.trailing_zeros());
                 self.slots[i] = 0;
