@@ -21,7 +21,8 @@
 # verdict on each target: floodgate at most +10 % over bare for returning clients, at most
 # +15 % for new clients, and below actix-governor configured alike (headers on and off).
 # Settings (environment): N1 (2000), N2 (6000), WARMUP_RETURNING (10000), WARMUP_NEW (2000),
-# PORT_BASE (18080), SKIP_BUILD=1 (use the servers already built). Profiles: $CARGO_TARGET_DIR/http-bench/callgrind.{returning,new}-*.out.
+# PORT_BASE (18080), SKIP_BUILD=1 (use the servers already built).
+# Profiles: $CARGO_TARGET_DIR/http-bench/callgrind.{returning,new}-*.out.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
