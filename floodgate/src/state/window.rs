@@ -167,7 +167,10 @@ impl Window {
     fn live(&self, now: u64, window_ms: u64) -> (u64, u64) {
         let first = self.first_counted(now, window_ms).max(self.base);
         let stale = first - self.base;
-        (first, self.sum(self.occupied_from_base() & !low_bits(stale)))
+        (
+            first,
+            self.sum(self.occupied_from_base() & !low_bits(stale)),
+        )
     }
 
     /// The live sub-windows from `first`, oldest first.
