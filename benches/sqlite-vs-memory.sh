@@ -39,9 +39,13 @@ run() { # name db durability -> requests/s
     PORT=0 RUST_LOG=off "$bin" >"$out" 2>"$work/$1.err" &
   local pid=$!
   pids+=("$pid")
-  for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
+  for _ in $(seq 300); do grep -q listening "$out" && break; sleep 0.1; done
   local port
   port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out")
+  if [[ -z $port ]]; then
+    echo "the $1 server did not start within 30 s: $(cat "$work/$1.err")" >&2
+    exit 1
+  fi
   wrk -t2 -c"$conns" -d"${secs}s" -s benches/distinct_ips.lua "http://127.0.0.1:$port/ping" \
     >"$work/$1.wrk"
   kill "$pid"
