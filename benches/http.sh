@@ -35,7 +35,10 @@
 # (first free port from 16379), PIN (1: with
 # 2+ CPUs, servers run on CPU 0 and wrk on CPU 1, so that they never share a core by chance,
 # which otherwise makes latencies bimodal; 0: let the scheduler place them).
-# Output files (callgrind profiles and their annotations) go to $CARGO_TARGET_DIR/http-bench.
+# Output files (callgrind profiles and their annotations) go to $CARGO_TARGET_DIR/http-bench,
+# named with CG_TAG (default empty) before the configuration; the callgrind part also writes
+# `CONFIG INSTRUCTIONS_PER_REQUEST` lines to $OUT/${CG_TAG}instructions.txt (used by
+# benches/hot-path.sh). SKIP_BUILD=1 skips the build (a caller that built already).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -53,6 +56,7 @@ for c in "${CONFIGS[@]}"; do
   [[ $c == floodgate-sqlite* || $c == floodgate-redis ]] || DEFAULT_CG+=("$c")
 done
 CG_CONFIGS=(${CG_CONFIGS:-${DEFAULT_CG[*]}})
+CG_TAG=${CG_TAG:-}
 PIN=${PIN:-1}
 BIN=$CARGO_TARGET_DIR/release
 SERVER_CPU=() WRK_CPU=()
@@ -78,7 +82,7 @@ USES_REDIS=0
 [[ ${SKIP_CALLGRIND:-0} != 1 && " ${CG_CONFIGS[*]} " == *" floodgate-redis "* ]] && USES_REDIS=1
 [[ $USES_REDIS == 0 ]] || need redis-server redis-server
 
-cargo build --release -q -p floodgate-bench --bins
+[[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release -q -p floodgate-bench --bins
 
 declare -A PID PORT
 REDIS_PID=
@@ -199,9 +203,9 @@ if [[ ${SKIP_CALLGRIND:-0} != 1 ]]; then
   declare -A IR
   for c in "${CG_CONFIGS[@]}"; do
     for n in "$N1" "$N2"; do
-      file=$OUT/callgrind.$c.$n.out
+      file=$OUT/callgrind.$CG_TAG$c.$n.out
       env BENCH_PORT=$port $(store_env "$c") valgrind --tool=callgrind --callgrind-out-file="$file" \
-        "$BIN/server-$c" 2>"$OUT/valgrind.$c.$n.log" &
+        "$BIN/server-$c" 2>"$OUT/valgrind.$CG_TAG$c.$n.log" &
       PID[$c]=$!
       counts=$("$BIN/bench-client" "$port" "$n" "$WARMUP")
       wait "${PID[$c]}"
@@ -217,14 +221,16 @@ if [[ ${SKIP_CALLGRIND:-0} != 1 ]]; then
       IR[$c.$n]=$((total - once))
       echo "  $c N=$n: $total instructions, $once of them in once_cell initialisation ($counts)"
     done
-    callgrind_annotate --inclusive=yes "$OUT/callgrind.$c.$N2.out" >"$OUT/annotate.$c.inclusive.txt" 2>/dev/null || true
-    callgrind_annotate "$OUT/callgrind.$c.$N2.out" >"$OUT/annotate.$c.self.txt" 2>/dev/null || true
+    callgrind_annotate --inclusive=yes "$OUT/callgrind.$CG_TAG$c.$N2.out" >"$OUT/annotate.$CG_TAG$c.inclusive.txt" 2>/dev/null || true
+    callgrind_annotate "$OUT/callgrind.$CG_TAG$c.$N2.out" >"$OUT/annotate.$CG_TAG$c.self.txt" 2>/dev/null || true
   done
   echo
   printf "%-20s %14s %10s %16s\n" config "instr/request" "vs bare" "added vs bare"
   bare=$(( (IR[bare.$N2] - IR[bare.$N1]) / (N2 - N1) ))
+  : >"$OUT/${CG_TAG}instructions.txt"
   for c in "${CG_CONFIGS[@]}"; do
     per=$(( (IR[$c.$N2] - IR[$c.$N1]) / (N2 - N1) ))
+    echo "$c $per" >>"$OUT/${CG_TAG}instructions.txt"
     awk -v c="$c" -v per="$per" -v bare="$bare" \
       'BEGIN { printf "%-20s %14d %9.3fx %+16d\n", c, per, per / bare, per - bare }'
   done

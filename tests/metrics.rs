@@ -89,6 +89,29 @@ fn route(name: &str) -> String {
 }
 
 #[actix_web::test]
+async fn near_limits_are_counted_with_the_ratelimit_fields_off() {
+    // Without the fields, the metrics alone still need each allowed request's quota.
+    let clock = FakeClock::new();
+    let (fg, registry) = metered(
+        Floodgate::new()
+            .clock(clock.clone())
+            .ratelimit_headers(false),
+    );
+    let srv = app(&fg);
+    for expected in [200, 200, 200, 200, 200, 429] {
+        let r = get_as(&srv, "/search", "10.4.1.1").await;
+        assert_eq!(r.code(), expected);
+        assert_eq!(r.header("ratelimit"), None);
+    }
+    let text = exposition(&registry).unwrap();
+    let near = format!(
+        "floodgate_near_limit_total{{route=\"{}\"}}",
+        route("search")
+    );
+    assert_eq!(sample(&text, &near), 1.0, "{text}");
+}
+
+#[actix_web::test]
 async fn requests_bans_and_near_limits_are_counted_by_route_and_decision() {
     let clock = FakeClock::new();
     let (fg, registry) = metered(Floodgate::new().clock(clock.clone()));

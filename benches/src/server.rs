@@ -26,6 +26,8 @@ pub enum Config {
     /// Floodgate, memory store, two global rules that nothing reaches, a ban rule, RateLimit
     /// headers on.
     Floodgate,
+    /// [`Config::Floodgate`] with the RateLimit header fields off.
+    FloodgateNoHeaders,
     /// The same with rules so low that nearly every request is refused (429).
     FloodgateRefusing,
     /// [`Config::Floodgate`] with its Prometheus metrics registered (`Floodgate::metrics`).
@@ -43,6 +45,8 @@ pub enum Config {
     /// [`Config::Floodgate`]'s first rule (a burst of 100, one more every 10 ms), its
     /// `x-ratelimit-*` headers on.
     Governor,
+    /// [`Config::Governor`] without its `x-ratelimit-*` headers.
+    GovernorNoHeaders,
     /// actix-governor with one request per client per minute (nearly every request refused).
     GovernorRefusing,
 }
@@ -72,6 +76,10 @@ async fn hello() -> &'static str {
 
 type SharedHandle = Arc<Mutex<Option<ServerHandle>>>;
 
+/// How long a stopped server waits before it exits (see `serve!`): ample for the worker
+/// thread's teardown, even under valgrind.
+const TEARDOWN: Duration = Duration::from_secs(2);
+
 async fn shutdown(handle: web::Data<SharedHandle>) -> HttpResponse {
     let handle = handle.lock().ok().and_then(|h| h.clone());
     if let Some(handle) = handle {
@@ -100,7 +108,12 @@ macro_rules! serve {
         if let Ok(mut slot) = handle.lock() {
             *slot = Some(server.handle());
         }
-        server.await
+        let served = server.await;
+        // The worker thread drops its app (and the limiter's state) after the server stopped;
+        // a process that exited first would leave that work out of one profile and not of
+        // another. Waiting makes the teardown part of every run, so that it cancels out.
+        std::thread::sleep(TEARDOWN);
+        served
     }};
 }
 
@@ -130,6 +143,10 @@ pub fn run(config: Config) -> std::io::Result<()> {
             Config::Bare => serve!(port, handle,),
             Config::Floodgate | Config::FloodgateRefusing => {
                 let floodgate = crate::floodgate(config == Config::FloodgateRefusing);
+                serve!(port, handle, floodgate.clone())
+            }
+            Config::FloodgateNoHeaders => {
+                let floodgate = crate::floodgate(false).ratelimit_headers(false);
                 serve!(port, handle, floodgate.clone())
             }
             Config::FloodgateMetrics => {
@@ -172,6 +189,15 @@ pub fn run(config: Config) -> std::io::Result<()> {
                     .burst_size(burst)
                     .key_extractor(HeaderIpKeyExtractor)
                     .use_headers()
+                    .finish()
+                    .ok_or_else(|| std::io::Error::other("invalid governor quota"))?;
+                serve!(port, handle, Governor::new(&governor))
+            }
+            Config::GovernorNoHeaders => {
+                let governor = GovernorConfigBuilder::default()
+                    .period(Duration::from_millis(10))
+                    .burst_size(100)
+                    .key_extractor(HeaderIpKeyExtractor)
                     .finish()
                     .ok_or_else(|| std::io::Error::other("invalid governor quota"))?;
                 serve!(port, handle, Governor::new(&governor))

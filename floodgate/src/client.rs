@@ -281,35 +281,31 @@ fn dotted_quad(b: &[u8]) -> Option<std::net::Ipv4Addr> {
         return None;
     }
     let mut octets = [0u8; 4];
-    let mut part = 0;
-    let (mut value, mut digits, mut leading_zero) = (0u16, 0u8, false);
-    for &c in b {
-        match c {
-            b'0'..=b'9' => {
-                if digits == 0 {
-                    leading_zero = c == b'0';
-                } else if leading_zero {
-                    return None;
-                }
-                value = value * 10 + u16::from(c - b'0');
-                digits += 1;
-                if value > 255 {
-                    return None;
-                }
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
             }
-            b'.' if digits > 0 && part < 3 => {
-                octets[part] = value as u8;
-                part += 1;
-                (value, digits) = (0, 0);
-            }
-            _ => return None,
+            i += 1;
         }
+        // One to three digits, no leading zero, at most 255.
+        let start = i;
+        let mut value = 0u32;
+        while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+            if i - start == 3 {
+                return None;
+            }
+            value = value * 10 + u32::from(d);
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || value > 255 || (digits > 1 && b[start] == b'0') {
+            return None;
+        }
+        *octet = value as u8;
     }
-    if part != 3 || digits == 0 {
-        return None;
-    }
-    octets[3] = value as u8;
-    Some(octets.into())
+    (i == b.len()).then(|| octets.into())
 }
 
 /// Parses `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`, optionally quoted (one

@@ -112,6 +112,14 @@ impl RoutePlan {
         } else {
             None
         };
+        // Nothing shows the quota of an allowed request: the store need not compute it.
+        let shows_quota =
+            shared.ratelimit_headers || shared.legacy_headers || shared.metrics.is_some();
+        let plan = if shows_quota {
+            plan
+        } else {
+            plan.without_quota()
+        };
         Rc::new(RoutePlan {
             plan: Arc::new(plan),
             shadow,

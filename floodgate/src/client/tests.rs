@@ -51,6 +51,19 @@ fn the_dotted_quad_fast_path_agrees_with_the_standard_parser() {
     }
 }
 
+proptest::proptest! {
+    #[test]
+    fn the_dotted_quad_fast_path_agrees_with_the_standard_parser_on_any_text(
+        text in "[0-9.a ]{0,17}"
+    ) {
+        proptest::prop_assert_eq!(
+            dotted_quad(text.as_bytes()),
+            text.parse::<std::net::Ipv4Addr>().ok(),
+            "{}", text
+        );
+    }
+}
+
 #[test]
 fn ipv6_is_keyed_by_its_64() {
     let a = ClientKey::from_ip(ip("2001:db8:1:2:aaaa::1"), 64);

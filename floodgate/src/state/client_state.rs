@@ -108,7 +108,9 @@ impl ClientState {
     }
 
     fn push_scope(&mut self, id: ScopeId, scope: Scope) -> usize {
-        let mut scopes = std::mem::take(&mut self.scopes).into_vec();
+        // Exactly the room needed: no growth, and no shrink into the boxed slice.
+        let mut scopes = Vec::with_capacity(self.scopes.len() + 1);
+        scopes.extend(std::mem::take(&mut self.scopes).into_vec());
         scopes.push((id, scope));
         self.scopes = scopes.into_boxed_slice();
         self.scopes.len() - 1
@@ -337,6 +339,9 @@ impl ClientState {
         for lp in &plan.logs {
             let log = self.log_mut(lp.scope);
             log.push(lp, now, plan.units);
+            if !plan.quota {
+                continue;
+            }
             for k in 0..lp.rules.len() {
                 let (remaining, reset) = log.quota(&lp.rules, k, now);
                 consider(Quota {
@@ -361,6 +366,9 @@ impl ClientState {
             }
             st.touch(p, now);
             let allowance = p.amount.saturating_add(st.carry);
+            if !plan.quota {
+                return Decision::Allowed { quota: None };
+            }
             consider(Quota {
                 limit: pp.limit,
                 remaining: allowance.saturating_sub(st.count),

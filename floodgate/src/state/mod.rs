@@ -106,6 +106,9 @@ pub struct Plan {
     pub(crate) policy: Option<PolicyPlan>,
     /// Units of every limit's count one request uses (its cost); at least 1.
     pub(crate) units: u32,
+    /// Whether an allowed request's decision reports the quota closest to refusing (for the
+    /// RateLimit fields and metrics); without it, no limit's quota is computed.
+    pub(crate) quota: bool,
     limits: Vec<LimitInfo>,
 }
 
@@ -118,6 +121,7 @@ impl Plan {
             logs: Vec::new(),
             policy: None,
             units: 1,
+            quota: true,
             limits: Vec::new(),
         }
     }
@@ -175,6 +179,7 @@ impl Plan {
             logs: log_plans,
             policy,
             units: 1,
+            quota: true,
             limits,
         }
     }
@@ -189,6 +194,13 @@ impl Plan {
     /// Units of every limit's count that one request uses.
     pub fn units(&self) -> u32 {
         self.units
+    }
+
+    /// This plan with allowed decisions that report no quota (`Decision::Allowed { quota:
+    /// None }`), for an app that shows it nowhere: the work of computing it is saved.
+    pub(crate) fn without_quota(mut self) -> Plan {
+        self.quota = false;
+        self
     }
 
     /// This plan without its ban check, for shadow mode: the ban is the enforcing plan's to

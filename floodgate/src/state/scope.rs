@@ -104,7 +104,7 @@ impl RuleLog {
     pub(super) fn push(&mut self, plan: &LogPlan, now: u64, units: u32) {
         let units = units.max(1);
         if plan.bounded > 0 {
-            self.shape_windows(&plan.rules);
+            self.shape_windows(&plan.rules, plan.bounded);
             if let Some(ws) = &mut self.windows {
                 let big = plan.rules.iter().filter(|r| is_bounded(r.count()));
                 for (w, rule) in ws.0.iter_mut().zip(big) {
@@ -126,12 +126,12 @@ impl RuleLog {
 
     /// Makes `windows` hold one window per large rule, of the rule's width, seeding a new
     /// one with the log's times.
-    fn shape_windows(&mut self, rules: &[Rule]) {
+    fn shape_windows(&mut self, rules: &[Rule], bounded: usize) {
         let big = || rules.iter().filter(|r| is_bounded(r.count()));
         // The common case, on every counted request: the windows fit. Checked without
         // allocating.
         let fits = self.windows.as_ref().is_some_and(|ws| {
-            ws.0.len() == big().count()
+            ws.0.len() == bounded
                 && ws
                     .0
                     .iter()
@@ -141,26 +141,22 @@ impl RuleLog {
         if fits {
             return;
         }
-        let big: Vec<&Rule> = big().collect();
         let old = self.windows.take();
-        let list = big
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                let wms = rule.window_ms();
-                match old.as_ref().and_then(|ws| ws.0.get(i)) {
-                    Some(w) if w.width == width_for(wms) => w.clone(),
-                    _ => {
-                        let mut w = Window::new(wms);
-                        for t in self.times.iter() {
-                            w.add(t, 1, wms);
-                        }
-                        w
+        let mut list = Vec::with_capacity(bounded);
+        for (i, rule) in big().enumerate() {
+            let wms = rule.window_ms();
+            list.push(match old.as_ref().and_then(|ws| ws.0.get(i)) {
+                Some(w) if w.width == width_for(wms) => w.clone(),
+                _ => {
+                    let mut w = Window::new(wms);
+                    for t in self.times.iter() {
+                        w.add(t, 1, wms);
                     }
+                    w
                 }
-            })
-            .collect();
-        self.windows = Some(Box::new(Windows(list)));
+            });
+        }
+        self.windows = Some(Box::new(Windows(list.into_boxed_slice())));
     }
 }
 

@@ -42,7 +42,21 @@ pub(crate) fn width_for(window_ms: u64) -> u64 {
     window_ms.div_ceil(SUB_WINDOWS).max(1)
 }
 
-/// Units counted per sub-window, in a ring of [`SLOTS`].
+/// The ring's positions as bits of a word.
+const ALL: u64 = (1 << SLOTS) - 1;
+
+/// The low `n` bits (all of them from 64 on).
+fn low_bits(n: u64) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1 << n) - 1
+    }
+}
+
+/// Units counted per sub-window, in a ring of [`SLOTS`], with a bit per slot that holds
+/// units: every question walks the occupied sub-windows only (a few for most clients, at
+/// most [`SLOTS`]), never the ring.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Window {
     /// Sub-window width in milliseconds (see [`width_for`]).
@@ -50,8 +64,8 @@ pub(crate) struct Window {
     /// Index (time / width) of the oldest sub-window that may still count; the live ones are
     /// `base .. base + SLOTS`, sub-window `j` in slot `j % SLOTS`.
     pub(crate) base: u64,
-    /// The sum of `slots`.
-    total: u64,
+    /// Bit `i` set when `slots[i]` is not 0.
+    occupied: u64,
     slots: [u32; SLOTS],
 }
 
@@ -61,7 +75,7 @@ impl Window {
         Window {
             width: width_for(window_ms),
             base: 0,
-            total: 0,
+            occupied: 0,
             slots: [0; SLOTS],
         }
     }
@@ -79,17 +93,46 @@ impl Window {
         let mut w = Window {
             width,
             base,
-            total: 0,
+            occupied: 0,
             slots: [0; SLOTS],
         };
         for (j, n) in units {
             if j >= base && j - base < SLOTS as u64 {
-                let slot = &mut w.slots[(j % SLOTS as u64) as usize];
-                *slot = slot.saturating_add(n);
+                let i = (j % SLOTS as u64) as usize;
+                w.slots[i] = w.slots[i].saturating_add(n);
+                if w.slots[i] != 0 {
+                    w.occupied |= 1 << i;
+                }
             }
         }
-        w.total = w.slots.iter().map(|&n| u64::from(n)).sum();
         Some(w)
+    }
+
+    /// The occupied slots as offsets from `base`: bit `k` for sub-window `base + k`.
+    fn occupied_from_base(&self) -> u64 {
+        let s = (self.base % SLOTS as u64) as u32;
+        // A rotation right by `s` within the ring's `SLOTS` bits.
+        ((self.occupied >> s) | (self.occupied << (SLOTS as u32 - s))) & ALL
+    }
+
+    /// The slot of sub-window `base + k`, for `k < SLOTS`.
+    fn slot_at(&self, k: u32) -> usize {
+        let i = (self.base % SLOTS as u64) as usize + k as usize;
+        if i >= SLOTS {
+            i - SLOTS
+        } else {
+            i
+        }
+    }
+
+    /// The units of the sub-windows `base + k` for the bits `k` of `bits`.
+    fn sum(&self, mut bits: u64) -> u64 {
+        let mut sum = 0;
+        while bits != 0 {
+            sum += u64::from(self.slots[self.slot_at(bits.trailing_zeros())]);
+            bits &= bits - 1;
+        }
+        sum
     }
 
     /// The live sub-windows that hold units, oldest first: `(index, units)`.
@@ -123,11 +166,11 @@ impl Window {
     /// The first live sub-window at `now`, and the units it and the later ones hold.
     fn live(&self, now: u64, window_ms: u64) -> (u64, u64) {
         let first = self.first_counted(now, window_ms).max(self.base);
-        let stale = (first - self.base).min(SLOTS as u64);
-        let gone: u64 = (self.base..self.base + stale)
-            .map(|j| u64::from(self.slot(j)))
-            .sum();
-        (first, self.total.saturating_sub(gone))
+        let stale = first - self.base;
+        (
+            first,
+            self.sum(self.occupied_from_base() & !low_bits(stale)),
+        )
     }
 
     /// The live sub-windows from `first`, oldest first.
@@ -160,7 +203,7 @@ impl Window {
                 return Some(self.leaves_at(j, window_ms).saturating_sub(now).max(1));
             }
         }
-        // Unreachable while `total` is the sum of the slots; refuse for a whole window.
+        // Unreachable while `used` is the sum of the live slots; refuse for a whole window.
         Some(window_ms)
     }
 
@@ -175,47 +218,41 @@ impl Window {
         (remaining, reset)
     }
 
-    /// The oldest sub-window from `first` on that holds units: a walk of the ring by index,
-    /// without a division per sub-window (this runs on every counted request).
+    /// The oldest sub-window from `first` on that holds units: the lowest occupied bit at
+    /// or past `first` (this runs on every counted request).
     fn first_nonzero_from(&self, first: u64) -> Option<u64> {
-        let last = self.last();
-        if first > last {
-            return None;
-        }
-        let mut i = (first % SLOTS as u64) as usize;
-        for j in first..=last {
-            if self.slots[i] != 0 {
-                return Some(j);
-            }
-            i += 1;
-            if i == SLOTS {
-                i = 0;
-            }
-        }
-        None
+        let bits = self.occupied_from_base() & !low_bits(first.saturating_sub(self.base));
+        (bits != 0).then(|| self.base.saturating_add(u64::from(bits.trailing_zeros())))
     }
 
     /// Counts `units` at `now`, first forgetting the sub-windows that left the window.
     pub(crate) fn add(&mut self, now: u64, units: u32, window_ms: u64) {
         let first = self.first_counted(now, window_ms);
         if first > self.base {
-            if first - self.base >= SLOTS as u64 {
-                self.slots = [0; SLOTS];
-                self.total = 0;
-            } else {
-                for j in self.base..first {
-                    let slot = &mut self.slots[(j % SLOTS as u64) as usize];
-                    self.total -= u64::from(*slot);
-                    *slot = 0;
-                }
+            let mut gone = self.occupied_from_base() & low_bits(first - self.base);
+            while gone != 0 {
+                let i = self.slot_at(gone.trailing_zeros());
+                self.slots[i] = 0;
+                self.occupied &= !(1 << i);
+                gone &= gone - 1;
             }
             self.base = first;
         }
         let j = (now / self.width).clamp(self.base, self.last());
-        let slot = &mut self.slots[(j % SLOTS as u64) as usize];
-        let before = *slot;
-        *slot = before.saturating_add(units);
-        self.total += u64::from(*slot - before);
+        let i = (j % SLOTS as u64) as usize;
+        self.slots[i] = self.slots[i].saturating_add(units);
+        if self.slots[i] != 0 {
+            self.occupied |= 1 << i;
+        }
+    }
+}
+
+#[cfg(test)]
+impl Window {
+    /// The occupied bits are exactly the slots that hold units.
+    pub(crate) fn bits_match_slots(&self) -> bool {
+        (0..SLOTS).all(|i| (self.occupied >> i & 1 == 1) == (self.slots[i] != 0))
+            && self.occupied & !ALL == 0
     }
 }
 
@@ -227,10 +264,11 @@ impl Window {
         if j < self.base || j > self.last() {
             return;
         }
-        let slot = &mut self.slots[(j % SLOTS as u64) as usize];
-        let taken = (*slot).min(units);
-        *slot -= taken;
-        self.total -= u64::from(taken);
+        let i = (j % SLOTS as u64) as usize;
+        self.slots[i] -= self.slots[i].min(units);
+        if self.slots[i] == 0 {
+            self.occupied &= !(1 << i);
+        }
     }
 }
 

@@ -11,6 +11,28 @@ fn admitted_within(admitted: &[u64], to: u64, len: u64) -> u64 {
         .count() as u64
 }
 
+/// What the window answers at `now`, recomputed slot by slot from its parts: (units
+/// counted, wait until the oldest counted sub-window leaves, or 0).
+fn recount(w: &Window, now: u64, window_ms: u64) -> (u64, u64) {
+    let first = (now.saturating_add(1).saturating_sub(window_ms) / w.width).max(w.base);
+    let live: Vec<(u64, u32)> = w.parts().filter(|&(j, _)| j >= first).collect();
+    let used = live.iter().map(|&(_, n)| u64::from(n)).sum();
+    let reset = live.first().map_or(0, |&(j, _)| {
+        ((j + 1) * w.width + window_ms - 1).saturating_sub(now)
+    });
+    (used, reset)
+}
+
+/// The window's answers agree with [`recount`] (its occupied bits are a faithful index).
+fn agrees_with_recount(w: &Window, count: u32, now: u64, window_ms: u64) {
+    assert!(w.bits_match_slots(), "{w:?}");
+    let (used, reset) = recount(w, now, window_ms);
+    assert_eq!(w.used(now, window_ms), used, "{w:?} at {now}");
+    let (remaining, r) = w.quota(count, now, window_ms);
+    assert_eq!(u64::from(remaining), u64::from(count).saturating_sub(used));
+    assert_eq!(r, reset, "{w:?} at {now}");
+}
+
 /// Runs `gaps` (ms between requests) through a window of `count` per `window_ms` and checks
 /// the documented bounds against the exact record of what it admitted.
 fn run_traffic(count: u32, window_ms: u64, start: u64, gaps: &[u64]) {
@@ -20,9 +42,11 @@ fn run_traffic(count: u32, window_ms: u64, start: u64, gaps: &[u64]) {
     let mut now = start;
     for &gap in gaps {
         now += gap;
+        agrees_with_recount(&w, count, now, window_ms);
         match w.refusal(count, 1, now, window_ms) {
             None => {
                 w.add(now, 1, window_ms);
+                agrees_with_recount(&w, count, now, window_ms);
                 admitted.push(now);
                 // Never more than `count` within any window: the window ending now holds
                 // every window's worst case (checked at each admission).
@@ -120,4 +144,24 @@ fn stored_parts_round_trip_and_bad_ones_are_dropped() {
     end.add(u64::MAX, u32::MAX, u64::MAX);
     end.add(u64::MAX, u32::MAX, u64::MAX);
     assert!(end.refusal(u32::MAX, 1, u64::MAX, u64::MAX).is_some());
+}
+
+#[test]
+fn remove_takes_units_from_the_sub_window_of_their_time_and_keeps_the_bits() {
+    let window = 60_000;
+    let mut w = Window::new(window);
+    w.add(1_000, 3, window);
+    w.add(30_000, 2, window);
+    w.remove(1_500, 2);
+    assert!(w.bits_match_slots());
+    assert_eq!(w.used(30_000, window), 3);
+    w.remove(1_000, 5);
+    assert!(w.bits_match_slots(), "an emptied sub-window clears its bit");
+    assert_eq!(w.used(30_000, window), 2);
+    assert_eq!(w.quota(10, 30_000, window).0, 8);
+    // A time whose sub-window has left the ring takes nothing.
+    w.add(200_000, 1, window);
+    w.remove(30_000, 2);
+    assert!(w.bits_match_slots());
+    assert_eq!(w.used(200_000, window), 1);
 }

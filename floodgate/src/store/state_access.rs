@@ -39,7 +39,12 @@ pub(crate) fn check(
 ) -> StoreFuture<Decision> {
     let plan = Arc::clone(plan);
     let create = plan.counts();
-    let draw = fastrand::u64(..);
+    // Only an adaptive punishment's jitter uses the draw.
+    let adaptive = plan
+        .policy
+        .as_ref()
+        .is_some_and(|p| p.policy.adaptive.is_some());
+    let draw = if adaptive { fastrand::u64(..) } else { 0 };
     s.with_state(client, now, create, move |st| {
         st.check_with_draw(&plan, now, draw)
     })
