@@ -289,12 +289,20 @@ impl SqliteStoreBuilder {
             None
         };
 
-        if batched.is_none() {
-            start_checkpointer(&mut conn, &self.path, flags, &shown, self.durability)?;
-        }
+        let behind = match batched {
+            None => Some(start_checkpointer(
+                &mut conn,
+                &self.path,
+                flags,
+                &shown,
+                self.durability,
+            )?),
+            Some(_) => None,
+        };
 
         let (jobs, rx) = mpsc::sync_channel(self.queue);
-        let worker = Worker::new(conn, &self.table, &self);
+        let mut worker = Worker::new(conn, &self.table, &self);
+        worker.wal_behind = behind;
         let shared = batched.clone();
         let thread = std::thread::Builder::new()
             .name("floodgate-sqlite".into())

@@ -159,6 +159,8 @@ pub(super) struct Worker {
     /// [`Durability::Batched`]: past this many pending changes, the memory store takes no
     /// new client until a round succeeds.
     pub(super) backlog: usize,
+    /// Raised when the WAL outgrew the checkpoint thread (see `checkpoint.rs`).
+    pub(super) wal_behind: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Rows looked at per periodic sweep step, so that a sweep never holds the lock for long.
@@ -188,6 +190,7 @@ impl Worker {
             next_sweep: 0,
             pending: HashMap::new(),
             backlog: b.memory_clients,
+            wal_behind: None,
         }
     }
 
@@ -199,6 +202,9 @@ impl Worker {
             self.fill(&mut batch, &rx);
             let latest = batch.iter().map(|j| j.now()).max().unwrap_or(0);
             self.finish_batch(&mut batch, Worker::execute);
+            if let Some(behind) = &self.wal_behind {
+                super::checkpoint::restart_wal(&self.conn, behind);
+            }
             if latest >= self.next_sweep {
                 self.sweep_step(latest);
             }
