@@ -225,7 +225,8 @@ fn usage_errors_exit_2_and_failures_exit_1() {
             "--forever",
         ],
         vec!["--sqlite", &db, "--redis", "redis://127.0.0.1/", "bans"],
-        vec!["--sqlite", &db, "top"], // only the app counts offenders
+        vec!["--sqlite", &db, "--prefix", "shop", "bans"], // a prefix is Redis's
+        vec!["--sqlite", &db, "top"],                      // only the app counts offenders
         vec!["--url", "http://127.0.0.1:9/_floodgate", "bans"], // no token
         vec!["frobnicate"],
     ] {
