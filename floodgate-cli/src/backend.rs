@@ -1,11 +1,13 @@
-//! Where the command acts: a floodgate store opened directly (SQLite, Redis), or a running
-//! app's admin API. Every answer has the admin API's JSON shape, whichever the backend.
+//! Where the command acts: a floodgate store opened directly (SQLite, Redis, Redis Cluster),
+//! or a running app's admin API. Every answer has the admin API's JSON shape, whichever the
+//! backend.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use floodgate::{
-    BanCursor, BanReason, ClientKey, ClientState, RedisStore, SqliteStore, Store, Timestamp,
+    BanCursor, BanReason, ClientKey, ClientState, RedisStore, RedisStoreBuilder, SqliteStore,
+    Store, Timestamp,
 };
 use serde_json::{json, Value};
 
@@ -51,6 +53,31 @@ fn failed(e: floodgate::StoreError) -> Failure {
     Failure::new(e.to_string())
 }
 
+/// The Redis store `builder` sets up (a server's or a cluster's), connected with the
+/// command's settings: its prefix, and no ban cache (the command reads what Redis holds now).
+async fn redis_store(builder: RedisStoreBuilder, cli: &Cli) -> Result<Box<dyn Store>, Failure> {
+    let store = builder
+        .prefix(cli.prefix.clone())
+        .ban_cache(Duration::ZERO)
+        .connect()
+        .await
+        .map_err(failed)?;
+    Ok(Box::new(store))
+}
+
+/// The node URLs of `--redis-cluster`, trimmed; a usage error when there is none or one is
+/// blank (`a,,b`, a trailing comma).
+fn cluster_nodes(given: &[String]) -> Result<Vec<String>, Failure> {
+    let nodes: Vec<String> = given.iter().map(|n| n.trim().to_owned()).collect();
+    if nodes.is_empty() || nodes.iter().any(String::is_empty) {
+        return Err(Failure::usage(
+            "--redis-cluster takes node URLs separated by commas, none of them empty \
+             (redis://10.0.0.1:6379,redis://10.0.0.2:6379)",
+        ));
+    }
+    Ok(nodes)
+}
+
 /// A client's status in the admin API's shape (without windows: only the app knows its
 /// rules).
 fn status_json(client: &ClientKey, state: Option<&ClientState>, now: Timestamp) -> Value {
@@ -82,16 +109,13 @@ impl Backend {
             });
         }
         if let Some(url) = &cli.redis {
-            let store = RedisStore::builder(url.clone())
-                .prefix(cli.prefix.clone())
-                .ban_cache(Duration::ZERO)
-                .connect()
-                .await
-                .map_err(failed)?;
-            return Ok(Backend::Store {
-                store: Box::new(store),
-                v6_prefix,
-            });
+            let store = redis_store(RedisStore::builder(url.clone()), cli).await?;
+            return Ok(Backend::Store { store, v6_prefix });
+        }
+        if let Some(nodes) = &cli.redis_cluster {
+            let nodes = cluster_nodes(nodes)?;
+            let store = redis_store(RedisStore::cluster(nodes), cli).await?;
+            return Ok(Backend::Store { store, v6_prefix });
         }
         if let Some(url) = &cli.url {
             let Some(token) = cli.token.clone().filter(|t| !t.is_empty()) else {
@@ -102,7 +126,8 @@ impl Backend {
             return Ok(Backend::Api(Api::new(url, token)));
         }
         Err(Failure::usage(
-            "say where floodgate's state is: --sqlite FILE, --redis URL or --url URL",
+            "say where floodgate's state is: --sqlite FILE, --redis URL, \
+             --redis-cluster URL[,URL..] or --url URL",
         ))
     }
 

@@ -1,5 +1,5 @@
-//! `floodgate`: list, ban and unban clients in a floodgate SQLite file, a Redis server or a
-//! running app's admin API; import a FlaskFloodgate database.
+//! `floodgate`: list, ban and unban clients in a floodgate SQLite file, a Redis server, a
+//! Redis Cluster or a running app's admin API; import a FlaskFloodgate database.
 //!
 //! Exit status: 0 when the command did what it says, 1 when it failed (a store or HTTP
 //! error, an unreadable file), 2 for a usage error (a bad option, client or duration).
@@ -30,10 +30,20 @@ struct Cli {
     #[arg(long, default_value = "floodgate_clients", requires = "sqlite")]
     table: String,
     /// A Redis server holding a floodgate's state.
-    #[arg(long, value_name = "URL", group = "where")]
+    #[arg(long, value_name = "URL", group = "where", group = "redis_store")]
     redis: Option<String>,
+    /// A Redis Cluster holding a floodgate's state: the URLs of one or more of its nodes,
+    /// separated by commas (one reachable node is enough).
+    #[arg(
+        long,
+        value_name = "URL[,URL..]",
+        value_delimiter = ',',
+        group = "where",
+        group = "redis_store"
+    )]
+    redis_cluster: Option<Vec<String>>,
     /// The key prefix of the floodgate in Redis.
-    #[arg(long, default_value = "floodgate", requires = "redis")]
+    #[arg(long, default_value = "floodgate", requires = "redis_store")]
     prefix: String,
     /// A running app's admin API, such as http://127.0.0.1:8080/_floodgate.
     #[arg(long, value_name = "URL", group = "where")]

@@ -1,14 +1,25 @@
-//! The `floodgate` binary end to end: against a real SQLite file, a real redis-server
-//! (skipped with a notice when none is installed, unless FLOODGATE_REQUIRE_REDIS=1), a
-//! running app's admin API, and a FlaskFloodgate file to import.
+//! The `floodgate` binary end to end: against a real SQLite file, a running app's admin API,
+//! a FlaskFloodgate file to import, and (in `cli/redis.rs`) a real redis-server and Redis
+//! Cluster that the tests start themselves (skipped with a notice when redis-server is not
+//! installed, unless FLOODGATE_REQUIRE_REDIS=1).
 
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use actix_web::App;
 use floodgate::{BanRule, ClientKey, Clock, Floodgate, SqliteStore, Store, SystemClock};
+
+#[path = "../../floodgate/tests/support/redis_cluster.rs"]
+mod redis_cluster;
+#[path = "../../floodgate/tests/support/redis_server.rs"]
+mod redis_server;
+#[path = "../../floodgate/tests/support/services.rs"]
+mod services;
+
+#[path = "cli/redis.rs"]
+mod redis;
 
 const TOKEN: &str = "cli-test-token-0123456789";
 
@@ -214,7 +225,8 @@ fn usage_errors_exit_2_and_failures_exit_1() {
             "--forever",
         ],
         vec!["--sqlite", &db, "--redis", "redis://127.0.0.1/", "bans"],
-        vec!["--sqlite", &db, "top"], // only the app counts offenders
+        vec!["--sqlite", &db, "--prefix", "shop", "bans"], // a prefix is Redis's
+        vec!["--sqlite", &db, "top"],                      // only the app counts offenders
         vec!["--url", "http://127.0.0.1:9/_floodgate", "bans"], // no token
         vec!["frobnicate"],
     ] {
@@ -397,96 +409,4 @@ async fn the_admin_api_of_a_running_app() {
     let wrong = floodgate(&["--url", &url, "--token", "wrong-token-wrong-token", "bans"]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
-}
-
-/// A redis-server of this test's own on a free port, stopped on drop.
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_ok();
-        if !found {
-            assert!(
-                std::env::var_os("FLOODGATE_REQUIRE_REDIS").is_none(),
-                "FLOODGATE_REQUIRE_REDIS is set but redis-server is not installed"
-            );
-            eprintln!("SKIPPED: redis-server is not installed (set FLOODGATE_REQUIRE_REDIS=1 to fail instead)");
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Redis(child, port))
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn a_redis_server() {
-    let Some(redis) = Redis::start() else {
-        return;
-    };
-    let url = format!("redis://127.0.0.1:{}/", redis.1);
-    let run = |args: &[&str]| {
-        let mut all = vec!["--redis", url.as_str(), "--prefix", "shop"];
-        all.extend_from_slice(args);
-        floodgate(&all)
-    };
-    assert_eq!(
-        run(&["ban", "1.2.3.4", "--for", "1h"]).status.code(),
-        Some(0)
-    );
-    assert_eq!(run(&["blacklist", "2001:db8::1"]).status.code(), Some(0));
-    let listed = json(&run(&["bans", "--json"]));
-    let got: Vec<(&str, &str)> = listed["bans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| (b["client"].as_str().unwrap(), b["reason"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        got,
-        [("1.2.3.4", "operator"), ("2001:db8::/64", "blacklist")]
-    );
-    let status = json(&run(&["status", "1.2.3.4", "--json"]));
-    assert_eq!(status["ban"]["reason"], "operator");
-    assert!(status["ban"]["since"].as_str().is_some(), "{status}");
-    assert_eq!(stdout(&run(&["unban", "1.2.3.4"])), "unbanned\n");
-    let other = floodgate(&["--redis", &url, "--prefix", "other", "bans", "--json"]);
-    assert_eq!(
-        json(&other)["bans"],
-        serde_json::json!([]),
-        "prefixes are apart"
-    );
 }
