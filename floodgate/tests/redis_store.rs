@@ -274,13 +274,61 @@ async fn an_old_value_with_a_long_log_keeps_its_count_in_the_bounded_window() {
         other => panic!("{other:?}"),
     }
     assert!(check(&s, &c, &plan, 60_000).await.is_allowed());
-    let value = server.cli(&["GET", &s.key_of(&c)]);
-    assert!(
-        value.starts_with("2 "),
-        "rewritten with its window: {value}"
-    );
-    assert!(value.len() < 120, "{value}");
+    assert_rewritten_in_version_3(&server, &s.key_of(&c));
     // The log's 1,000 fell in one sub-window, which leaves whole at 61 s - 1 ms.
+    assert!(!check(&s, &c, &plan, 60_998).await.is_allowed());
+    assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
+}
+
+/// The value at `key` is the script's current encoding: a MessagePack array (its first byte
+/// a fixarray or array16 header, never the digit of a text version), and short.
+fn assert_rewritten_in_version_3(server: &RedisServer, key: &str) {
+    let first = server.cli(&[
+        "EVAL",
+        "return {string.byte(redis.call('GET', KEYS[1]), 1), redis.call('STRLEN', KEYS[1])}",
+        "1",
+        key,
+    ]);
+    let mut lines = first.lines().map(|l| l.trim().parse::<u32>().unwrap());
+    let (tag, len) = (lines.next().unwrap(), lines.next().unwrap());
+    assert!(tag == 0xdc || (0x90..=0x9f).contains(&tag), "tag {tag:#x}");
+    assert!(len < 120, "{len} bytes");
+}
+
+/// A value written by the previous version (2, text, with a bounded window): a rule of 1,000
+/// per minute whose window holds 1,000 units in the sub-window of `T0`. The script reads it
+/// (the limit holds until that sub-window leaves) and rewrites it in version 3, which the
+/// store reads back with the same window.
+#[actix_rt::test]
+async fn a_value_of_the_previous_version_keeps_its_window_and_is_rewritten() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let s = redis_store(&server, secs(1)).await;
+    let c = client(43);
+    let plan = global(&[(1_000, 60)]);
+    let j = T0 / 1_000;
+    let old = format!(
+        "2 {T0} 0 0 0 0 1 L {} {} 0 1 1000 {} 1 2 1000",
+        ScopeId::GLOBAL.0,
+        T0 + 61_000,
+        j - 2
+    );
+    server.cli(&["SET", &s.key_of(&c), &old]);
+    let before = s.state(&c, at(0)).await.unwrap().unwrap();
+    match check(&s, &c, &plan, 1_000).await {
+        Decision::Limited { retry_after, .. } => {
+            assert_eq!(retry_after, Duration::from_millis(59_999))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_rewritten_in_version_3(&server, &s.key_of(&c));
+    let after = s.state(&c, at(1_000)).await.unwrap().unwrap();
+    assert_eq!(
+        format!("{before:?}").replace(&(T0).to_string(), "last_seen"),
+        format!("{after:?}").replace(&(T0 + 1_000).to_string(), "last_seen"),
+        "the refusal changed nothing but the time last seen"
+    );
     assert!(!check(&s, &c, &plan, 60_998).await.is_allowed());
     assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
 }

@@ -10,8 +10,10 @@
 //!   again on the next call.
 //! - **Key layout.** One string per client: `{prefix}:ip:{address}` for IP clients
 //!   (`shop:ip:203.0.113.7`, `shop:ip:2001:db8:1:2::/64`) and `{prefix}:key:{key}` for custom
-//!   keys. The value is the client's whole [`ClientState`] in a compact space-separated text
-//!   encoding (times in milliseconds, `-1` for never).
+//!   keys. The value is the client's whole [`ClientState`] as one MessagePack array (times in
+//!   milliseconds), which the script reads and writes in one call of Redis's `cmsgpack`;
+//!   values in the space-separated text of earlier versions are still read, and rewritten on
+//!   the client's next decision.
 //! - **Keys expire on their own**: after each write the script sets the key's TTL to the
 //!   time left until [`ClientState::expires_at`], measured from floodgate's clock. Permanent
 //!   bans and records kept "forever" have no TTL; state that holds nothing is deleted.
@@ -51,6 +53,7 @@ use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
 mod bans;
 mod cache;
+mod msgpack;
 mod script;
 
 use cache::BanCache;
@@ -289,7 +292,7 @@ impl RedisStore {
     }
 
     /// Runs one operation of the script: one round trip.
-    fn run(&self, client: &ClientKey, op: &'static str, now: Timestamp, args: String) -> Pending {
+    fn run(&self, client: &ClientKey, op: &'static str, now: Timestamp, args: Vec<u8>) -> Pending {
         let mut conn = self.conn.clone();
         let script = self.script.clone();
         let key = self.key_of(client);
@@ -349,7 +352,7 @@ impl Store for RedisStore {
         let mut args = rule.count().to_string();
         push_time(&mut args, rule.window_ms());
         push_time(&mut args, rule.duration_ms());
-        let call = self.run(client, "report", now, args);
+        let call = self.run(client, "report", now, args.into_bytes());
         StoreFuture::pending(async move {
             let reply = call.await?;
             // Not cached: a longer ban of another kind may be in force; the next check
@@ -368,7 +371,7 @@ impl Store for RedisStore {
 
     fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
         let until = until.map_or(u64::MAX, Timestamp::as_millis);
-        let call = self.run(client, "ban", now, lua_time(until));
+        let call = self.run(client, "ban", now, lua_time(until).into_bytes());
         let cache = self.cache.clone();
         let client = client.clone();
         StoreFuture::pending(async move {
@@ -395,7 +398,7 @@ impl Store for RedisStore {
         let mut args = lua_time(until.map_or(u64::MAX, Timestamp::as_millis));
         let _ = write!(args, " {}", ban_code(reason));
         let epoch = self.cache.as_ref().map_or(0, |c| c.epoch());
-        let call = self.run(client, "extend", now, args);
+        let call = self.run(client, "extend", now, args.into_bytes());
         let cache = self.cache.clone();
         let client = client.clone();
         StoreFuture::pending(async move {
@@ -418,7 +421,7 @@ impl Store for RedisStore {
         if let Some(cache) = &self.cache {
             cache.remove(client);
         }
-        let call = self.run(client, "unban", now, String::new());
+        let call = self.run(client, "unban", now, Vec::new());
         let cache = self.cache.clone();
         let client = client.clone();
         StoreFuture::pending(async move {
@@ -447,7 +450,7 @@ impl Store for RedisStore {
             get.atomic().get(&key).hget(&info, &member);
             let (blob, since) = bounded(
                 timeout,
-                get.query_async::<(Option<String>, Option<String>)>(&mut conn),
+                get.query_async::<(Option<Vec<u8>>, Option<String>)>(&mut conn),
             )
             .await
             .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;

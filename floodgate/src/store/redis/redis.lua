@@ -3,9 +3,10 @@
 -- conformance tests run the same scenarios against MemoryStore and RedisStore.
 --
 -- KEYS[1]  the client's key; its value is the encoded ClientState (see `decode`).
--- ARGV[1]  operation: check | report | ban | unban
+-- ARGV[1]  operation: check | report | ban | extend | unban
 -- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
--- ARGV[3]  operation arguments, space separated (see each operation)
+-- ARGV[3]  operation arguments: for check, the plan as a MessagePack array (see
+--          `decode_plan`); for the others, space separated (see each operation)
 -- KEYS[2], KEYS[3], ARGV[4]  the index of bans (see `index_ban`): the sorted set of banned
 --          clients by ban end, the hash of "since reason" per client, the client's member
 --
@@ -23,6 +24,7 @@ local NEVER = 9007199254740992
 local tonumber, tostring, ipairs, pairs = tonumber, tostring, ipairs, pairs
 local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
 local floor, mmax, mmin = math.floor, math.max, math.min
+local mp_pack, mp_unpack, byte, pcall, type = cmsgpack.pack, cmsgpack.unpack, string.byte, pcall, type
 
 local function num(s)
   local n = tonumber(s)
@@ -178,6 +180,7 @@ local function shape_windows(log, rules)
   log.wins = wins
 end
 
+-- Windows in the text encoding of versions 1 and 2 (read only, see `decode_text`).
 local function decode_windows(nx)
   local n = tonumber(nx()) or 0
   if n == 0 then return nil end
@@ -195,25 +198,6 @@ local function decode_windows(nx)
   end
   return wins
 end
-
-local function encode_windows(out, wins)
-  out[#out + 1] = tostring(#(wins or {}))
-  for _, w in ipairs(wins or {}) do
-    out[#out + 1] = enc(w.width)
-    out[#out + 1] = enc(w.base)
-    local at = #out + 1
-    out[at] = '0'
-    local np = 0
-    for j, n in pairs(w.slots) do
-      if n > 0 then
-        np = np + 1
-        out[#out + 1] = tostring(j - w.base)
-        out[#out + 1] = enc(n)
-      end
-    end
-    out[at] = tostring(np)
-  end
-end
 -- ---- End of the bounded window ---------------------------------------------------------
 
 local PF = {
@@ -228,14 +212,16 @@ local function new_policy(id)
   return p
 end
 
--- ClientState: "V last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope.."
--- scope: "L id expires n t.." | "P id <the 13 PF fields>"; ban_reason 0 = no ban,
--- 1 reported, 2 operator, 3 punished, 4 probe. Version V is 1, or 2 when a log holds bounded
--- windows: then every "L" scope goes on with "nw (width base np (offset units)*)*" (see
--- the bounded window section below).
-local function decode(blob)
-  local st = { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
-  if not blob then return st end
+local function new_state()
+  return { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
+end
+
+-- ClientState as written by versions 1 and 2 of this script (read only, for values stored
+-- before version 3): "V last_seen ban_until ban_reason offences_expire n_off off.. n_scopes
+-- scope.." with scope "L id expires n t.." | "P id <the 13 PF fields>", and from V = 2 every
+-- "L" scope goes on with "nw (width base np (offset units)*)*". Times as text, -1 = never.
+local function decode_text(blob)
+  local st = new_state()
   local nx = reader(blob)
   local version = nx()
   if version ~= '1' and version ~= '2' then return st end
@@ -260,71 +246,166 @@ local function decode(blob)
   return st
 end
 
-local function encode(st)
-  local version = '1'
-  for _, s in ipairs(st.scopes) do
-    if s.kind == 'L' and s.wins ~= nil then version = '2' end
+-- ClientState (version 3): one MessagePack array (cmsgpack) of the fields in the order of
+-- versions 1 and 2, numbers as numbers (NEVER for never) and scope ids as strings:
+--   3 last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope..
+--   scope: "L" id expires n t.. nw (width base np (offset units)*)*
+--        | "P" id <the 13 PF fields>
+-- ban_reason 0 = no ban, 1 reported, 2 operator, 3 punished, 4 probe; a window's parts are
+-- its sub-windows holding units, by offset from its base (see the bounded window above).
+-- One C call reads or writes it: no text to split or numbers to format.
+local function decode_packed(blob)
+  local v = mp_unpack(blob)
+  local st = new_state()
+  if type(v) ~= 'table' or v[1] ~= 3 then return st end
+  st.last_seen, st.ban_until, st.ban_reason, st.off_exp = v[2], v[3], v[4], v[5]
+  local offences = st.offences
+  local i = 7
+  for k = 1, v[6] do
+    offences[k] = v[i]
+    i = i + 1
   end
-  local out = { version, enc(st.last_seen), enc(st.ban_until), tostring(st.ban_reason), enc(st.off_exp),
-    tostring(#st.offences) }
-  for _, t in ipairs(st.offences) do out[#out + 1] = enc(t) end
-  out[#out + 1] = tostring(#st.scopes)
-  for _, s in ipairs(st.scopes) do
-    out[#out + 1] = s.kind
-    out[#out + 1] = s.id
-    if s.kind == 'L' then
-      out[#out + 1] = enc(s.expires)
-      out[#out + 1] = tostring(#s.times)
-      for _, t in ipairs(s.times) do out[#out + 1] = enc(t) end
-      if version == '2' then encode_windows(out, s.wins) end
+  local scopes = st.scopes
+  local n_scopes = v[i]
+  i = i + 1
+  for k = 1, n_scopes do
+    local kind, id = v[i], v[i + 1]
+    i = i + 2
+    if kind == 'L' then
+      local times = {}
+      for j = 1, v[i + 1] do times[j] = v[i + 1 + j] end
+      local log = { id = id, kind = 'L', expires = v[i], times = times }
+      i = i + 2 + #times
+      local nw = v[i]
+      i = i + 1
+      if nw > 0 then
+        local wins = {}
+        for n = 1, nw do
+          local width, base, parts = v[i], v[i + 1], v[i + 2]
+          local slots, total = {}, 0
+          i = i + 3
+          for _ = 1, parts do
+            local units = v[i + 1]
+            slots[base + v[i]] = units
+            total = total + units
+            i = i + 2
+          end
+          wins[n] = { width = width, base = base, total = total, slots = slots }
+        end
+        log.wins = wins
+      end
+      scopes[k] = log
     else
-      for _, f in ipairs(PF) do out[#out + 1] = enc(s[f]) end
+      local p = { id = id, kind = 'P' }
+      for f = 1, 13 do p[PF[f]] = v[i + f - 1] end
+      i = i + 13
+      scopes[k] = p
     end
   end
-  return concat(out, ' ')
+  return st
 end
 
--- Plan: "ban_check count n_logs log.. has_policy policy units"
--- log: "scope cap longest first_limit n_rules (count window)*" (first_limit 0-based)
--- policy: "scope limit amount window block_ms block_limit relative reset punish acc_cap
---          max_window cooldown grace_extra grace_interval factor adaptive_max jitter"
--- where punish is 'b' (blacklist) or the ban's base length, and acc_cap, max_window,
--- grace_extra and factor are 'n' when unset; jitter is the random extra already drawn.
-local function opt(s)
-  if s == 'n' then return nil end
-  return num(s)
+-- The state in `blob` (nil: none). A value in an unknown format, or one that does not parse,
+-- reads as no state, as a value of an unknown version always did.
+local function decode(blob)
+  if not blob then return new_state() end
+  local first = byte(blob, 1)
+  if first == 49 or first == 50 then return decode_text(blob) end -- '1', '2'
+  local ok, st = pcall(decode_packed, blob)
+  if ok then return st end
+  return new_state()
+end
+
+local function encode(st)
+  local out = { 3, st.last_seen, st.ban_until, st.ban_reason, st.off_exp, #st.offences }
+  local n = 6
+  for _, t in ipairs(st.offences) do
+    n = n + 1
+    out[n] = t
+  end
+  out[n + 1] = #st.scopes
+  n = n + 1
+  for _, s in ipairs(st.scopes) do
+    out[n + 1] = s.kind
+    out[n + 2] = s.id
+    n = n + 2
+    if s.kind == 'L' then
+      local times = s.times
+      out[n + 1] = s.expires
+      out[n + 2] = #times
+      n = n + 2
+      for _, t in ipairs(times) do
+        n = n + 1
+        out[n] = t
+      end
+      local wins = s.wins or {}
+      n = n + 1
+      out[n] = #wins
+      for _, w in ipairs(wins) do
+        local base = w.base
+        out[n + 1] = w.width
+        out[n + 2] = base
+        n = n + 3
+        local at, parts = n, 0
+        for j, units in pairs(w.slots) do
+          if units > 0 then
+            out[n + 1] = j - base
+            out[n + 2] = units
+            n = n + 2
+            parts = parts + 1
+          end
+        end
+        out[at] = parts
+      end
+    else
+      for f = 1, 13 do out[n + f] = s[PF[f]] end
+      n = n + 13
+    end
+  end
+  return mp_pack(out)
+end
+
+-- Plan: one MessagePack array (sent by script.rs):
+--   ban_check count n_logs log.. has_policy [policy] units
+-- log: scope cap longest first_limit n_rules (count window)*   (first_limit 0-based)
+-- policy: scope limit amount window block_ms block_limit relative reset punish acc_cap
+--         max_window cooldown grace_extra grace_interval factor adaptive_max jitter
+-- booleans as booleans; punish is false (blacklist) or the ban's base length; acc_cap,
+-- max_window, grace_extra and factor are false when unset; jitter is the random extra
+-- already drawn. Times arrive clamped to NEVER.
+local function opt(x)
+  if x == false then return nil end
+  return x
 end
 
 local function decode_plan(s)
-  local nx = reader(s)
-  local plan = { ban_check = nx() == '1', count = nx() == '1', logs = {} }
-  for k = 1, tonumber(nx()) or 0 do
-    local lp = { scope = nx(), cap = num(nx()), longest = num(nx()), first = num(nx()), rules = {} }
-    lp.bounded = 0
-    for j = 1, tonumber(nx()) or 0 do
-      lp.rules[j] = { count = num(nx()), window = num(nx()) }
-      if lp.rules[j].count > EXACT_MAX then lp.bounded = lp.bounded + 1 end
+  local v = mp_unpack(s)
+  local plan = { ban_check = v[1], count = v[2], logs = {} }
+  local i = 4
+  for k = 1, v[3] do
+    local lp = { scope = v[i], cap = v[i + 1], longest = v[i + 2], first = v[i + 3], rules = {},
+      bounded = 0 }
+    local rules = lp.rules
+    local n = v[i + 4]
+    i = i + 5
+    for j = 1, n do
+      local count = v[i]
+      rules[j] = { count = count, window = v[i + 1] }
+      if count > EXACT_MAX then lp.bounded = lp.bounded + 1 end
+      i = i + 2
     end
     plan.logs[k] = lp
   end
-  if nx() == '1' then
-    local pp = { scope = nx(), limit = num(nx()), amount = num(nx()), window = num(nx()),
-      block_ms = num(nx()), block_limit = num(nx()), relative = nx() == '1', reset = nx() == '1' }
-    local punish = nx()
-    if punish ~= 'b' then pp.ban_base = num(punish) end
-    pp.acc_cap = opt(nx())
-    pp.max_window = opt(nx())
-    pp.cooldown = num(nx())
-    pp.grace_extra = opt(nx())
-    pp.grace_interval = num(nx())
-    local factor = nx()
-    if factor ~= 'n' then pp.factor = tonumber(factor) end
-    pp.adaptive_max = num(nx())
-    pp.jitter = num(nx())
-    plan.policy = pp
+  if v[i] then
+    plan.policy = { scope = v[i + 1], limit = v[i + 2], amount = v[i + 3], window = v[i + 4],
+      block_ms = v[i + 5], block_limit = v[i + 6], relative = v[i + 7], reset = v[i + 8],
+      ban_base = opt(v[i + 9]), acc_cap = opt(v[i + 10]), max_window = opt(v[i + 11]),
+      cooldown = v[i + 12], grace_extra = opt(v[i + 13]), grace_interval = v[i + 14],
+      factor = opt(v[i + 15]), adaptive_max = v[i + 16], jitter = v[i + 17] }
+    i = i + 17
   end
   -- Units of every limit one request uses (its cost).
-  plan.units = mmax(tonumber(nx()) or 1, 1)
+  plan.units = mmax(v[i + 1] or 1, 1)
   return plan
 end
 
