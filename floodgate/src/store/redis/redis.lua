@@ -24,7 +24,8 @@ local NEVER = 9007199254740992
 local tonumber, tostring, ipairs, pairs = tonumber, tostring, ipairs, pairs
 local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
 local floor, mmax, mmin = math.floor, math.max, math.min
-local mp_pack, mp_unpack, byte, pcall, type = cmsgpack.pack, cmsgpack.unpack, string.byte, pcall, type
+local mp_pack, mp_unpack, byte, pcall, type, unpack = cmsgpack.pack, cmsgpack.unpack, string.byte,
+  pcall, type, unpack
 
 local function num(s)
   local n = tonumber(s)
@@ -148,15 +149,25 @@ local function win_add(w, now, units, window)
   w.total = w.total + units
 end
 
+-- The place of each large rule among the large rules of `rules` (its window in a log's
+-- `wins`) and its sub-window width: `slot` and `width`, which `decode_plan` sets once.
+local function place_rules(rules)
+  local slot = 0
+  for _, rule in ipairs(rules) do
+    if rule.count > EXACT_MAX then
+      slot = slot + 1
+      rule.slot, rule.width = slot, width_for(rule.window)
+    end
+  end
+end
+
 -- The window of rule k of `rules` in `log`, when it has one of the rule's width.
 local function log_window(log, rules, k)
-  if rules[k].count <= EXACT_MAX or log.wins == nil then return nil end
-  local i = 0
-  for j = 1, k do
-    if rules[j].count > EXACT_MAX then i = i + 1 end
-  end
-  local w = log.wins[i]
-  if w ~= nil and w.width == width_for(rules[k].window) then return w end
+  local rule = rules[k]
+  if rule.count <= EXACT_MAX or log.wins == nil then return nil end
+  if rule.slot == nil then place_rules(rules) end
+  local w = log.wins[rule.slot]
+  if w ~= nil and w.width == rule.width then return w end
   return nil
 end
 
@@ -164,6 +175,21 @@ end
 local function shape_windows(log, rules)
   local old, wins = log.wins or {}, {}
   local fits = log.wins ~= nil
+  if fits then
+    -- Usually every window is there already: check without building a new list.
+    local n = 0
+    for _, rule in ipairs(rules) do
+      if rule.count > EXACT_MAX then
+        n = n + 1
+        local w = old[n]
+        if w == nil or w.width ~= (rule.width or width_for(rule.window)) then
+          fits = false
+          break
+        end
+      end
+    end
+    if fits and n == #old then return end
+  end
   for _, rule in ipairs(rules) do
     if rule.count > EXACT_MAX then
       local i = #wins + 1
@@ -259,12 +285,9 @@ local function decode_packed(blob)
   local st = new_state()
   if type(v) ~= 'table' or v[1] ~= 3 then return st end
   st.last_seen, st.ban_until, st.ban_reason, st.off_exp = v[2], v[3], v[4], v[5]
-  local offences = st.offences
-  local i = 7
-  for k = 1, v[6] do
-    offences[k] = v[i]
-    i = i + 1
-  end
+  -- Lists are built by table constructors sized at once (`unpack`), not grown item by item.
+  local i = 7 + v[6]
+  if i > 7 then st.offences = { unpack(v, 7, i - 1) } end
   local scopes = st.scopes
   local n_scopes = v[i]
   i = i + 1
@@ -272,10 +295,11 @@ local function decode_packed(blob)
     local kind, id = v[i], v[i + 1]
     i = i + 2
     if kind == 'L' then
+      local n = v[i + 1]
       local times = {}
-      for j = 1, v[i + 1] do times[j] = v[i + 1 + j] end
-      local log = { id = id, kind = 'L', expires = v[i], times = times }
-      i = i + 2 + #times
+      if n > 0 then times = { unpack(v, i + 2, i + 1 + n) } end
+      local log = { id = id, kind = 'L', expires = v[i], times = times, wins = nil }
+      i = i + 2 + n
       local nw = v[i]
       i = i + 1
       if nw > 0 then
@@ -389,9 +413,14 @@ local function decode_plan(s)
     local n = v[i + 4]
     i = i + 5
     for j = 1, n do
-      local count = v[i]
-      rules[j] = { count = count, window = v[i + 1] }
-      if count > EXACT_MAX then lp.bounded = lp.bounded + 1 end
+      local count, window = v[i], v[i + 1]
+      if count > EXACT_MAX then
+        lp.bounded = lp.bounded + 1
+        -- See `place_rules`.
+        rules[j] = { count = count, window = window, slot = lp.bounded, width = width_for(window) }
+      else
+        rules[j] = { count = count, window = window }
+      end
       i = i + 2
     end
     plan.logs[k] = lp
@@ -501,7 +530,7 @@ local function push(log, lp, now, units)
       while #log.times >= lp.cap do tremove(log.times, 1) end
       log.times[#log.times + 1] = now
     end
-  else
+  elseif #log.times > 0 then
     log.times = {}
   end
   log.expires = sat(now, lp.longest)
@@ -653,18 +682,16 @@ local function check(st, plan, now)
     if after > allowance then return block(st, pp, now) end
   end
 
-  local best = nil
-  local function consider(limit, remaining, reset)
-    if best == nil or remaining < best[2] or (remaining == best[2] and reset > best[3]) then
-      best = { limit, remaining, reset }
-    end
-  end
+  -- The quota shown: the limit with the fewest remaining, then the latest reset.
+  local best, best_rem, best_reset = nil, 0, 0
   for _, lp in ipairs(plan.logs) do
     local log = log_mut(st, lp.scope)
     push(log, lp, now, plan.units)
     for k, _ in ipairs(lp.rules) do
       local remaining, reset = log_quota(log, lp, k, now)
-      consider(lp.first + k - 1, remaining, reset)
+      if best == nil or remaining < best_rem or (remaining == best_rem and reset > best_reset) then
+        best, best_rem, best_reset = lp.first + k - 1, remaining, reset
+      end
     end
   end
   if pp then
@@ -677,11 +704,14 @@ local function check(st, plan, now)
       p.grace_used_at = now
     end
     touch(p, pp, now)
-    consider(pp.limit, ssub(pp.amount + p.carry, p.count),
-      ssub(sat(p.window_start, pp.window), now))
+    local remaining = ssub(pp.amount + p.carry, p.count)
+    local reset = ssub(sat(p.window_start, pp.window), now)
+    if best == nil or remaining < best_rem or (remaining == best_rem and reset > best_reset) then
+      best, best_rem, best_reset = pp.limit, remaining, reset
+    end
   end
   if best == nil then return { 0, 0 } end
-  return { 0, 1, best[1], best[2], enc(best[3]) }
+  return { 0, 1, best, best_rem, enc(best_reset) }
 end
 
 -- ClientState::report; args "count window duration". {0, offences} or {1, until}.
