@@ -56,7 +56,7 @@ plan() {
     [ "$2" -gt "$longest" ] && longest=$2
     n=$((n + 1))
   done
-  if grep -q 'mp_unpack(s)' "$script"; then
+  if grep -q 'mp_unpack(s)' "$script" && ! grep -q 'mp_pack(3, st)' "$script"; then
     printf '\\x%02x\\xc3\\xc3\\x01\\xa2\\x34\\x32' $((0x90 + 10 + 2 * n))
     mp_uint "$cap"; mp_uint "$longest"; mp_uint 0; mp_uint "$n"
     for r in "${rules[@]}"; do mp_uint "$r"; done

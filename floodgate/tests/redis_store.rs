@@ -280,19 +280,20 @@ async fn an_old_value_with_a_long_log_keeps_its_count_in_the_bounded_window() {
     assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
 }
 
-/// The value at `key` is the script's current encoding: a MessagePack array (its first byte
-/// a fixarray or array16 header, never the digit of a text version), and short.
+/// The value at `key` is the script's current encoding: the MessagePack of the version, 3,
+/// then of a map (the state), never the text of an earlier version; and small.
 fn assert_rewritten_in_version_3(server: &RedisServer, key: &str) {
-    let first = server.cli(&[
+    let reply = server.cli(&[
         "EVAL",
-        "return {string.byte(redis.call('GET', KEYS[1]), 1), redis.call('STRLEN', KEYS[1])}",
+        "local v = redis.call('GET', KEYS[1]) return {string.byte(v, 1, 2)} ",
         "1",
         key,
     ]);
-    let mut lines = first.lines().map(|l| l.trim().parse::<u32>().unwrap());
-    let (tag, len) = (lines.next().unwrap(), lines.next().unwrap());
-    assert!(tag == 0xdc || (0x90..=0x9f).contains(&tag), "tag {tag:#x}");
-    assert!(len < 120, "{len} bytes");
+    let bytes: Vec<u32> = reply.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(bytes[0], 3, "{bytes:?}");
+    assert!((0x80..=0x8f).contains(&bytes[1]), "a map: {bytes:?}");
+    let len: usize = server.cli(&["STRLEN", key]).parse().unwrap();
+    assert!(len < 200, "{len} bytes");
 }
 
 /// A value written by the previous version (2, text, with a bounded window): a rule of 1,000

@@ -55,12 +55,14 @@ mod bans;
 mod cache;
 mod msgpack;
 mod script;
+mod stored;
 
 use cache::BanCache;
 use script::{
-    ban_code, ban_reason, decision_of, decode_state, encode_plan, lua_time, malformed, push_time,
-    rust_time, SCRIPT,
+    ban_code, ban_reason, decision_of, encode_plan, lua_time, malformed, push_time, rust_time,
+    SCRIPT,
 };
+use stored::decode_state;
 
 /// Client state in Redis, shared by every server of a fleet. Clones share the connection
 /// and the ban cache.

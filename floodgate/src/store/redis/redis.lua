@@ -24,8 +24,7 @@ local NEVER = 9007199254740992
 local tonumber, tostring, ipairs, pairs = tonumber, tostring, ipairs, pairs
 local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
 local floor, mmax, mmin = math.floor, math.max, math.min
-local mp_pack, mp_unpack, byte, pcall, type, unpack = cmsgpack.pack, cmsgpack.unpack, string.byte,
-  pcall, type, unpack
+local mp_pack, mp_unpack, byte, pcall, type = cmsgpack.pack, cmsgpack.unpack, string.byte, pcall, type
 
 local function num(s)
   local n = tonumber(s)
@@ -272,169 +271,48 @@ local function decode_text(blob)
   return st
 end
 
--- ClientState (version 3): one MessagePack array (cmsgpack) of the fields in the order of
--- versions 1 and 2, numbers as numbers (NEVER for never) and scope ids as strings:
---   3 last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope..
---   scope: "L" id expires n t.. nw (width base np (offset units)*)*
---        | "P" id <the 13 PF fields>
--- ban_reason 0 = no ban, 1 reported, 2 operator, 3 punished, 4 probe; a window's parts are
--- its sub-windows holding units, by offset from its base (see the bounded window above).
--- One C call reads or writes it: no text to split or numbers to format.
-local function decode_packed(blob)
-  local v = mp_unpack(blob)
-  local st = new_state()
-  if type(v) ~= 'table' or v[1] ~= 3 then return st end
-  st.last_seen, st.ban_until, st.ban_reason, st.off_exp = v[2], v[3], v[4], v[5]
-  -- Lists are built by table constructors sized at once (`unpack`), not grown item by item.
-  local i = 7 + v[6]
-  if i > 7 then st.offences = { unpack(v, 7, i - 1) } end
-  local scopes = st.scopes
-  local n_scopes = v[i]
-  i = i + 1
-  for k = 1, n_scopes do
-    local kind, id = v[i], v[i + 1]
-    i = i + 2
-    if kind == 'L' then
-      local n = v[i + 1]
-      local times = {}
-      if n > 0 then times = { unpack(v, i + 2, i + 1 + n) } end
-      local log = { id = id, kind = 'L', expires = v[i], times = times, wins = nil }
-      i = i + 2 + n
-      local nw = v[i]
-      i = i + 1
-      if nw > 0 then
-        local wins = {}
-        for n = 1, nw do
-          local width, base, parts = v[i], v[i + 1], v[i + 2]
-          local slots, total = {}, 0
-          i = i + 3
-          for _ = 1, parts do
-            local units = v[i + 1]
-            slots[base + v[i]] = units
-            total = total + units
-            i = i + 2
-          end
-          wins[n] = { width = width, base = base, total = total, slots = slots }
-        end
-        log.wins = wins
-      end
-      scopes[k] = log
-    else
-      local p = { id = id, kind = 'P' }
-      for f = 1, 13 do p[PF[f]] = v[i + f - 1] end
-      i = i + 13
-      scopes[k] = p
-    end
-  end
-  return st
-end
-
--- The state in `blob` (nil: none). A value in an unknown format, or one that does not parse,
--- reads as no state, as a value of an unknown version always did.
+-- ClientState (version 3): the MessagePack (cmsgpack) of two values, 3 and this table as it
+-- is: `st` with its `offences` and `scopes` lists, each scope a log { id, kind = 'L',
+-- expires, times, wins } (`wins` a list of windows { width, base, total, slots = {
+-- [sub-window] = units } }, absent when the log has none) or a policy { id, kind = 'P', the
+-- 13 PF fields }. Times are numbers (NEVER for never), scope ids strings; a table keyed 1..n
+-- is an array, any other a map. Redis's C code reads and writes it in one call each: no
+-- Lua loop over the value.
 local function decode(blob)
   if not blob then return new_state() end
   local first = byte(blob, 1)
   if first == 49 or first == 50 then return decode_text(blob) end -- '1', '2'
-  local ok, st = pcall(decode_packed, blob)
-  if ok then return st end
-  return new_state()
+  local ok, version, st = pcall(mp_unpack, blob)
+  -- A value in an unknown format, or one that does not parse, reads as no state, as a
+  -- value of an unknown version always did.
+  if not ok or version ~= 3 or type(st) ~= 'table' or type(st.scopes) ~= 'table'
+    or type(st.offences) ~= 'table' then
+    return new_state()
+  end
+  return st
 end
 
 local function encode(st)
-  local out = { 3, st.last_seen, st.ban_until, st.ban_reason, st.off_exp, #st.offences }
-  local n = 6
-  for _, t in ipairs(st.offences) do
-    n = n + 1
-    out[n] = t
-  end
-  out[n + 1] = #st.scopes
-  n = n + 1
-  for _, s in ipairs(st.scopes) do
-    out[n + 1] = s.kind
-    out[n + 2] = s.id
-    n = n + 2
-    if s.kind == 'L' then
-      local times = s.times
-      out[n + 1] = s.expires
-      out[n + 2] = #times
-      n = n + 2
-      for _, t in ipairs(times) do
-        n = n + 1
-        out[n] = t
-      end
-      local wins = s.wins or {}
-      n = n + 1
-      out[n] = #wins
-      for _, w in ipairs(wins) do
-        local base = w.base
-        out[n + 1] = w.width
-        out[n + 2] = base
-        n = n + 3
-        local at, parts = n, 0
-        for j, units in pairs(w.slots) do
-          if units > 0 then
-            out[n + 1] = j - base
-            out[n + 2] = units
-            n = n + 2
-            parts = parts + 1
-          end
-        end
-        out[at] = parts
-      end
-    else
-      for f = 1, 13 do out[n + f] = s[PF[f]] end
-      n = n + 13
-    end
-  end
-  return mp_pack(out)
+  return mp_pack(3, st)
 end
 
--- Plan: one MessagePack array (sent by script.rs):
---   ban_check count n_logs log.. has_policy [policy] units
--- log: scope cap longest first_limit n_rules (count window)*   (first_limit 0-based)
--- policy: scope limit amount window block_ms block_limit relative reset punish acc_cap
---         max_window cooldown grace_extra grace_interval factor adaptive_max jitter
--- booleans as booleans; punish is false (blacklist) or the ban's base length; acc_cap,
--- max_window, grace_extra and factor are false when unset; jitter is the random extra
--- already drawn. Times arrive clamped to NEVER.
-local function opt(x)
-  if x == false then return nil end
-  return x
-end
-
+-- Plan: the MessagePack of this table (written by script.rs), which the script reads as is:
+--   { ban_check, count, units, logs = { log.. }, policy = policy (absent when none) }
+-- log: { scope, cap, longest, first, bounded, rules = { { count, window }.. } }, `first` the
+--      0-based index of its first rule among the plan's limits, `bounded` how many of its
+--      rules count above EXACT_MAX
+-- policy: { scope, limit, amount, window, block_ms, block_limit, relative, reset, ban_base,
+--      acc_cap, max_window, cooldown, grace_extra, grace_interval, factor, adaptive_max,
+--      jitter }; ban_base is absent for a blacklist, and acc_cap, max_window, grace_extra
+--      and factor when unset; jitter is the random extra already drawn.
+-- Times arrive clamped to NEVER.
 local function decode_plan(s)
-  local v = mp_unpack(s)
-  local plan = { ban_check = v[1], count = v[2], logs = {} }
-  local i = 4
-  for k = 1, v[3] do
-    local lp = { scope = v[i], cap = v[i + 1], longest = v[i + 2], first = v[i + 3], rules = {},
-      bounded = 0 }
-    local rules = lp.rules
-    local n = v[i + 4]
-    i = i + 5
-    for j = 1, n do
-      local count, window = v[i], v[i + 1]
-      if count > EXACT_MAX then
-        lp.bounded = lp.bounded + 1
-        -- See `place_rules`.
-        rules[j] = { count = count, window = window, slot = lp.bounded, width = width_for(window) }
-      else
-        rules[j] = { count = count, window = window }
-      end
-      i = i + 2
-    end
-    plan.logs[k] = lp
-  end
-  if v[i] then
-    plan.policy = { scope = v[i + 1], limit = v[i + 2], amount = v[i + 3], window = v[i + 4],
-      block_ms = v[i + 5], block_limit = v[i + 6], relative = v[i + 7], reset = v[i + 8],
-      ban_base = opt(v[i + 9]), acc_cap = opt(v[i + 10]), max_window = opt(v[i + 11]),
-      cooldown = v[i + 12], grace_extra = opt(v[i + 13]), grace_interval = v[i + 14],
-      factor = opt(v[i + 15]), adaptive_max = v[i + 16], jitter = v[i + 17] }
-    i = i + 17
+  local plan = mp_unpack(s)
+  for _, lp in ipairs(plan.logs) do
+    if lp.bounded > 0 then place_rules(lp.rules) end
   end
   -- Units of every limit one request uses (its cost).
-  plan.units = mmax(v[i + 1] or 1, 1)
+  plan.units = mmax(plan.units or 1, 1)
   return plan
 end
 
