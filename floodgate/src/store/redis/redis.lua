@@ -58,14 +58,15 @@ end
 -- ---- The bounded window (state/window.rs), kept apart from the rest -------------------
 -- A rule of a count above EXACT_MAX counts per sub-window of width ceil(window / 60) ms in
 -- the last SLOTS sub-windows: w = { width, base, total, slots = { [index] = units } } with
--- every index in base .. base + SLOTS - 1. Stored as "width base np (offset units)*".
+-- every index in base .. base + SLOTS - 1. Stored as this table (see `decode`).
 local EXACT_MAX, SUB_WINDOWS, SLOTS = 128, 60, 61
 
--- floor(a / b) for whole a >= 0, b >= 1, exact up to 2^53.
+-- floor(a / b) for whole a >= 0, b >= 1, exact up to 2^53 (`%` rounds a / b as a double:
+-- its remainder is corrected into 0 .. b - 1, without a call to math.floor).
 local function idiv(a, b)
-  local q = floor(a / b)
-  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-  return q
+  local r = a % b
+  if r < 0 then r = r + b elseif r >= b then r = r - b end
+  return (a - r) / b
 end
 
 local function width_for(window)
@@ -152,7 +153,8 @@ end
 -- `wins`) and its sub-window width: `slot` and `width`, which `decode_plan` sets once.
 local function place_rules(rules)
   local slot = 0
-  for _, rule in ipairs(rules) do
+  for k = 1, #rules do
+    local rule = rules[k]
     if rule.count > EXACT_MAX then
       slot = slot + 1
       rule.slot, rule.width = slot, width_for(rule.window)
@@ -177,7 +179,8 @@ local function shape_windows(log, rules)
   if fits then
     -- Usually every window is there already: check without building a new list.
     local n = 0
-    for _, rule in ipairs(rules) do
+    for k = 1, #rules do
+      local rule = rules[k]
       if rule.count > EXACT_MAX then
         n = n + 1
         local w = old[n]
@@ -308,7 +311,8 @@ end
 -- Times arrive clamped to NEVER.
 local function decode_plan(s)
   local plan = mp_unpack(s)
-  for _, lp in ipairs(plan.logs) do
+  for k = 1, #plan.logs do
+    local lp = plan.logs[k]
     if lp.bounded > 0 then place_rules(lp.rules) end
   end
   -- Units of every limit one request uses (its cost).
@@ -317,7 +321,9 @@ local function decode_plan(s)
 end
 
 local function scope_index(st, id)
-  for i, s in ipairs(st.scopes) do
+  local scopes = st.scopes
+  for i = 1, #scopes do
+    local s = scopes[i]
     if s.id == id then return i end
   end
   return nil
@@ -355,7 +361,9 @@ end
 local function in_window(log, now, window)
   local floor = ssub(now, window)
   local first = 0
-  for _, t in ipairs(log.times) do
+  local times = log.times
+  for i = 1, #times do
+    local t = times[i]
     if t <= floor then first = first + 1 else break end
   end
   return #log.times - first
@@ -394,7 +402,8 @@ local function push(log, lp, now, units)
   if lp.bounded > 0 then
     shape_windows(log, lp.rules)
     local i = 0
-    for _, rule in ipairs(lp.rules) do
+    for k = 1, #lp.rules do
+      local rule = lp.rules[k]
       if rule.count > EXACT_MAX then
         i = i + 1
         win_add(log.wins[i], now, units, rule.window)
@@ -528,9 +537,11 @@ local function check(st, plan, now)
   end
 
   local refused_limit, refused_wait = nil, nil
-  for _, lp in ipairs(plan.logs) do
+  for n = 1, #plan.logs do
+    local lp = plan.logs[n]
     local log = find_log(st, lp.scope)
-    for k, rule in ipairs(lp.rules) do
+    for k = 1, #lp.rules do
+      local rule = lp.rules[k]
       local wait
       if log == nil then
         if rule.count < plan.units then wait = mmax(rule.window, 1) end
@@ -562,10 +573,11 @@ local function check(st, plan, now)
 
   -- The quota shown: the limit with the fewest remaining, then the latest reset.
   local best, best_rem, best_reset = nil, 0, 0
-  for _, lp in ipairs(plan.logs) do
+  for n = 1, #plan.logs do
+    local lp = plan.logs[n]
     local log = log_mut(st, lp.scope)
     push(log, lp, now, plan.units)
-    for k, _ in ipairs(lp.rules) do
+    for k = 1, #lp.rules do
       local remaining, reset = log_quota(log, lp, k, now)
       if best == nil or remaining < best_rem or (remaining == best_rem and reset > best_reset) then
         best, best_rem, best_reset = lp.first + k - 1, remaining, reset
@@ -638,7 +650,8 @@ end
 local function expires_at(st)
   local expires = st.off_exp
   if st.ban_reason ~= 0 then expires = mmax(expires, st.ban_until) end
-  for _, s in ipairs(st.scopes) do expires = mmax(expires, s.expires) end
+  local scopes = st.scopes
+  for i = 1, #scopes do expires = mmax(expires, scopes[i].expires) end
   return expires
 end
 
