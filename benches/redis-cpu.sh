@@ -45,22 +45,34 @@ mp_uint() {
   elif [ "$n" -lt 65536 ]; then printf '\\xcd\\x%02x\\x%02x' $((n >> 8)) $((n & 255))
   else printf '\\xce\\x%02x\\x%02x\\x%02x\\x%02x' $((n >> 24)) $(((n >> 16) & 255)) $(((n >> 8) & 255)) $((n & 255)); fi
 }
-# The plan of one log scope (id 42) of rules "count window_ms"..., exact log capacity $1:
-# MessagePack for a script that reads it (version 3 on), the text of versions 1 and 2 else.
+mp_str() {
+  local s=$1 i
+  printf '\\x%02x' $((0xa0 + ${#s}))
+  for ((i = 0; i < ${#s}; i++)); do printf '\\x%02x' "'${s:i:1}"; done
+}
+# The plan of one log scope (id 42) of rules "count window_ms"..., exact log capacity $1,
+# with the ban check: the MessagePack map of version 3 (see `decode_plan` in redis.lua) for
+# a script that stores version 3, the text of versions 1 and 2 else.
 plan() {
-  local cap=$1 script=$2 longest=0 n=0 rules=() r
+  local cap=$1 script=$2 longest=0 n=0 bounded=0 rules=() r
   shift 2
   for r in "$@"; do
     set -- $r
     rules+=("$1" "$2")
     [ "$2" -gt "$longest" ] && longest=$2
+    [ "$1" -gt 128 ] && bounded=$((bounded + 1))
     n=$((n + 1))
   done
-  if grep -q 'mp_unpack(s)' "$script" && ! grep -q 'mp_pack(3, st)' "$script"; then
-    printf '\\x%02x\\xc3\\xc3\\x01\\xa2\\x34\\x32' $((0x90 + 10 + 2 * n))
-    mp_uint "$cap"; mp_uint "$longest"; mp_uint 0; mp_uint "$n"
-    for r in "${rules[@]}"; do mp_uint "$r"; done
-    printf '\\xc2\\x01'
+  if grep -q 'mp_pack(3, st)' "$script"; then
+    printf '\\x84'
+    mp_str ban_check; printf '\\xc3'; mp_str count; printf '\\xc3'; mp_str units; mp_uint 1
+    mp_str logs; printf '\\x91\\x86'
+    mp_str scope; mp_str 42; mp_str cap; mp_uint "$cap"; mp_str longest; mp_uint "$longest"
+    mp_str first; mp_uint 0; mp_str bounded; mp_uint "$bounded"
+    mp_str rules; printf '\\x%02x' $((0x90 + n))
+    for ((r = 0; r < n; r++)); do
+      printf '\\x82'; mp_str count; mp_uint "${rules[2 * r]}"; mp_str window; mp_uint "${rules[2 * r + 1]}"
+    done
   else
     echo "1 1 1 42 $cap $longest 0 $n ${rules[*]} 0 1"
   fi

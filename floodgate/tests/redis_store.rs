@@ -248,6 +248,49 @@ async fn bounded_windows_decide_and_store_as_in_memory() {
     assert_eq!(state, memory.state(&c, end).await.unwrap());
 }
 
+/// Several rules of large counts in one scope, each counting in a window of its own width
+/// (the script finds each rule's window by its place among the large rules), beside a small
+/// rule and a large rule of another scope: every decision and the state as in memory, and
+/// each large rule refused at some point.
+#[actix_rt::test]
+async fn several_bounded_windows_in_one_scope_decide_and_store_as_in_memory() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let redis = redis_store(&server, secs(1)).await;
+    let memory = MemoryStore::new();
+    let ms = Duration::from_millis;
+    let plan = Arc::new(Plan::new(
+        [
+            (
+                ScopeId::GLOBAL,
+                vec![
+                    Rule::new(300, ms(6_000)),
+                    Rule::new(40, ms(100)),
+                    Rule::new(160, ms(1_500)),
+                ],
+            ),
+            (ScopeId::named("route r"), vec![Rule::new(200, ms(2_500))]),
+        ],
+        None,
+    ));
+    let c = client(44);
+    let mut refused = std::collections::BTreeSet::new();
+    let mut end = 0;
+    for now in bounded_traffic::times(3_000) {
+        let d = check(&memory, &c, &plan, now).await;
+        assert_eq!(d, check(&redis, &c, &plan, now).await, "at {now}");
+        if let Decision::Limited { limit, .. } = d {
+            refused.insert(limit);
+        }
+        end = now;
+    }
+    assert!([0, 2, 3].iter().all(|l| refused.contains(l)), "{refused:?}");
+    let state = redis.state(&c, at(end)).await.unwrap();
+    assert!(state.is_some());
+    assert_eq!(state, memory.state(&c, at(end)).await.unwrap());
+}
+
 /// A value written before bounded windows existed (version 1): a full log of 1,000 times
 /// under a rule of 1,000 per minute, which now counts in a bounded window.
 #[actix_rt::test]
