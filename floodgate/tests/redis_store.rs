@@ -377,6 +377,39 @@ async fn a_value_of_the_previous_version_keeps_its_window_and_is_rewritten() {
     assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
 }
 
+/// A value the script cannot read (not its MessagePack, cut short, another version, a state
+/// of the wrong shape) reads as no state, as a value of an unknown version always did: the
+/// decision is made, never a script error, and the value is replaced by a valid one.
+#[actix_rt::test]
+async fn a_damaged_value_reads_as_no_state() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let s = redis_store(&server, secs(1)).await;
+    let plan = global(&[(2, 60)]);
+    for (n, value) in [
+        "return 'garbage'",
+        "return string.sub(cmsgpack.pack(3, {scopes = {}, offences = {}}), 1, 4)",
+        "return cmsgpack.pack(4, {scopes = {}, offences = {}})",
+        "return cmsgpack.pack(3, {scopes = 'x', offences = {}})",
+        "return cmsgpack.pack(3, {scopes = {}, offences = {}})",
+        "return cmsgpack.pack(3)",
+        "return ''",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = client(60 + n as u8);
+        let key = s.key_of(&c);
+        let script = format!("redis.call('SET', KEYS[1], (function() {value} end)()) return 1");
+        assert_eq!(server.cli(&["EVAL", &script, "1", &key]), "1");
+        assert!(check(&s, &c, &plan, 0).await.is_allowed(), "{value}");
+        assert!(check(&s, &c, &plan, 1).await.is_allowed(), "{value}");
+        assert!(!check(&s, &c, &plan, 2).await.is_allowed(), "{value}");
+        assert_rewritten_in_version_3(&server, &key);
+    }
+}
+
 /// Every kind of decision came up in the runs, so the comparison covered them all.
 fn assert_covered(seen: &[&str]) {
     for kind in [

@@ -289,7 +289,9 @@ local function decode(blob)
   -- A value in an unknown format, or one that does not parse, reads as no state, as a
   -- value of an unknown version always did.
   if not ok or version ~= 3 or type(st) ~= 'table' or type(st.scopes) ~= 'table'
-    or type(st.offences) ~= 'table' then
+    or type(st.offences) ~= 'table' or type(st.last_seen) ~= 'number'
+    or type(st.ban_until) ~= 'number' or type(st.ban_reason) ~= 'number'
+    or type(st.off_exp) ~= 'number' then
     return new_state()
   end
   return st
