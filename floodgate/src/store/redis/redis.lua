@@ -5,24 +5,24 @@
 -- KEYS[1]  the client's key; its value is the encoded ClientState (see `decode`).
 -- ARGV[1]  operation: check | report | ban | extend | unban
 -- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
--- ARGV[3]  operation arguments: for check, the plan as a MessagePack array (see
---          `decode_plan`); for the others, space separated (see each operation)
+-- ARGV[3]  operation arguments: for check, the plan in MessagePack (see `decode_plan`);
+--          for the others, space separated (see each operation)
 -- KEYS[2], KEYS[3], ARGV[4]  the index of bans (see `index_ban`): the sorted set of banned
 --          clients by ban end, the hash of "since reason" per client, the client's member
 --
--- Numbers are whole milliseconds; -1 stands for "never" (u64::MAX in Rust), held here as
--- NEVER = 2^53, above any real time and still exact in a double. Scope ids are u64 values
+-- Numbers are whole milliseconds; "never" (u64::MAX in Rust) is NEVER = 2^53 here, above
+-- any real time and still exact in a double (-1 in text arguments and old text values). Scope ids are u64 values
 -- that a double cannot hold: they stay strings.
 --
--- Every time and duration is clamped to NEVER on the way in (`num`, and `lua_time` /
--- `push_time` in redis.rs), and every time plus a duration saturates at it (`sat`), so no time
+-- Every time and duration is clamped to NEVER on the way in (`num`, and `lua_time`,
+-- `push_time` and the plan's `time_field` in script.rs), and every time plus a duration saturates at it (`sat`), so no time
 -- ever passes 2^54 and loses whole milliseconds: a configured `Duration::MAX` (or any
 -- length from 2^53 ms, about 285,000 years, up) means "forever", as u64::MAX does in Rust.
 
 local NEVER = 9007199254740992
 -- Locals for the library functions used on every call (cheaper than global lookups).
 local tonumber, tostring, ipairs, pairs = tonumber, tostring, ipairs, pairs
-local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
+local format, gmatch, tremove = string.format, string.gmatch, table.remove
 local floor, mmax, mmin = math.floor, math.max, math.min
 local mp_pack, mp_unpack, byte, pcall, type = cmsgpack.pack, cmsgpack.unpack, string.byte, pcall, type
 
