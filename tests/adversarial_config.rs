@@ -224,6 +224,15 @@ impl Store for FailingForAddresses {
     ) -> StoreFuture<()> {
         self.0.extend_ban(c, until, reason, now)
     }
+    fn release(
+        &self,
+        c: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        fails(c).unwrap_or_else(|| self.0.release(c, plan, at, now))
+    }
     fn unban(&self, c: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         self.0.unban(c, now)
     }

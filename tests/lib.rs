@@ -266,6 +266,15 @@ impl floodgate::Store for DownStore {
     ) -> floodgate::StoreFuture<()> {
         down()
     }
+    fn release(
+        &self,
+        _: &floodgate::ClientKey,
+        _: &std::sync::Arc<floodgate::Plan>,
+        _: floodgate::Timestamp,
+        _: floodgate::Timestamp,
+    ) -> floodgate::StoreFuture<()> {
+        down()
+    }
     fn unban(
         &self,
         _: &floodgate::ClientKey,

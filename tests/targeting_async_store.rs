@@ -55,6 +55,15 @@ impl Store for Deferred {
     ) -> StoreFuture<()> {
         defer(self.0.extend_ban(c, until, reason, now))
     }
+    fn release(
+        &self,
+        c: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        defer(self.0.release(c, plan, at, now))
+    }
     fn unban(&self, c: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         defer(self.0.unban(c, now))
     }

@@ -9,6 +9,9 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 
 use crate::duration;
 
+mod count;
+pub(crate) use count::CountArg;
+
 /// Collects errors, serde_derive style, to report them all at once.
 #[derive(Default)]
 pub(crate) struct Errors(Option<syn::Error>);
@@ -384,6 +387,8 @@ pub(crate) struct SpecificArgs {
     pub(crate) shadow: bool,
     /// `cost = 5` or `cost = path::to::fn`: units of every limit one request uses.
     pub(crate) cost: Option<CostArg>,
+    /// `count = "4xx" | [401, 403] | path::to::fn`: which responses the rules count.
+    pub(crate) count: Option<CountArg>,
 }
 
 /// `cost = ..`: a constant number of units, or a function of the request.
@@ -422,7 +427,14 @@ impl SpecificArgs {
                 return out;
             }
         };
-        let mut keys = Keys::new(&["rate_limit_rules", "standalone", "key", "shadow", "cost"]);
+        let mut keys = Keys::new(&[
+            "rate_limit_rules",
+            "standalone",
+            "key",
+            "shadow",
+            "cost",
+            "count",
+        ]);
         let mut unknown_key = false;
         for e in &entries {
             if !keys.accept(e, errors) {
@@ -452,6 +464,7 @@ impl SpecificArgs {
                 "standalone" => out.standalone = boolean(e, errors).unwrap_or(false),
                 "shadow" => out.shadow = boolean(e, errors).unwrap_or(false),
                 "cost" => out.cost = cost(e, errors),
+                "count" => out.count = count::count(e, errors),
                 "key" => out.key = key_path(e, errors),
                 _ => {}
             }
@@ -495,6 +508,8 @@ pub(crate) struct PolicyArgs {
     pub(crate) shadow: bool,
     /// `cost = ..`: units of every limit one request uses.
     pub(crate) cost: Option<CostArg>,
+    /// `count = ..`: which responses the policy counts.
+    pub(crate) count: Option<CountArg>,
 }
 
 const POLICY_KEYS: &[&str] = &[
@@ -519,6 +534,7 @@ const POLICY_KEYS: &[&str] = &[
     "policy",
     "shadow",
     "cost",
+    "count",
 ];
 
 impl PolicyArgs {
@@ -578,6 +594,7 @@ impl PolicyArgs {
                 "key" => out.key = key_path(e, errors),
                 "shadow" => out.shadow = boolean(e, errors).unwrap_or(false),
                 "cost" => out.cost = cost(e, errors),
+                "count" => out.count = count::count(e, errors),
                 "policy" => {
                     let Some(expr) = value(e, errors, "\"api\"") else {
                         continue;
@@ -618,8 +635,8 @@ impl PolicyArgs {
     fn check_combinations(&self, given: &[(String, Span)], errors: &mut Errors) {
         if given.iter().any(|(k, _)| k == "policy") {
             // A shared policy is defined once, on the app: no route may change it.
-            // `shadow` and `cost` are the route's, not the policy's.
-            let route_keys = ["policy", "shadow", "cost"];
+            // `shadow`, `cost` and `count` are the route's, not the policy's.
+            let route_keys = ["policy", "shadow", "cost", "count"];
             for (key, span) in given
                 .iter()
                 .filter(|(k, _)| !route_keys.contains(&k.as_str()))

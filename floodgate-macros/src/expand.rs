@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Attribute, ItemFn, LitStr, Meta};
 
-use crate::args::{self, CostArg, Errors, PolicyArgs, SpecificArgs};
+use crate::args::{self, CostArg, CountArg, Errors, PolicyArgs, SpecificArgs};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Kind {
@@ -412,6 +412,30 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             }))
         },
     };
+    let count_arg = spec
+        .specific
+        .as_ref()
+        .and_then(|s| s.count.as_ref())
+        .or(spec.policy.as_ref().and_then(|p| p.count.as_ref()));
+    let count = match count_arg {
+        None => quote!(::core::option::Option::None),
+        Some(CountArg::Class(c)) => {
+            quote!(::core::option::Option::Some(::floodgate::__private::CountWhen::Class(#c)))
+        }
+        Some(CountArg::Statuses(list)) => quote! {
+            ::core::option::Option::Some(::floodgate::__private::CountWhen::Statuses(
+                ::floodgate::__private::Cow::Borrowed(&[#(#list),*]),
+            ))
+        },
+        Some(CountArg::Fn(path)) => quote! {
+            ::core::option::Option::Some(::floodgate::__private::CountWhen::Fn({
+                fn __floodgate_count(res: &::floodgate::__private::ServiceResponse) -> bool {
+                    #path(res)
+                }
+                __floodgate_count
+            }))
+        },
+    };
     let key_path = spec
         .specific
         .as_ref()
@@ -440,6 +464,7 @@ fn spec_tokens(spec: &Spec, fn_name: &str) -> TokenStream {
             key: #key,
             shadow: #shadow,
             cost: #cost,
+            count: #count,
         }
     }
 }

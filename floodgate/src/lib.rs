@@ -111,6 +111,7 @@ pub mod admin;
 mod builder;
 mod client;
 mod clock;
+mod count_when;
 mod error;
 mod gatekeeper;
 pub mod metrics;
@@ -120,6 +121,7 @@ mod outcome;
 mod pipeline;
 mod plans;
 mod policy;
+mod reservation;
 mod response;
 mod rotation;
 mod route;
@@ -144,6 +146,7 @@ pub use admin::Admin;
 pub use builder::Floodgate;
 pub use client::{Client, ClientKey, ProxyHeader};
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
+pub use count_when::CountWhen;
 pub use error::{ConfigError, DecodeError, StoreError};
 pub use gatekeeper::GateKeeper;
 pub use middleware::FloodgateMiddleware;
@@ -179,9 +182,11 @@ pub use floodgate_macros::{bypass, rate_limited, specific};
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::count_when::CountWhen;
     pub use crate::policy::PolicyOverrides;
     pub use crate::route_spec::{PolicySpec, RouteCost, RouteSpec};
     pub use crate::targeting::keys::{into_key, RouteKey};
+    pub use actix_web::dev::ServiceResponse;
     pub use actix_web::HttpRequest;
     pub use std::borrow::Cow;
     pub use std::time::Duration;

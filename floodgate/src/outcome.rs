@@ -15,10 +15,13 @@ use actix_web::http::StatusCode;
 use actix_web::Error;
 use pin_project_lite::pin_project;
 
+use crate::error::StoreError;
 use crate::gatekeeper::Gate;
 use crate::pipeline::{verdict, Ask, Begin, FieldValues, Refused, Verdict, Why};
+use crate::reservation::Reservation;
 use crate::response::{self, Refusal, RefusalKind};
 use crate::route_spec::WorkerCtx;
+use crate::state::Decision;
 
 /// The RateLimit fields a response gets.
 pub(crate) struct RateLimitFields {
@@ -150,6 +153,8 @@ pin_project! {
             #[pin]
             fut: F,
             fields: Option<RateLimitFields>,
+            // A request counted by response: kept or given back once the response is known.
+            reservation: Option<Reservation>,
         },
         Refused {
             error: Option<Error>,
@@ -160,7 +165,11 @@ pin_project! {
 impl<F> FloodgateFuture<F> {
     fn serve(fut: F, fields: Option<RateLimitFields>) -> Self {
         FloodgateFuture {
-            state: State::Serving { fut, fields },
+            state: State::Serving {
+                fut,
+                fields,
+                reservation: None,
+            },
         }
     }
 
@@ -180,8 +189,8 @@ impl<F> FloodgateFuture<F> {
         match begin {
             Begin::Serve => Self::pass(fut),
             Begin::Refuse(refused) => Self::refused(refusal_error(shared, refused)),
-            Begin::Ask(mut ask) => match ask.ready_verdict(shared) {
-                Some(verdict) => Self::on_verdict(shared, verdict, fut, None),
+            Begin::Ask(mut ask) => match ask.decision.take_ready() {
+                Some(result) => Self::on_answer(shared, &ask, result, fut, None),
                 None => FloodgateFuture {
                     state: State::Deciding {
                         ask: Box::new(ask),
@@ -194,20 +203,26 @@ impl<F> FloodgateFuture<F> {
         }
     }
 
-    fn on_verdict(
-        shared: &Gate,
-        verdict: Verdict,
+    /// Serves or refuses on the store's answer to `ask`.
+    fn on_answer(
+        shared: &Arc<Gate>,
+        ask: &Ask,
+        result: Result<Decision, StoreError>,
         fut: F,
         defer_to_route: Option<Rc<WorkerCtx>>,
     ) -> Self {
-        match verdict {
-            Verdict::Serve(values) => Self::serve(
-                fut,
-                values.map(|v| RateLimitFields {
-                    defer_to_route,
-                    ..RateLimitFields::new(shared, v)
-                }),
-            ),
+        let reservation = Reservation::of(shared, &ask.route, &ask.key, ask.now, &result);
+        match verdict(shared, &ask.route, &ask.key, result, ask.now) {
+            Verdict::Serve(values) => FloodgateFuture {
+                state: State::Serving {
+                    fut,
+                    fields: values.map(|v| RateLimitFields {
+                        defer_to_route,
+                        ..RateLimitFields::new(shared, v)
+                    }),
+                    reservation,
+                },
+            },
             Verdict::Refuse(refused) => Self::refused(refusal_error(shared, refused)),
         }
     }
@@ -255,12 +270,32 @@ where
                             "floodgate future polled after completion",
                         )));
                     };
-                    let verdict = verdict(shared, &ask.route, &ask.key, result, ask.now);
-                    let next = Self::on_verdict(shared, verdict, fut, defer_to_route.take());
+                    let next = Self::on_answer(shared, ask, result, fut, defer_to_route.take());
                     self.set(next);
                 }
-                StateProj::Serving { fut, fields } => {
-                    let mut res = ready_poll!(fut.poll(cx))?;
+                StateProj::Serving {
+                    fut,
+                    fields,
+                    reservation,
+                } => {
+                    let result = ready_poll!(fut.poll(cx));
+                    let mut res = match (result, reservation.take()) {
+                        (Ok(res), None) => res,
+                        (Ok(res), Some(r)) => {
+                            let (res, counts) = r.when().matches(r.route(), res);
+                            r.settle(counts);
+                            res
+                        }
+                        (Err(err), r) => {
+                            if let Some(r) = r {
+                                let counts = r
+                                    .when()
+                                    .matches_error(err.as_response_error().status_code());
+                                r.settle(counts);
+                            }
+                            return Poll::Ready(Err(err));
+                        }
+                    };
                     if let Some(f) = fields.take() {
                         f.apply(res.headers_mut());
                     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::HeaderValue;
 
+use crate::count_when::CountWhen;
 use crate::gatekeeper::Gate;
 use crate::metrics::RouteCounters;
 use crate::response;
@@ -26,8 +27,18 @@ pub(crate) struct RoutePlan {
     pub(crate) counters: Option<Arc<RouteCounters>>,
     /// Requests a `request_data_check` exempts: counted as `exempt` in metrics.
     pub(crate) exempt: bool,
+    /// The route counts by response: what to give back when a response does not match.
+    pub(crate) release: Option<Arc<Release>>,
     pub(crate) policy_header: Option<HeaderValue>,
     pub(crate) ratelimit: response::RateLimitCache,
+}
+
+/// What a route that counts by response gives back of a request whose response does not
+/// match: its own scopes (rules and policy), in the request's units.
+#[derive(Debug)]
+pub(crate) struct Release {
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) when: CountWhen,
 }
 
 /// Plans for one annotated route.
@@ -70,7 +81,14 @@ impl RoutePlan {
             .shadow
             .as_ref()
             .map(|s| (**s).clone().with_units(units));
-        self.relabel(RoutePlan::split(shared, plan, shadow))
+        let mut derived = self.relabel(RoutePlan::split(shared, plan, shadow));
+        if let (Some(r), Some(release)) = (Rc::get_mut(&mut derived), &self.release) {
+            r.release = Some(Arc::new(Release {
+                plan: Arc::new((*release.plan).clone().with_units(units)),
+                when: release.when.clone(),
+            }));
+        }
+        derived
     }
 
     /// `derived` with this plan's label and counters.
@@ -79,6 +97,7 @@ impl RoutePlan {
             r.label = self.label.clone();
             r.counters = self.counters.clone();
             r.exempt = self.exempt;
+            r.release = self.release.clone();
         }
         derived
     }
@@ -99,6 +118,7 @@ impl RoutePlan {
             label: Arc::from("other"),
             counters: shared.metrics.as_ref().map(|m| Arc::new(m.route("other"))),
             exempt: false,
+            release: None,
             policy_header,
             ratelimit: response::RateLimitCache::default(),
         })
@@ -128,6 +148,8 @@ pub(crate) fn route_plans(
     let route_shadow = shared.shadow || spec.shadow;
     let mut logs = Vec::new();
     let mut shadow_logs = Vec::new();
+    // The route's own scopes, which `count = ..` counts by response.
+    let mut own_logs = Vec::new();
     if use_global && !shared.global_rules.is_empty() {
         let to = if shared.shadow {
             &mut shadow_logs
@@ -152,6 +174,7 @@ pub(crate) fn route_plans(
             &mut logs
         };
         to.push((id, spec.rules.to_vec()));
+        own_logs.push((id, spec.rules.to_vec()));
     }
     let policy = policy.map(|p| {
         // Routes naming one shared policy share its scope: one window, one block count and
@@ -181,7 +204,13 @@ pub(crate) fn route_plans(
         Some(RouteCost::Units(n)) => n,
         _ => 1,
     };
-    let full = if route_shadow {
+    let release = spec.count.as_ref().map(|when| {
+        Arc::new(Release {
+            plan: Arc::new(Plan::new(own_logs, policy).with_units(units)),
+            when: when.clone(),
+        })
+    });
+    let mut full = if route_shadow {
         let shadow_policy = policy.map(|(id, p)| (id, crate::shadow::shadow_policy(p)));
         RoutePlan::labeled(
             shared,
@@ -194,6 +223,9 @@ pub(crate) fn route_plans(
         let plan = Plan::new(logs, policy).with_units(units);
         RoutePlan::labeled(shared, plan, None, &label, false)
     };
+    if let Some(r) = Rc::get_mut(&mut full) {
+        r.release = release;
+    }
     RoutePlans {
         _spec: spec.clone(),
         full: Some(full),

@@ -78,6 +78,7 @@ impl RouteRules {
                 rules: Cow::Borrowed(&[]),
                 standalone: false,
                 policy: None,
+                count: None,
                 key: None,
                 shadow: false,
                 cost: None,
@@ -160,6 +161,33 @@ impl RouteRules {
     ) -> Self {
         let cost = crate::route_spec::RouteCost::Dyn(Arc::new(cost));
         self.edit(|s| s.cost = Some(cost))
+    }
+
+    /// The route's own rules and policy count only the requests whose response `when`
+    /// matches: `"4xx"`, a list of statuses, or a function (see [`CountWhen`]). A request is
+    /// counted when it is decided, and given back once its response does not match; a
+    /// client over the limit is refused before the handler runs. A route without rules or a
+    /// policy of its own, or an invalid class or status, stops the app from starting with a
+    /// message naming the route.
+    ///
+    /// [`CountWhen`]: crate::CountWhen
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_web::{web, App, HttpResponse};
+    /// use floodgate::{CountWhen, Floodgate, RouteRules, Rule};
+    ///
+    /// // Five failed logins per 15 minutes; successful ones are not counted.
+    /// let login = RouteRules::new("login")
+    ///     .specific([Rule::new(5, Duration::from_secs(900))])
+    ///     .count_when(CountWhen::statuses([401, 403]));
+    /// let app = App::new().wrap(Floodgate::new()).service(
+    ///     web::resource("/login").wrap(login).route(web::post().to(HttpResponse::Unauthorized)),
+    /// );
+    /// ```
+    pub fn count_when(self, when: impl Into<crate::CountWhen>) -> Self {
+        let when = when.into();
+        self.edit(|s| s.count = Some(when))
     }
 
     /// This route follows the app's default policy.

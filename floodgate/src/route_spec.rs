@@ -30,6 +30,8 @@ pub struct RouteSpec {
     pub shadow: bool,
     /// Units of every limit one request uses (`cost = ..`); `None`: 1.
     pub cost: Option<RouteCost>,
+    /// Which responses the route's own rules and policy count (`count = ..`); `None`: all.
+    pub count: Option<crate::count_when::CountWhen>,
 }
 
 /// What one request of a route costs, in units of every limit's count.
@@ -110,6 +112,17 @@ impl RouteSpec {
         }
         if let Some(k) = &self.key {
             k.validate().map_err(|e| e.in_field(&field))?;
+        }
+        if let Some(count) = &self.count {
+            count.validate(&field)?;
+            if self.rules.is_empty() && self.policy.is_none() {
+                return Err(ConfigError::invalid(
+                    &field,
+                    "count = ..: the route has no rules or policy of its own to count by \
+                     response (the app's global rules count every request); give it \
+                     `rate_limit_rules` or a policy",
+                ));
+            }
         }
         if let Some(RouteCost::Units(0)) = self.cost {
             return Err(ConfigError::invalid(

@@ -1,8 +1,8 @@
 //! The store conformance suite: one table of scenarios (`support/scenarios.rs`, and the async
 //! walks of `support/walks.rs`) run on the decision core alone (`support/core_store.rs`), the
 //! memory store, SQLite in each durability mode, and, when `redis-server` is there, Redis
-//! with and without its ban cache and a failover store in front of Redis; every store must
-//! give the same answers. A SQLite file reopened after a scenario must give every client the
+//! with and without its ban cache, Redis Cluster (three masters) and a failover store in
+//! front of Redis; every store must give the same answers. A SQLite file reopened after a scenario must give every client the
 //! state it had. Time is explicit `Timestamp`s; nothing sleeps.
 
 use std::sync::Arc;
@@ -28,6 +28,9 @@ mod scenarios;
 mod walks;
 
 #[cfg(feature = "redis")]
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
+#[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[cfg(feature = "redis")]
@@ -40,8 +43,8 @@ use scenarios::{
     expired_state_starts_afresh, operators_ban_blacklist_and_unban,
     policy_accumulation_cooldown_grace_and_adaptive, policy_ban_punishment_ends,
     policy_blocks_then_punishes, refusal_is_atomic_across_rules_and_scopes,
-    reports_ban_from_the_last_offence_and_are_spent, sliding_log_is_exact,
-    state_reflects_the_client, sweep_deletes_expired_clients,
+    released_requests_are_given_back, reports_ban_from_the_last_offence_and_are_spent,
+    sliding_log_is_exact, state_reflects_the_client, sweep_deletes_expired_clients,
 };
 
 /// The async walks, as scenarios of the table.
@@ -143,6 +146,16 @@ impl<S: Store> Store for Noting<S> {
         self.note(Some(client), now);
         self.inner.extend_ban(client, until, reason, now)
     }
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        self.note(Some(client), now);
+        self.inner.release(client, plan, at, now)
+    }
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         self.note(Some(client), now);
         self.inner.unban(client, now)
@@ -204,6 +217,27 @@ fn on_redis(cache: std::time::Duration, failover: bool, test: fn(&dyn Store)) {
     } else {
         test(&redis);
     }
+}
+
+/// Runs `test` on a Redis Cluster store (under a prefix of its own on the binary's shared
+/// cluster of three masters); returns at once without `redis-server`.
+#[cfg(feature = "redis")]
+fn on_cluster(test: fn(&dyn Store)) {
+    let Some(cluster) = redis_cluster::RedisCluster::shared() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _entered = rt.enter();
+    let store = block_on(redis_cluster::cluster_store(
+        &cluster,
+        std::time::Duration::from_secs(1),
+    ));
+    assert!(store.is_cluster());
+    test(&store);
 }
 
 macro_rules! conformance {
@@ -344,6 +378,22 @@ macro_rules! conformance {
         }
 
         #[cfg(feature = "redis")]
+        mod cluster {
+            $(
+                #[test]
+                fn $test() {
+                    super::on_cluster(super::$test);
+                }
+            )*
+            $(
+                #[test]
+                fn $store() {
+                    super::on_cluster(super::$store);
+                }
+            )*
+        }
+
+        #[cfg(feature = "redis")]
         mod failover_redis_with_a_backup {
             $(
                 #[test]
@@ -374,6 +424,7 @@ conformance!(
         custom_keys_are_separate_from_addresses,
         bounded_rules_keep_their_bound,
         bounded_rule_counts_until_its_sub_window_leaves,
+        released_requests_are_given_back,
         policy_accumulation_cooldown_grace_and_adaptive,
         walk_sliding_log_at_the_window_edge,
         walk_several_rules_and_scopes,

@@ -83,7 +83,7 @@ async fn killed_redis_fails_over_to_the_backup_and_is_taken_back() {
     until_recovered(&srv, &clock, ip, || !store.primary_down()).await;
     // Decisions are back on Redis (which restarted empty, without persistence).
     let _ = get(&srv, "/ping", "198.51.100.41").await;
-    assert_eq!(redis.cli(&["EXISTS", "test:ip:198.51.100.41"]), "1");
+    assert_eq!(redis.cli(&["EXISTS", "test:{ip:198.51.100.41}"]), "1");
 }
 
 #[actix_rt::test]
@@ -101,7 +101,7 @@ async fn killed_redis_fails_open_without_a_backup() {
     redis.run();
     until_recovered(&srv, &clock, ip, || !store.primary_down()).await;
     let _ = get(&srv, "/ping", "198.51.100.43").await;
-    assert_eq!(redis.cli(&["EXISTS", "test:ip:198.51.100.43"]), "1");
+    assert_eq!(redis.cli(&["EXISTS", "test:{ip:198.51.100.43}"]), "1");
 }
 
 #[actix_rt::test]
@@ -319,5 +319,5 @@ async fn a_lazy_store_starts_on_the_backup_while_redis_is_down() {
         let _ = check(&store, &client(61), &plan, ms).await;
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(redis.cli(&["EXISTS", "test:ip:203.0.113.61"]), "1");
+    assert_eq!(redis.cli(&["EXISTS", "test:{ip:203.0.113.61}"]), "1");
 }

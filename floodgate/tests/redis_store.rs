@@ -476,11 +476,11 @@ async fn keys_are_prefixed_and_expire_with_the_state() {
     };
     let s = redis_store(&server, secs(1)).await;
     let c = client(50);
-    assert_eq!(s.key_of(&c), "test:ip:203.0.113.50");
-    assert_eq!(s.key_of(&ClientKey::custom("alice")), "test:key:alice");
+    assert_eq!(s.key_of(&c), "test:{ip:203.0.113.50}");
+    assert_eq!(s.key_of(&ClientKey::custom("alice")), "test:{key:alice}");
     check(&s, &c, &global(&[(3, 10)]), 0).await;
     let pttl: i64 = server
-        .cli(&["PTTL", "test:ip:203.0.113.50"])
+        .cli(&["PTTL", "test:{ip:203.0.113.50}"])
         .parse()
         .unwrap();
     assert!(
@@ -489,22 +489,22 @@ async fn keys_are_prefixed_and_expire_with_the_state() {
     );
     // Permanent bans and "forever" records never expire.
     s.ban(&c, None, at(1)).await.unwrap();
-    assert_eq!(server.cli(&["PTTL", "test:ip:203.0.113.50"]), "-1");
+    assert_eq!(server.cli(&["PTTL", "test:{ip:203.0.113.50}"]), "-1");
     // The unban leaves only the log, whose window decides the key's life again.
     assert!(s.unban(&c, at(2)).await.unwrap());
     let pttl: i64 = server
-        .cli(&["PTTL", "test:ip:203.0.113.50"])
+        .cli(&["PTTL", "test:{ip:203.0.113.50}"])
         .parse()
         .unwrap();
     assert!((9_000..=9_998).contains(&pttl), "{pttl}");
     // A state that holds nothing more is deleted at once.
     let d = ClientKey::custom("alice");
     s.ban(&d, Some(at(5_000)), at(0)).await.unwrap();
-    assert_eq!(server.cli(&["EXISTS", "test:key:alice"]), "1");
+    assert_eq!(server.cli(&["EXISTS", "test:{key:alice}"]), "1");
     assert!(s.unban(&d, at(1)).await.unwrap());
-    assert_eq!(server.cli(&["EXISTS", "test:key:alice"]), "0");
+    assert_eq!(server.cli(&["EXISTS", "test:{key:alice}"]), "0");
     // Nothing else was written: one key per client, all under the prefix.
-    assert_eq!(server.cli(&["KEYS", "*"]), "test:ip:203.0.113.50");
+    assert_eq!(server.cli(&["KEYS", "*"]), "test:{ip:203.0.113.50}");
     // Another prefix is another app: it shares nothing.
     let other = RedisStore::builder(server.url())
         .prefix("other")
@@ -620,7 +620,7 @@ async fn durations_of_duration_max_mean_forever_in_the_script_too() {
     }
     let (r, m) = both(stores, global(&[(1, 1)]), c.clone(), 13).await;
     assert!(forever(r) && forever(m), "{r:?} {m:?}");
-    assert_eq!(server.cli(&["PTTL", "test:ip:203.0.113.64"]), "-1");
+    assert_eq!(server.cli(&["PTTL", "test:{ip:203.0.113.64}"]), "-1");
 
     // A zero-length ban under an adaptive factor whose powers overflow to infinity: 0 x inf
     // is NaN in the script's doubles, which it must not answer with. Every third punishment.

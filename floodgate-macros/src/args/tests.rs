@@ -397,7 +397,7 @@ fn specific_needs_a_non_empty_list_of_rules() {
 #[test]
 fn specific_keys_are_checked() {
     let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], stand_alone));
-    assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone, key, shadow, cost"]);
+    assert_eq!(errors, ["unknown key `stand_alone`; did you mean `standalone`? valid keys: rate_limit_rules, standalone, key, shadow, cost, count"]);
     let (_, errors) = specific(quote!(rate_limit_rules = ["1/1s"], standalone, standalone));
     assert_eq!(errors, ["`standalone` is given twice; keep one"]);
 }
@@ -412,4 +412,45 @@ fn bypass_takes_nothing() {
         messages(errors),
         ["#[bypass] takes no arguments: write `#[bypass]` alone"]
     );
+}
+
+#[test]
+fn count_is_a_class_a_status_list_or_a_path_in_either_attribute() {
+    let count = |t| specific(t).0.count;
+    assert_eq!(
+        count(quote!(rate_limit_rules = ["1/1s"], count = "4xx")),
+        Some(CountArg::Class(4))
+    );
+    assert_eq!(
+        count(quote!(rate_limit_rules = ["1/1s"], count = "401")),
+        Some(CountArg::Statuses(vec![401]))
+    );
+    assert_eq!(
+        policy(quote!(amount = 5, count = [401, 403])).0.count,
+        Some(CountArg::Statuses(vec![401, 403]))
+    );
+    assert!(matches!(
+        policy(quote!(amount = 5, count = checks::failed)).0.count,
+        Some(CountArg::Fn(_))
+    ));
+    // `count` is the route's: allowed beside a shared policy.
+    let (args, errors) = policy(quote!(policy = "login", count = "4xx"));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(args.count, Some(CountArg::Class(4)));
+}
+
+#[test]
+fn count_rejects_what_is_not_a_status() {
+    for (tokens, needle) in [
+        (quote!(amount = 5, count = "42x"), "neither a status class"),
+        (quote!(amount = 5, count = "6xx"), "neither a status class"),
+        (quote!(amount = 5, count = [401, 1000]), "from 100 to 999"),
+        (quote!(amount = 5, count = []), "is empty"),
+        (quote!(amount = 5, count = 1.5), "`count` expects"),
+    ] {
+        let (args, errors) = policy(tokens.clone());
+        assert!(args.count.is_none(), "{tokens}");
+        assert_eq!(errors.len(), 1, "{tokens}: {errors:?}");
+        assert!(errors[0].contains(needle), "{tokens}: {errors:?}");
+    }
 }

@@ -68,6 +68,7 @@ pub(crate) struct Ask {
 
 impl Ask {
     /// The verdict, when the store answered at once.
+    #[cfg(test)]
     pub(crate) fn ready_verdict(&mut self, shared: &Gate) -> Option<Verdict> {
         let result = self.decision.take_ready()?;
         Some(verdict(shared, &self.route, &self.key, result, self.now))

@@ -2,6 +2,7 @@
 //! and IPv6 networks, then the route's plan under the client's key, in one future that is
 //! ready at once on a synchronous store.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::client::ClientKey;
@@ -84,7 +85,8 @@ pub(crate) fn probe_step(
 /// it), then `plan` under `key`. A ban found anywhere refuses. A store failure while checking
 /// `bans` is the answer unless `plan` refuses, so that the store-failure policy applies to it
 /// (fail-closed refuses with 503). Synchronous stores answer at once; otherwise the steps
-/// left run in one future.
+/// left run in one future. On a store that [checks together](Store::checks_together), the
+/// checks of `bans` and of `key` are sent at once (one round trip), same answer.
 pub(crate) fn decide(
     store: &Arc<dyn Store>,
     bans: Vec<ClientKey>,
@@ -116,6 +118,9 @@ pub(crate) fn decide(
                 })
             }
         }
+    }
+    if store.checks_together() {
+        return steps.together();
     }
     while let Some(ban_key) = steps.bans.get(steps.next) {
         let mut ban = store.check(ban_key, ban_only(), now);
@@ -174,7 +179,61 @@ impl Steps {
         }
     }
 
+    /// The checks left, all sent at once; a ban found in the cache answers without sending
+    /// the others.
+    fn together(mut self) -> StoreFuture<Decision> {
+        let mut pending = Vec::with_capacity(self.bans.len() - self.next + 1);
+        while let Some(ban_key) = self.bans.get(self.next) {
+            self.next += 1;
+            let mut ban = self.store.check(ban_key, ban_only(), self.now);
+            match ban.take_ready() {
+                Some(r) => {
+                    if let Some(banned) = self.ban_answer(r) {
+                        return StoreFuture::ready(Ok(banned));
+                    }
+                }
+                None => pending.push(ban),
+            }
+        }
+        let mut main = self.store.check(&self.key, &self.plan, self.now);
+        if pending.is_empty() {
+            if let Some(r) = main.take_ready() {
+                return StoreFuture::ready(self.combine(r));
+            }
+        }
+        pending.push(main);
+        StoreFuture::pending(async move {
+            let mut answers = all(pending).await;
+            let Some(main) = answers.pop() else {
+                return Err(StoreError::new("floodgate: a check went unanswered"));
+            };
+            // In the order of `bans`, as the one-by-one steps would have found them.
+            for r in answers {
+                if let Some(banned) = self.ban_answer(r) {
+                    // The key's check ran beside the ban's: what it counted is given back,
+                    // so that a banned address cannot spend the quota of the key it sends.
+                    if matches!(main, Ok(Decision::Allowed { .. })) {
+                        let back = self
+                            .store
+                            .release(&self.key, &self.plan, self.now, self.now);
+                        if let Err(err) = back.await {
+                            log::warn!(
+                                "floodgate: store failed while giving back the count of a \
+                                 banned address's request: {err}"
+                            );
+                        }
+                    }
+                    return Ok(banned);
+                }
+            }
+            self.combine(main)
+        })
+    }
+
     async fn finish(mut self) -> Result<Decision, StoreError> {
+        if self.store.checks_together() {
+            return self.together().await;
+        }
         while let Some(ban_key) = self.bans.get(self.next).cloned() {
             self.next += 1;
             let r = self.store.check(&ban_key, ban_only(), self.now).await;
@@ -185,6 +244,30 @@ impl Steps {
         let r = self.store.check(&self.key, &self.plan, self.now).await;
         self.combine(r)
     }
+}
+
+/// Every answer of `futures`, in their order; all of them polled from the first poll on, so
+/// that a pipelining store sends them together.
+async fn all(mut futures: Vec<StoreFuture<Decision>>) -> Vec<Result<Decision, StoreError>> {
+    let mut answers: Vec<Option<Result<Decision, StoreError>>> =
+        futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (fut, answer) in futures.iter_mut().zip(answers.iter_mut()) {
+            if answer.is_none() {
+                match std::pin::Pin::new(fut).poll(cx) {
+                    std::task::Poll::Ready(r) => *answer = Some(r),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(answers.iter_mut().filter_map(Option::take).collect())
+        }
+    })
+    .await
 }
 
 fn ban_only() -> &'static Arc<Plan> {
@@ -218,3 +301,7 @@ fn log_failure(r: Result<(), crate::error::StoreError>) {
         log::warn!("floodgate: store failed while banning a probe: {err}");
     }
 }
+
+#[cfg(test)]
+#[path = "steps_tests.rs"]
+mod tests;

@@ -64,6 +64,7 @@ fn route(bypass: bool, rules: Vec<Rule>, key: Option<Found>) -> RouteChoice {
             key: None,
             shadow: false,
             cost: None,
+            count: None,
         }),
         exempt: false,
         key,

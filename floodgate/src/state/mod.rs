@@ -12,6 +12,7 @@ use crate::policy::Policy;
 use crate::rules::Rule;
 
 mod client_state;
+mod release;
 mod scope;
 mod stake;
 mod times;

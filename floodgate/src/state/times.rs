@@ -67,6 +67,22 @@ impl Times {
         self.len += 1;
     }
 
+    /// Removes one time equal to `t` (the newest such), if the ring holds one; true if it did.
+    pub(crate) fn remove_one(&mut self, t: u64) -> bool {
+        let end = self.partition_point(|x| x <= t);
+        if end == 0 || self.get(end - 1) != t {
+            return false;
+        }
+        let n = self.buf.len();
+        for i in end - 1..self.len() - 1 {
+            let next = self.get(i + 1);
+            let j = self.head as usize + i;
+            self.buf[if j >= n { j - n } else { j }] = next;
+        }
+        self.len -= 1;
+        true
+    }
+
     pub(crate) fn clear(&mut self) {
         *self = Times::default();
     }
@@ -120,6 +136,26 @@ impl std::fmt::Debug for Times {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_one_takes_the_newest_equal_time_across_the_ring_edge() {
+        // A ring of 4 whose head has wrapped: times 30, 40 | 50, 50 stored around the end.
+        let mut t = Times::default();
+        for v in [10, 20, 30, 40, 50, 50] {
+            t.push_capped(v, 4);
+        }
+        assert_eq!(t, [30, 40, 50, 50]);
+        assert!(t.head != 0, "the ring has wrapped");
+        assert!(t.remove_one(50));
+        assert_eq!(t, [30, 40, 50]);
+        assert!(!t.remove_one(45), "no such time");
+        assert!(t.remove_one(30));
+        assert_eq!(t, [40, 50]);
+        assert!(t.remove_one(50) && t.remove_one(40));
+        assert!(t.is_empty() && !t.remove_one(40));
+        t.push_capped(60, 4);
+        assert_eq!(t, [60]);
+    }
 
     #[test]
     fn times_ring_keeps_the_newest_in_order_through_growth_and_wrap_around() {

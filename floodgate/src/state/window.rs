@@ -219,6 +219,21 @@ impl Window {
     }
 }
 
+impl Window {
+    /// Takes back up to `units` counted at `at` (a request whose response its rule does not
+    /// count): from `at`'s sub-window while it is live; nothing once it has left the ring.
+    pub(crate) fn remove(&mut self, at: u64, units: u32) {
+        let j = at / self.width;
+        if j < self.base || j > self.last() {
+            return;
+        }
+        let slot = &mut self.slots[(j % SLOTS as u64) as usize];
+        let taken = (*slot).min(units);
+        *slot -= taken;
+        self.total -= u64::from(taken);
+    }
+}
+
 impl std::fmt::Debug for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Window")

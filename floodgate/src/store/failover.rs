@@ -255,6 +255,21 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
         )
     }
 
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        let (key, p) = (client.clone(), plan.clone());
+        self.call(
+            now,
+            |s| s.release(client, plan, at, now),
+            move |b| b.release(&key, &p, at, now),
+        )
+    }
+
     fn report(
         &self,
         client: &ClientKey,
@@ -309,6 +324,10 @@ impl<P: Store, B: Store> Store for FailoverStore<P, B> {
 
     fn tracked_clients(&self) -> Option<u64> {
         self.primary.tracked_clients()
+    }
+
+    fn checks_together(&self) -> bool {
+        self.primary.checks_together()
     }
 
     fn sweep(&self, now: Timestamp) -> StoreFuture<usize> {
@@ -370,6 +389,15 @@ mod tests {
             now: Timestamp,
         ) -> StoreFuture<()> {
             self.inner.extend_ban(c, u, r, now)
+        }
+        fn release(
+            &self,
+            c: &ClientKey,
+            p: &Arc<Plan>,
+            at: Timestamp,
+            now: Timestamp,
+        ) -> StoreFuture<()> {
+            self.inner.release(c, p, at, now)
         }
         fn unban(&self, c: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
             self.inner.unban(c, now)

@@ -130,6 +130,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Lifts a ban (see [`ClientState::unban`]); true when one was in force.
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool>;
 
+    /// Gives back a request that `check` allowed and counted under `plan` at `at` (see
+    /// [`ClientState::release`]): response-based counting counts a request when it is decided
+    /// and releases it when its response is not one its rules count. `plan` names only the
+    /// scopes to release. A client without state is not created.
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()>;
+
     /// A copy of the client's live state, `None` for a client with none.
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>>;
 
@@ -164,6 +176,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn tracked_clients(&self) -> Option<u64> {
         None
     }
+
+    /// Whether checks sent at once cost about one round trip (a network store whose
+    /// connection pipelines them). False by default. When true, a request counted under a
+    /// custom key has its address's ban checked together with the key's check instead of
+    /// before it: one round trip rather than two, and the key counts the request even when
+    /// the address turns out banned.
+    fn checks_together(&self) -> bool {
+        false
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -193,6 +214,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         (**self).unban(client, now)
     }
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        (**self).release(client, plan, at, now)
+    }
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
         (**self).state(client, now)
     }
@@ -212,6 +242,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn tracked_clients(&self) -> Option<u64> {
         (**self).tracked_clients()
+    }
+    fn checks_together(&self) -> bool {
+        (**self).checks_together()
     }
 }
 

@@ -46,6 +46,19 @@ pub(crate) fn check(
     .map(|d| d.unwrap_or(Decision::Allowed { quota: None }))
 }
 
+/// [`Store::release`](super::Store::release): a client without state is not created.
+pub(crate) fn release(
+    s: &impl StateAccess,
+    client: &ClientKey,
+    plan: &Arc<Plan>,
+    at: Timestamp,
+    now: Timestamp,
+) -> StoreFuture<()> {
+    let plan = Arc::clone(plan);
+    s.with_state(client, now, false, move |st| st.release(&plan, at))
+        .map(drop)
+}
+
 /// [`Store::report`](super::Store::report).
 pub(crate) fn report(
     s: &impl StateAccess,
@@ -100,6 +113,16 @@ macro_rules! state_changing_ops {
             now: $crate::clock::Timestamp,
         ) -> $crate::store::StoreFuture<$crate::state::Decision> {
             $crate::store::state_access::check(self, client, plan, now)
+        }
+
+        fn release(
+            &self,
+            client: &$crate::client::ClientKey,
+            plan: &::std::sync::Arc<$crate::state::Plan>,
+            at: $crate::clock::Timestamp,
+            now: $crate::clock::Timestamp,
+        ) -> $crate::store::StoreFuture<()> {
+            $crate::store::state_access::release(self, client, plan, at, now)
         }
 
         fn report(

@@ -68,6 +68,17 @@ impl Store for CoreStore {
         StoreFuture::ready(Ok(()))
     }
 
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        _now: Timestamp,
+    ) -> StoreFuture<()> {
+        self.with(client, false, |s| s.release(plan, at));
+        StoreFuture::ready(Ok(()))
+    }
+
     fn unban(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<bool> {
         let was = self.with(client, false, |s| s.unban(now));
         StoreFuture::ready(Ok(was.unwrap_or(false)))

@@ -455,3 +455,51 @@ pub(crate) fn bounded_rules_keep_their_bound(store: &dyn Store) {
     }
     bound.assert_exercised();
 }
+
+/// Response-based counting: a request given back (`Store::release`) frees its units in the
+/// route's scopes (sliding log, bounded window, policy) and nowhere else; a release of a
+/// client without state creates none.
+pub(crate) fn released_requests_are_given_back(store: &dyn Store) {
+    let (route, policy) = (
+        ScopeId::named("rules login"),
+        ScopeId::named("policy login"),
+    );
+    let rules = || vec![Rule::new(2, secs(60)), Rule::new(200, secs(3600))];
+    let own = Arc::new(Plan::new(
+        [(route, rules())],
+        Some((policy, Policy::new(3, secs(60)))),
+    ));
+    let all = Arc::new(Plan::new(
+        [
+            (ScopeId::GLOBAL, vec![Rule::new(4, secs(60))]),
+            (route, rules()),
+        ],
+        Some((policy, Policy::new(3, secs(60)))),
+    ));
+    let c = key(11);
+    run(store.release(&c, &own, at(0), at(0)));
+    assert!(run(store.state(&c, at(0))).is_none(), "nothing created");
+
+    assert!(run(store.check(&c, &all, at(1_000))).is_allowed());
+    assert!(run(store.check(&c, &all, at(2_000))).is_allowed());
+    assert!(!run(store.check(&c, &all, at(3_000))).is_allowed(), "2/60s");
+    run(store.release(&c, &own, at(2_000), at(3_000)));
+    assert!(
+        run(store.check(&c, &all, at(4_000))).is_allowed(),
+        "given back"
+    );
+    assert!(!run(store.check(&c, &all, at(5_000))).is_allowed());
+    run(store.release(&c, &own, at(4_000), at(5_000)));
+    run(store.release(&c, &own, at(1_000), at(5_000)));
+    // The route's scopes are empty; the global rule still counts 1, 2 and 4 s.
+    assert!(run(store.check(&c, &all, at(6_000))).is_allowed());
+    match run(store.check(&c, &all, at(7_000))) {
+        Decision::Limited { limit: 0, .. } => {}
+        other => panic!("expected the global rule (limit 0) to refuse: {other:?}"),
+    }
+    // A release of a time at which nothing is counted (no log entry, a sub-window past the
+    // window's ring) changes nothing.
+    let before = run(store.state(&c, at(7_000)));
+    run(store.release(&c, &own, at(200_000), at(7_000)));
+    assert_eq!(run(store.state(&c, at(7_000))), before);
+}

@@ -8,12 +8,15 @@
 //!   expiry, all inside Redis. The script is loaded once at connect and called by its hash
 //!   (`EVALSHA`); a Redis that lost it (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`) gets it
 //!   again on the next call.
-//! - **Key layout.** One string per client: `{prefix}:ip:{address}` for IP clients
-//!   (`shop:ip:203.0.113.7`, `shop:ip:2001:db8:1:2::/64`) and `{prefix}:key:{key}` for custom
-//!   keys. The value is the client's whole [`ClientState`] as one MessagePack array (times in
-//!   milliseconds), which the script reads and writes in one call of Redis's `cmsgpack`;
-//!   values in the space-separated text of earlier versions are still read, and rewritten on
-//!   the client's next decision.
+//! - **Key layout.** One string per client: `{prefix}:{ip:ADDRESS}` for IP clients
+//!   (`shop:{ip:203.0.113.7}`, `shop:{ip:2001:db8:1:2::/64}`) and `{prefix}:{key:KEY}` for
+//!   custom keys; the braces are Redis Cluster's hash tag, so each decision touches one key in
+//!   one slot (see `keys.rs`). The value is the client's whole [`ClientState`] in MessagePack
+//!   (times in milliseconds), which the script reads and writes in one call of Redis's
+//!   `cmsgpack` (see `stored.rs`); values in the space-separated text of earlier versions are
+//!   still read, and rewritten on the client's next decision.
+//! - **Redis Cluster** ([`RedisStore::cluster`]): the same script on the slot of the client's
+//!   key; the index of bans is kept by a call of its own (see `bans.rs`).
 //! - **Keys expire on their own**: after each write the script sets the key's TTL to the
 //!   time left until [`ClientState::expires_at`], measured from floodgate's clock. Permanent
 //!   bans and records kept "forever" have no TTL; state that holds nothing is deleted.
@@ -40,10 +43,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Script};
 
-use super::bans::{key_text, BanCursor, BanPage};
+use super::bans::{BanCursor, BanPage};
 use super::{Store, StoreFuture};
 use crate::client::ClientKey;
 use crate::clock::{duration_millis, Timestamp};
@@ -53,11 +55,17 @@ use crate::state::{BanReason, ClientState, Decision, Plan, ReportOutcome};
 
 mod bans;
 mod cache;
+mod cluster;
+mod join;
+mod keys;
+mod migrate;
 mod msgpack;
 mod script;
 mod stored;
 
+use bans::IndexChange;
 use cache::BanCache;
+use cluster::{Conn, Target};
 use script::{
     ban_code, ban_reason, decision_of, encode_plan, lua_time, malformed, push_time, rust_time,
     SCRIPT,
@@ -101,7 +109,7 @@ use stored::decode_state;
 /// several apps share one Redis.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     script: Arc<Script>,
     prefix: Arc<str>,
     timeout: Duration,
@@ -123,7 +131,7 @@ impl fmt::Debug for RedisStore {
 /// Settings of a [`RedisStore`]; [`connect`](RedisStoreBuilder::connect) builds it.
 #[derive(Clone, Debug)]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
     timeout: Duration,
     connect_timeout: Duration,
@@ -172,36 +180,37 @@ impl RedisStoreBuilder {
     /// # Errors
     ///
     /// A malformed URL or prefix.
+    ///
+    /// Bans kept under the key names of earlier releases are not moved (see
+    /// [`connect`](RedisStoreBuilder::connect)).
     pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
-        let (client, addr) = self.client()?;
-        let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config())
-            .map_err(|e| StoreError::with_source(format!("cannot set up Redis at {addr}"), e))?;
+        self.check_prefix()?;
+        let (conn, addr) = self.lazy_conn()?;
         Ok(self.store(conn, Script::new(SCRIPT), addr))
     }
 
-    fn client(&self) -> Result<(::redis::Client, Arc<str>), StoreError> {
+    fn new(target: Target) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            target,
+            prefix: "floodgate".to_owned(),
+            timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(5),
+            ban_cache: Duration::from_secs(1),
+            ban_cache_capacity: 100_000,
+        }
+    }
+
+    fn check_prefix(&self) -> Result<(), StoreError> {
         if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
             return Err(StoreError::new(format!(
                 "invalid Redis key prefix {:?}: it must be non-empty and without spaces",
                 self.prefix
             )));
         }
-        let client = ::redis::Client::open(self.url.as_str())
-            .map_err(|e| StoreError::with_source("invalid Redis URL", e))?;
-        let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
-        Ok((client, addr))
+        Ok(())
     }
 
-    fn manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-    }
-
-    fn store(self, conn: ConnectionManager, script: Script, addr: Arc<str>) -> RedisStore {
+    fn store(self, conn: Conn, script: Script, addr: Arc<str>) -> RedisStore {
         let ttl_ms = duration_millis(self.ban_cache);
         RedisStore {
             conn,
@@ -221,18 +230,18 @@ impl RedisStoreBuilder {
         }
     }
 
-    /// Connects, checks the credentials and loads the script.
+    /// Connects, checks the credentials and loads the script (into every master of a
+    /// cluster). On a single server, bans kept under the key names of releases before hash
+    /// tags (`{prefix}:ip:…`, `{prefix}:bans`) move to the current names, once.
     ///
     /// # Errors
     ///
-    /// A malformed URL, an unreachable server, refused credentials or a server without
-    /// scripting: the message names the address (never the password).
+    /// A malformed URL, an empty node list, an unreachable server or cluster, refused
+    /// credentials or a server without scripting: the message names the address (never the
+    /// password).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let (client, addr) = self.client()?;
-        let connecting = ConnectionManager::new_with_config(client, self.manager_config());
-        let mut conn = bounded(self.connect_timeout, connecting)
-            .await
-            .map_err(|e| e.context(&format!("cannot connect to Redis at {addr}")))?;
+        self.check_prefix()?;
+        let (mut conn, addr) = self.conn().await?;
         let script = Script::new(SCRIPT);
         bounded(self.connect_timeout, script.load_async(&mut conn))
             .await
@@ -241,6 +250,18 @@ impl RedisStoreBuilder {
                     "cannot load floodgate's script into Redis at {addr}"
                 ))
             })?;
+        if let Conn::Server(_) = conn {
+            bounded(
+                self.connect_timeout,
+                migrate::legacy_bans(&mut conn, &self.prefix),
+            )
+            .await
+            .map_err(|e| {
+                e.context(&format!(
+                    "cannot move the bans of an earlier release in Redis at {addr}"
+                ))
+            })?;
+        }
         Ok(self.store(conn, script, addr))
     }
 }
@@ -274,48 +295,37 @@ async fn bounded<T>(
 impl RedisStore {
     /// Settings for a store at `url` (`redis://[user:password@]host:port/[db]`).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            url: url.into(),
-            prefix: "floodgate".to_owned(),
-            timeout: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(5),
-            ban_cache: Duration::from_secs(1),
-            ban_cache_capacity: 100_000,
-        }
+        RedisStoreBuilder::new(Target::Server(url.into()))
     }
 
-    /// The Redis key holding `client`'s state.
+    /// The Redis key holding `client`'s state: `{prefix}:{ip:ADDRESS}` or
+    /// `{prefix}:{key:KEY}`, hash-tagged on the client part.
     pub fn key_of(&self, client: &ClientKey) -> String {
-        // `ip:` before an address; a custom key's stored name starts with `key:`.
-        match client.ip() {
-            Some(_) => format!("{}:ip:{}", self.prefix, client.stored_name()),
-            None => format!("{}:{}", self.prefix, client.stored_name()),
-        }
+        keys::client_key(&self.prefix, client)
     }
 
-    /// Runs one operation of the script: one round trip.
-    fn run(&self, client: &ClientKey, op: &'static str, now: Timestamp, args: Vec<u8>) -> Pending {
+    /// Runs one operation of the script: one round trip, and a second one to the index of
+    /// bans when the operation changed the client's ban.
+    fn run(&self, client: &ClientKey, op: &'static str, at: Timestamp, args: Vec<u8>) -> Pending {
         let mut conn = self.conn.clone();
         let script = self.script.clone();
         let key = self.key_of(client);
-        let (bans, info) = self.ban_index_keys();
-        let member = key_text(client);
+        let index = self.index_writer(client);
         let timeout = self.timeout;
         let addr = self.addr.clone();
-        let now = lua_time(now.as_millis());
+        let now = lua_time(at.as_millis());
         Box::pin(async move {
             let mut invocation = script.prepare_invoke();
-            invocation
-                .key(key)
-                .key(bans)
-                .key(info)
-                .arg(op)
-                .arg(now)
-                .arg(args)
-                .arg(member);
-            bounded(timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
+            invocation.key(key).arg(op).arg(now).arg(args);
+            let mut reply = bounded(timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
                 .await
-                .map_err(|e| e.context(&format!("Redis at {addr}: {op}")))
+                .map_err(|e| e.context(&format!("Redis at {addr}: {op}")))?;
+            match IndexChange::split_off(&mut reply) {
+                Some(Some(change)) => index.apply(change, at, timeout).await,
+                Some(None) => {}
+                None => return Err(malformed(op, &reply)),
+            }
+            Ok(reply)
         })
     }
 }
@@ -342,6 +352,24 @@ impl Store for RedisStore {
                 cache.put(&client, until, reason, now.as_millis(), epoch);
             }
             Ok(decision)
+        })
+    }
+
+    fn release(
+        &self,
+        client: &ClientKey,
+        plan: &Arc<Plan>,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<()> {
+        // "at plan": the time as text, a space, the plan in MessagePack.
+        let mut args = lua_time(at.as_millis()).into_bytes();
+        args.push(b' ');
+        args.extend_from_slice(&encode_plan(plan));
+        let call = self.run(client, "release", now, args);
+        StoreFuture::pending(async move {
+            call.await?;
+            Ok(())
         })
     }
 
@@ -440,22 +468,20 @@ impl Store for RedisStore {
     }
 
     fn state(&self, client: &ClientKey, now: Timestamp) -> StoreFuture<Option<ClientState>> {
-        let mut conn = self.conn.clone();
         let key = self.key_of(client);
-        let (_, info) = self.ban_index_keys();
-        let member = key_text(client);
+        let since = self.ban_since(client);
+        let mut conn = self.conn.clone();
         let timeout = self.timeout;
         let addr = self.addr.clone();
         StoreFuture::pending(async move {
-            // The state and, from the index of bans, when its ban began.
-            let mut get = ::redis::pipe();
-            get.atomic().get(&key).hget(&info, &member);
-            let (blob, since) = bounded(
-                timeout,
-                get.query_async::<(Option<Vec<u8>>, Option<String>)>(&mut conn),
-            )
-            .await
-            .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;
+            // The state and, from the index of bans (another slot on a cluster), when its ban
+            // began: two commands sent together, one round trip.
+            let mut get = ::redis::cmd("GET");
+            get.arg(&key);
+            let blob = get.query_async::<Option<Vec<u8>>>(&mut conn);
+            let (blob, since) = bounded(timeout, join::both(blob, since))
+                .await
+                .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;
             let Some(blob) = blob else { return Ok(None) };
             let mut state = decode_state(&blob)
                 .ok_or_else(|| StoreError::new(format!("malformed client state in {key}")))?;
@@ -474,6 +500,11 @@ impl Store for RedisStore {
 
     fn sweep(&self, _now: Timestamp) -> StoreFuture<usize> {
         StoreFuture::ready(Ok(0))
+    }
+
+    /// Calls made at once share the connection's pipeline: one round trip.
+    fn checks_together(&self) -> bool {
+        true
     }
 
     fn bans(

@@ -3,21 +3,24 @@
 -- conformance tests run the same scenarios against MemoryStore and RedisStore.
 --
 -- KEYS[1]  the client's key; its value is the encoded ClientState (see `decode`).
--- ARGV[1]  operation: check | report | ban | extend | unban
+-- ARGV[1]  operation: check | release | report | ban | extend | unban
 -- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
 -- ARGV[3]  operation arguments: for check, the plan in MessagePack (see `decode_plan`);
 --          for the others, space separated (see each operation)
--- KEYS[2], KEYS[3], ARGV[4]  the index of bans (see `index_ban`): the sorted set of banned
---          clients by ban end, the hash of "since reason" per client, the client's member
+--
+-- The call touches KEYS[1] only (one slot on a Redis Cluster). Its reply ends with three
+-- numbers for the index of bans, which the caller updates with a call of its own (index.lua):
+-- see `index_ban`.
 --
 -- Numbers are whole milliseconds; "never" (u64::MAX in Rust) is NEVER = 2^53 here, above
--- any real time and still exact in a double (-1 in text arguments and old text values). Scope ids are u64 values
--- that a double cannot hold: they stay strings.
+-- any real time and still exact in a double (-1 in text arguments and old text values).
+-- Scope ids are u64 values that a double cannot hold: they stay strings.
 --
 -- Every time and duration is clamped to NEVER on the way in (`num`, and `lua_time`,
--- `push_time` and the plan's `time_field` in script.rs), and every time plus a duration saturates at it (`sat`), so no time
--- ever passes 2^54 and loses whole milliseconds: a configured `Duration::MAX` (or any
--- length from 2^53 ms, about 285,000 years, up) means "forever", as u64::MAX does in Rust.
+-- `push_time` and the plan's `time_field` in script.rs), and every time plus a duration
+-- saturates at it (`sat`), so no time ever passes 2^54 and loses whole milliseconds: a
+-- configured `Duration::MAX` (or any length from 2^53 ms, about 285,000 years, up) means
+-- "forever", as u64::MAX does in Rust.
 
 local NEVER = 9007199254740992
 -- Locals for the library functions used on every call (cheaper than global lookups).
@@ -648,6 +651,55 @@ local function unban(st, now)
   return { 0 }
 end
 
+-- ClientState::release (state/release.rs): gives back a request counted at `at` under
+-- `plan` (the scopes whose rules count by response), as far as it can still be found.
+local function release(st, plan, at)
+  local units = plan.units
+  for _, lp in ipairs(plan.logs) do
+    local log = find_log(st, lp.scope)
+    if log ~= nil then
+      local left = mmin(units, lp.cap)
+      for i = #log.times, 1, -1 do
+        if left == 0 or log.times[i] < at then break end
+        if log.times[i] == at then
+          tremove(log.times, i)
+          left = left - 1
+        end
+      end
+      if log.wins ~= nil then
+        local i = 0
+        for _, rule in ipairs(lp.rules) do
+          if rule.count > EXACT_MAX then
+            i = i + 1
+            local w = log.wins[i]
+            local j = idiv(at, mmax(w and w.width or 1, 1))
+            if w ~= nil and w.width == width_for(rule.window) and j >= w.base
+                and j < w.base + SLOTS then
+              local taken = mmin(w.slots[j] or 0, units)
+              if taken > 0 then
+                w.slots[j] = w.slots[j] - taken
+                w.total = w.total - taken
+              end
+            end
+          end
+        end
+      end
+    end
+  end
+  local pp = plan.policy
+  if pp ~= nil then
+    local i = scope_index(st, pp.scope)
+    local p = i and st.scopes[i]
+    if p and p.kind == 'P' and p.window_start ~= 0 and p.window_start <= at
+        and at < sat(p.window_start, pp.window) then
+      p.count = ssub(p.count, units)
+      if p.count == 0 and p.window_start == at and p.grace_window ~= at then
+        p.window_start = 0
+      end
+    end
+  end
+end
+
 -- ClientState::expires_at
 local function expires_at(st)
   local expires = st.off_exp
@@ -664,26 +716,18 @@ end
 -- The ban as the call found it, for `index_ban`.
 local old_ban = { untl = 0, reason = 0 }
 
--- The index of bans that listings read (bans.lua): when this call changed the client's ban,
--- its member in KEYS[2] (scored by the ban's end) and KEYS[3] ("since reason", since kept
--- while a ban in force is lengthened or replaced) follow. Calls that leave the ban as it was
--- touch neither.
+-- The change of the index of bans that listings read (bans.lua), for the caller to apply
+-- (index.lua): when this call changed the client's ban, 1 (a ban began: since now), 2 (the
+-- ban in force was lengthened or replaced: since kept) or 3 (no ban in force any more), then
+-- the ban's end and reason. Calls that leave the ban as it was change nothing (0).
+local index_change = { 0, 0, 0 }
 local function index_ban(st, now)
-  if KEYS[2] == nil or (st.ban_until == old_ban.untl and st.ban_reason == old_ban.reason) then
-    return
-  end
-  local member = ARGV[4]
+  if st.ban_until == old_ban.untl and st.ban_reason == old_ban.reason then return end
   if st.ban_reason ~= 0 and st.ban_until > now then
-    local since = enc(now)
-    if old_ban.reason ~= 0 and old_ban.untl > now then
-      local known = redis.call('HGET', KEYS[3], member)
-      if known then since = string.match(known, '^(%S+)') or since end
-    end
-    redis.call('ZADD', KEYS[2], format('%.0f', st.ban_until), member)
-    redis.call('HSET', KEYS[3], member, since .. ' ' .. tostring(st.ban_reason))
+    local kept = old_ban.reason ~= 0 and old_ban.untl > now
+    index_change = { kept and 2 or 1, enc(st.ban_until), st.ban_reason }
   else
-    redis.call('ZREM', KEYS[2], member)
-    redis.call('HDEL', KEYS[3], member)
+    index_change = { 3, 0, 0 }
   end
 end
 
@@ -712,12 +756,20 @@ if blob ~= nil and expires_at(st) <= now then
 end
 old_ban.untl, old_ban.reason = st.ban_until, st.ban_reason
 
+local function dispatch()
 if op == 'check' then
   local plan = decode_plan(args)
   local counts = plan.count and (#plan.logs > 0 or plan.policy ~= nil)
   local decision = check(st, plan, now)
   if blob ~= nil or counts then save(key, st, now) end
   return decision
+elseif op == 'release' then
+  -- args: "at plan", the time as text, a space, then the plan in MessagePack
+  if blob == nil then return { 0 } end
+  local at, rest = string.match(args, '^(%S+) (.*)$')
+  release(st, decode_plan(rest or ''), num(at))
+  save(key, st, now)
+  return { 0 }
 elseif op == 'report' then
   local outcome = report(st, args, now)
   save(key, st, now)
@@ -744,3 +796,9 @@ elseif op == 'unban' then
   return was
 end
 return redis.error_reply('floodgate: unknown operation ' .. tostring(op))
+end
+
+local reply = dispatch()
+if type(reply) ~= 'table' or reply.err then return reply end
+for _, v in ipairs(index_change) do reply[#reply + 1] = v end
+return reply
