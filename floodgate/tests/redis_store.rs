@@ -248,6 +248,49 @@ async fn bounded_windows_decide_and_store_as_in_memory() {
     assert_eq!(state, memory.state(&c, end).await.unwrap());
 }
 
+/// Several rules of large counts in one scope, each counting in a window of its own width
+/// (the script finds each rule's window by its place among the large rules), beside a small
+/// rule and a large rule of another scope: every decision and the state as in memory, and
+/// each large rule refused at some point.
+#[actix_rt::test]
+async fn several_bounded_windows_in_one_scope_decide_and_store_as_in_memory() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let redis = redis_store(&server, secs(1)).await;
+    let memory = MemoryStore::new();
+    let ms = Duration::from_millis;
+    let plan = Arc::new(Plan::new(
+        [
+            (
+                ScopeId::GLOBAL,
+                vec![
+                    Rule::new(300, ms(6_000)),
+                    Rule::new(40, ms(100)),
+                    Rule::new(160, ms(1_500)),
+                ],
+            ),
+            (ScopeId::named("route r"), vec![Rule::new(200, ms(2_500))]),
+        ],
+        None,
+    ));
+    let c = client(44);
+    let mut refused = std::collections::BTreeSet::new();
+    let mut end = 0;
+    for now in bounded_traffic::times(3_000) {
+        let d = check(&memory, &c, &plan, now).await;
+        assert_eq!(d, check(&redis, &c, &plan, now).await, "at {now}");
+        if let Decision::Limited { limit, .. } = d {
+            refused.insert(limit);
+        }
+        end = now;
+    }
+    assert!([0, 2, 3].iter().all(|l| refused.contains(l)), "{refused:?}");
+    let state = redis.state(&c, at(end)).await.unwrap();
+    assert!(state.is_some());
+    assert_eq!(state, memory.state(&c, at(end)).await.unwrap());
+}
+
 /// A value written before bounded windows existed (version 1): a full log of 1,000 times
 /// under a rule of 1,000 per minute, which now counts in a bounded window.
 #[actix_rt::test]
@@ -274,15 +317,97 @@ async fn an_old_value_with_a_long_log_keeps_its_count_in_the_bounded_window() {
         other => panic!("{other:?}"),
     }
     assert!(check(&s, &c, &plan, 60_000).await.is_allowed());
-    let value = server.cli(&["GET", &s.key_of(&c)]);
-    assert!(
-        value.starts_with("2 "),
-        "rewritten with its window: {value}"
-    );
-    assert!(value.len() < 120, "{value}");
+    assert_rewritten_in_version_3(&server, &s.key_of(&c));
     // The log's 1,000 fell in one sub-window, which leaves whole at 61 s - 1 ms.
     assert!(!check(&s, &c, &plan, 60_998).await.is_allowed());
     assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
+}
+
+/// The value at `key` is the script's current encoding: the MessagePack of the version, 3,
+/// then of a map (the state), never the text of an earlier version; and small.
+fn assert_rewritten_in_version_3(server: &RedisServer, key: &str) {
+    let reply = server.cli(&[
+        "EVAL",
+        "local v = redis.call('GET', KEYS[1]) return {string.byte(v, 1, 2)} ",
+        "1",
+        key,
+    ]);
+    let bytes: Vec<u32> = reply.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(bytes[0], 3, "{bytes:?}");
+    assert!((0x80..=0x8f).contains(&bytes[1]), "a map: {bytes:?}");
+    let len: usize = server.cli(&["STRLEN", key]).parse().unwrap();
+    assert!(len < 200, "{len} bytes");
+}
+
+/// A value written by the previous version (2, text, with a bounded window): a rule of 1,000
+/// per minute whose window holds 1,000 units in the sub-window of `T0`. The script reads it
+/// (the limit holds until that sub-window leaves) and rewrites it in version 3, which the
+/// store reads back with the same window.
+#[actix_rt::test]
+async fn a_value_of_the_previous_version_keeps_its_window_and_is_rewritten() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let s = redis_store(&server, secs(1)).await;
+    let c = client(43);
+    let plan = global(&[(1_000, 60)]);
+    let j = T0 / 1_000;
+    let old = format!(
+        "2 {T0} 0 0 0 0 1 L {} {} 0 1 1000 {} 1 2 1000",
+        ScopeId::GLOBAL.0,
+        T0 + 61_000,
+        j - 2
+    );
+    server.cli(&["SET", &s.key_of(&c), &old]);
+    let before = s.state(&c, at(0)).await.unwrap().unwrap();
+    match check(&s, &c, &plan, 1_000).await {
+        Decision::Limited { retry_after, .. } => {
+            assert_eq!(retry_after, Duration::from_millis(59_999))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_rewritten_in_version_3(&server, &s.key_of(&c));
+    let after = s.state(&c, at(1_000)).await.unwrap().unwrap();
+    assert_eq!(
+        format!("{before:?}").replace(&(T0).to_string(), "last_seen"),
+        format!("{after:?}").replace(&(T0 + 1_000).to_string(), "last_seen"),
+        "the refusal changed nothing but the time last seen"
+    );
+    assert!(!check(&s, &c, &plan, 60_998).await.is_allowed());
+    assert!(check(&s, &c, &plan, 60_999).await.is_allowed());
+}
+
+/// A value the script cannot read (not its MessagePack, cut short, another version, a state
+/// of the wrong shape) reads as no state, as a value of an unknown version always did: the
+/// decision is made, never a script error, and the value is replaced by a valid one.
+#[actix_rt::test]
+async fn a_damaged_value_reads_as_no_state() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let s = redis_store(&server, secs(1)).await;
+    let plan = global(&[(2, 60)]);
+    for (n, value) in [
+        "return 'garbage'",
+        "return string.sub(cmsgpack.pack(3, {scopes = {}, offences = {}}), 1, 4)",
+        "return cmsgpack.pack(4, {scopes = {}, offences = {}})",
+        "return cmsgpack.pack(3, {scopes = 'x', offences = {}})",
+        "return cmsgpack.pack(3, {scopes = {}, offences = {}})",
+        "return cmsgpack.pack(3)",
+        "return ''",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = client(60 + n as u8);
+        let key = s.key_of(&c);
+        let script = format!("redis.call('SET', KEYS[1], (function() {value} end)()) return 1");
+        assert_eq!(server.cli(&["EVAL", &script, "1", &key]), "1");
+        assert!(check(&s, &c, &plan, 0).await.is_allowed(), "{value}");
+        assert!(check(&s, &c, &plan, 1).await.is_allowed(), "{value}");
+        assert!(!check(&s, &c, &plan, 2).await.is_allowed(), "{value}");
+        assert_rewritten_in_version_3(&server, &key);
+    }
 }
 
 /// Every kind of decision came up in the runs, so the comparison covered them all.

@@ -11,8 +11,10 @@
 //! - **Key layout.** One string per client: `{prefix}:{ip:ADDRESS}` for IP clients
 //!   (`shop:{ip:203.0.113.7}`, `shop:{ip:2001:db8:1:2::/64}`) and `{prefix}:{key:KEY}` for
 //!   custom keys; the braces are Redis Cluster's hash tag, so each decision touches one key in
-//!   one slot (see `keys.rs`). The value is the client's whole [`ClientState`] in a compact
-//!   space-separated text encoding (times in milliseconds, `-1` for never).
+//!   one slot (see `keys.rs`). The value is the client's whole [`ClientState`] in MessagePack
+//!   (times in milliseconds), which the script reads and writes in one call of Redis's
+//!   `cmsgpack` (see `stored.rs`); values in the space-separated text of earlier versions are
+//!   still read, and rewritten on the client's next decision.
 //! - **Redis Cluster** ([`RedisStore::cluster`]): the same script on the slot of the client's
 //!   key; the index of bans is kept by a call of its own (see `bans.rs`).
 //! - **Keys expire on their own**: after each write the script sets the key's TTL to the
@@ -57,15 +59,18 @@ mod cluster;
 mod join;
 mod keys;
 mod migrate;
+mod msgpack;
 mod script;
+mod stored;
 
 use bans::IndexChange;
 use cache::BanCache;
 use cluster::{Conn, Target};
 use script::{
-    ban_code, ban_reason, decision_of, decode_state, encode_plan, lua_time, malformed, push_time,
-    rust_time, SCRIPT,
+    ban_code, ban_reason, decision_of, encode_plan, lua_time, malformed, push_time, rust_time,
+    SCRIPT,
 };
+use stored::decode_state;
 
 /// Client state in Redis, shared by every server of a fleet. Clones share the connection
 /// and the ban cache.
@@ -301,7 +306,7 @@ impl RedisStore {
 
     /// Runs one operation of the script: one round trip, and a second one to the index of
     /// bans when the operation changed the client's ban.
-    fn run(&self, client: &ClientKey, op: &'static str, at: Timestamp, args: String) -> Pending {
+    fn run(&self, client: &ClientKey, op: &'static str, at: Timestamp, args: Vec<u8>) -> Pending {
         let mut conn = self.conn.clone();
         let script = self.script.clone();
         let key = self.key_of(client);
@@ -357,9 +362,10 @@ impl Store for RedisStore {
         at: Timestamp,
         now: Timestamp,
     ) -> StoreFuture<()> {
-        let mut args = lua_time(at.as_millis());
-        args.push(' ');
-        args.push_str(&encode_plan(plan));
+        // "at plan": the time as text, a space, the plan in MessagePack.
+        let mut args = lua_time(at.as_millis()).into_bytes();
+        args.push(b' ');
+        args.extend_from_slice(&encode_plan(plan));
         let call = self.run(client, "release", now, args);
         StoreFuture::pending(async move {
             call.await?;
@@ -376,7 +382,7 @@ impl Store for RedisStore {
         let mut args = rule.count().to_string();
         push_time(&mut args, rule.window_ms());
         push_time(&mut args, rule.duration_ms());
-        let call = self.run(client, "report", now, args);
+        let call = self.run(client, "report", now, args.into_bytes());
         StoreFuture::pending(async move {
             let reply = call.await?;
             // Not cached: a longer ban of another kind may be in force; the next check
@@ -395,7 +401,7 @@ impl Store for RedisStore {
 
     fn ban(&self, client: &ClientKey, until: Option<Timestamp>, now: Timestamp) -> StoreFuture<()> {
         let until = until.map_or(u64::MAX, Timestamp::as_millis);
-        let call = self.run(client, "ban", now, lua_time(until));
+        let call = self.run(client, "ban", now, lua_time(until).into_bytes());
         let cache = self.cache.clone();
         let client = client.clone();
         StoreFuture::pending(async move {
@@ -422,7 +428,7 @@ impl Store for RedisStore {
         let mut args = lua_time(until.map_or(u64::MAX, Timestamp::as_millis));
         let _ = write!(args, " {}", ban_code(reason));
         let epoch = self.cache.as_ref().map_or(0, |c| c.epoch());
-        let call = self.run(client, "extend", now, args);
+        let call = self.run(client, "extend", now, args.into_bytes());
         let cache = self.cache.clone();
         let client = client.clone();
         StoreFuture::pending(async move {
@@ -445,7 +451,7 @@ impl Store for RedisStore {
         if let Some(cache) = &self.cache {
             cache.remove(client);
         }
-        let call = self.run(client, "unban", now, String::new());
+        let call = self.run(client, "unban", now, Vec::new());
         let cache = self.cache.clone();
         let client = client.clone();
         StoreFuture::pending(async move {
@@ -472,7 +478,7 @@ impl Store for RedisStore {
             // began: two commands sent together, one round trip.
             let mut get = ::redis::cmd("GET");
             get.arg(&key);
-            let blob = get.query_async::<Option<String>>(&mut conn);
+            let blob = get.query_async::<Option<Vec<u8>>>(&mut conn);
             let (blob, since) = bounded(timeout, join::both(blob, since))
                 .await
                 .map_err(|e| e.context(&format!("Redis at {addr}: state")))?;

@@ -5,26 +5,29 @@
 -- KEYS[1]  the client's key; its value is the encoded ClientState (see `decode`).
 -- ARGV[1]  operation: check | release | report | ban | extend | unban
 -- ARGV[2]  now (ms since the epoch, from floodgate's clock; never Redis TIME)
--- ARGV[3]  operation arguments, space separated (see each operation)
+-- ARGV[3]  operation arguments: for check, the plan in MessagePack (see `decode_plan`);
+--          for the others, space separated (see each operation)
 --
 -- The call touches KEYS[1] only (one slot on a Redis Cluster). Its reply ends with three
 -- numbers for the index of bans, which the caller updates with a call of its own (index.lua):
 -- see `index_ban`.
 --
--- Numbers are whole milliseconds; -1 stands for "never" (u64::MAX in Rust), held here as
--- NEVER = 2^53, above any real time and still exact in a double. Scope ids are u64 values
--- that a double cannot hold: they stay strings.
+-- Numbers are whole milliseconds; "never" (u64::MAX in Rust) is NEVER = 2^53 here, above
+-- any real time and still exact in a double (-1 in text arguments and old text values).
+-- Scope ids are u64 values that a double cannot hold: they stay strings.
 --
--- Every time and duration is clamped to NEVER on the way in (`num`, and `lua_time` /
--- `push_time` in redis.rs), and every time plus a duration saturates at it (`sat`), so no time
--- ever passes 2^54 and loses whole milliseconds: a configured `Duration::MAX` (or any
--- length from 2^53 ms, about 285,000 years, up) means "forever", as u64::MAX does in Rust.
+-- Every time and duration is clamped to NEVER on the way in (`num`, and `lua_time`,
+-- `push_time` and the plan's `time_field` in script.rs), and every time plus a duration
+-- saturates at it (`sat`), so no time ever passes 2^54 and loses whole milliseconds: a
+-- configured `Duration::MAX` (or any length from 2^53 ms, about 285,000 years, up) means
+-- "forever", as u64::MAX does in Rust.
 
 local NEVER = 9007199254740992
 -- Locals for the library functions used on every call (cheaper than global lookups).
 local tonumber, tostring, ipairs, pairs = tonumber, tostring, ipairs, pairs
-local format, gmatch, concat, tremove = string.format, string.gmatch, table.concat, table.remove
+local format, gmatch, tremove = string.format, string.gmatch, table.remove
 local floor, mmax, mmin = math.floor, math.max, math.min
+local mp_pack, mp_unpack, byte, pcall, type = cmsgpack.pack, cmsgpack.unpack, string.byte, pcall, type
 
 local function num(s)
   local n = tonumber(s)
@@ -58,14 +61,15 @@ end
 -- ---- The bounded window (state/window.rs), kept apart from the rest -------------------
 -- A rule of a count above EXACT_MAX counts per sub-window of width ceil(window / 60) ms in
 -- the last SLOTS sub-windows: w = { width, base, total, slots = { [index] = units } } with
--- every index in base .. base + SLOTS - 1. Stored as "width base np (offset units)*".
+-- every index in base .. base + SLOTS - 1. Stored as this table (see `decode`).
 local EXACT_MAX, SUB_WINDOWS, SLOTS = 128, 60, 61
 
--- floor(a / b) for whole a >= 0, b >= 1, exact up to 2^53.
+-- floor(a / b) for whole a >= 0, b >= 1, exact up to 2^53 (`%` rounds a / b as a double:
+-- its remainder is corrected into 0 .. b - 1, without a call to math.floor).
 local function idiv(a, b)
-  local q = floor(a / b)
-  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-  return q
+  local r = a % b
+  if r < 0 then r = r + b elseif r >= b then r = r - b end
+  return (a - r) / b
 end
 
 local function width_for(window)
@@ -148,15 +152,26 @@ local function win_add(w, now, units, window)
   w.total = w.total + units
 end
 
+-- The place of each large rule among the large rules of `rules` (its window in a log's
+-- `wins`) and its sub-window width: `slot` and `width`, which `decode_plan` sets once.
+local function place_rules(rules)
+  local slot = 0
+  for k = 1, #rules do
+    local rule = rules[k]
+    if rule.count > EXACT_MAX then
+      slot = slot + 1
+      rule.slot, rule.width = slot, width_for(rule.window)
+    end
+  end
+end
+
 -- The window of rule k of `rules` in `log`, when it has one of the rule's width.
 local function log_window(log, rules, k)
-  if rules[k].count <= EXACT_MAX or log.wins == nil then return nil end
-  local i = 0
-  for j = 1, k do
-    if rules[j].count > EXACT_MAX then i = i + 1 end
-  end
-  local w = log.wins[i]
-  if w ~= nil and w.width == width_for(rules[k].window) then return w end
+  local rule = rules[k]
+  if rule.count <= EXACT_MAX or log.wins == nil then return nil end
+  if rule.slot == nil then place_rules(rules) end
+  local w = log.wins[rule.slot]
+  if w ~= nil and w.width == rule.width then return w end
   return nil
 end
 
@@ -164,6 +179,22 @@ end
 local function shape_windows(log, rules)
   local old, wins = log.wins or {}, {}
   local fits = log.wins ~= nil
+  if fits then
+    -- Usually every window is there already: check without building a new list.
+    local n = 0
+    for k = 1, #rules do
+      local rule = rules[k]
+      if rule.count > EXACT_MAX then
+        n = n + 1
+        local w = old[n]
+        if w == nil or w.width ~= (rule.width or width_for(rule.window)) then
+          fits = false
+          break
+        end
+      end
+    end
+    if fits and n == #old then return end
+  end
   for _, rule in ipairs(rules) do
     if rule.count > EXACT_MAX then
       local i = #wins + 1
@@ -180,6 +211,7 @@ local function shape_windows(log, rules)
   log.wins = wins
 end
 
+-- Windows in the text encoding of versions 1 and 2 (read only, see `decode_text`).
 local function decode_windows(nx)
   local n = tonumber(nx()) or 0
   if n == 0 then return nil end
@@ -197,25 +229,6 @@ local function decode_windows(nx)
   end
   return wins
 end
-
-local function encode_windows(out, wins)
-  out[#out + 1] = tostring(#(wins or {}))
-  for _, w in ipairs(wins or {}) do
-    out[#out + 1] = enc(w.width)
-    out[#out + 1] = enc(w.base)
-    local at = #out + 1
-    out[at] = '0'
-    local np = 0
-    for j, n in pairs(w.slots) do
-      if n > 0 then
-        np = np + 1
-        out[#out + 1] = tostring(j - w.base)
-        out[#out + 1] = enc(n)
-      end
-    end
-    out[at] = tostring(np)
-  end
-end
 -- ---- End of the bounded window ---------------------------------------------------------
 
 local PF = {
@@ -230,14 +243,16 @@ local function new_policy(id)
   return p
 end
 
--- ClientState: "V last_seen ban_until ban_reason offences_expire n_off off.. n_scopes scope.."
--- scope: "L id expires n t.." | "P id <the 13 PF fields>"; ban_reason 0 = no ban,
--- 1 reported, 2 operator, 3 punished, 4 probe. Version V is 1, or 2 when a log holds bounded
--- windows: then every "L" scope goes on with "nw (width base np (offset units)*)*" (see
--- the bounded window section below).
-local function decode(blob)
-  local st = { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
-  if not blob then return st end
+local function new_state()
+  return { last_seen = 0, ban_until = 0, ban_reason = 0, offences = {}, off_exp = 0, scopes = {} }
+end
+
+-- ClientState as written by versions 1 and 2 of this script (read only, for values stored
+-- before version 3): "V last_seen ban_until ban_reason offences_expire n_off off.. n_scopes
+-- scope.." with scope "L id expires n t.." | "P id <the 13 PF fields>", and from V = 2 every
+-- "L" scope goes on with "nw (width base np (offset units)*)*". Times as text, -1 = never.
+local function decode_text(blob)
+  local st = new_state()
   local nx = reader(blob)
   local version = nx()
   if version ~= '1' and version ~= '2' then return st end
@@ -262,76 +277,58 @@ local function decode(blob)
   return st
 end
 
+-- ClientState (version 3): the MessagePack (cmsgpack) of two values, 3 and this table as it
+-- is: `st` with its `offences` and `scopes` lists, each scope a log { id, kind = 'L',
+-- expires, times, wins } (`wins` a list of windows { width, base, total, slots = {
+-- [sub-window] = units } }, absent when the log has none) or a policy { id, kind = 'P', the
+-- 13 PF fields }. Times are numbers (NEVER for never), scope ids strings; a table keyed 1..n
+-- is an array, any other a map. Redis's C code reads and writes it in one call each: no
+-- Lua loop over the value.
+local function decode(blob)
+  if not blob then return new_state() end
+  local first = byte(blob, 1)
+  if first == 49 or first == 50 then return decode_text(blob) end -- '1', '2'
+  local ok, version, st = pcall(mp_unpack, blob)
+  -- A value in an unknown format, or one that does not parse, reads as no state, as a
+  -- value of an unknown version always did.
+  if not ok or version ~= 3 or type(st) ~= 'table' or type(st.scopes) ~= 'table'
+    or type(st.offences) ~= 'table' or type(st.last_seen) ~= 'number'
+    or type(st.ban_until) ~= 'number' or type(st.ban_reason) ~= 'number'
+    or type(st.off_exp) ~= 'number' then
+    return new_state()
+  end
+  return st
+end
+
 local function encode(st)
-  local version = '1'
-  for _, s in ipairs(st.scopes) do
-    if s.kind == 'L' and s.wins ~= nil then version = '2' end
-  end
-  local out = { version, enc(st.last_seen), enc(st.ban_until), tostring(st.ban_reason), enc(st.off_exp),
-    tostring(#st.offences) }
-  for _, t in ipairs(st.offences) do out[#out + 1] = enc(t) end
-  out[#out + 1] = tostring(#st.scopes)
-  for _, s in ipairs(st.scopes) do
-    out[#out + 1] = s.kind
-    out[#out + 1] = s.id
-    if s.kind == 'L' then
-      out[#out + 1] = enc(s.expires)
-      out[#out + 1] = tostring(#s.times)
-      for _, t in ipairs(s.times) do out[#out + 1] = enc(t) end
-      if version == '2' then encode_windows(out, s.wins) end
-    else
-      for _, f in ipairs(PF) do out[#out + 1] = enc(s[f]) end
-    end
-  end
-  return concat(out, ' ')
+  return mp_pack(3, st)
 end
 
--- Plan: "ban_check count n_logs log.. has_policy policy units"
--- log: "scope cap longest first_limit n_rules (count window)*" (first_limit 0-based)
--- policy: "scope limit amount window block_ms block_limit relative reset punish acc_cap
---          max_window cooldown grace_extra grace_interval factor adaptive_max jitter"
--- where punish is 'b' (blacklist) or the ban's base length, and acc_cap, max_window,
--- grace_extra and factor are 'n' when unset; jitter is the random extra already drawn.
-local function opt(s)
-  if s == 'n' then return nil end
-  return num(s)
-end
-
+-- Plan: the MessagePack of this table (written by script.rs), which the script reads as is:
+--   { ban_check, count, units, logs = { log.. }, policy = policy (absent when none) }
+-- log: { scope, cap, longest, first, bounded, rules = { { count, window }.. } }, `first` the
+--      0-based index of its first rule among the plan's limits, `bounded` how many of its
+--      rules count above EXACT_MAX
+-- policy: { scope, limit, amount, window, block_ms, block_limit, relative, reset, ban_base,
+--      acc_cap, max_window, cooldown, grace_extra, grace_interval, factor, adaptive_max,
+--      jitter }; ban_base is absent for a blacklist, and acc_cap, max_window, grace_extra
+--      and factor when unset; jitter is the random extra already drawn.
+-- Times arrive clamped to NEVER.
 local function decode_plan(s)
-  local nx = reader(s)
-  local plan = { ban_check = nx() == '1', count = nx() == '1', logs = {} }
-  for k = 1, tonumber(nx()) or 0 do
-    local lp = { scope = nx(), cap = num(nx()), longest = num(nx()), first = num(nx()), rules = {} }
-    lp.bounded = 0
-    for j = 1, tonumber(nx()) or 0 do
-      lp.rules[j] = { count = num(nx()), window = num(nx()) }
-      if lp.rules[j].count > EXACT_MAX then lp.bounded = lp.bounded + 1 end
-    end
-    plan.logs[k] = lp
-  end
-  if nx() == '1' then
-    local pp = { scope = nx(), limit = num(nx()), amount = num(nx()), window = num(nx()),
-      block_ms = num(nx()), block_limit = num(nx()), relative = nx() == '1', reset = nx() == '1' }
-    local punish = nx()
-    if punish ~= 'b' then pp.ban_base = num(punish) end
-    pp.acc_cap = opt(nx())
-    pp.max_window = opt(nx())
-    pp.cooldown = num(nx())
-    pp.grace_extra = opt(nx())
-    pp.grace_interval = num(nx())
-    local factor = nx()
-    if factor ~= 'n' then pp.factor = tonumber(factor) end
-    pp.adaptive_max = num(nx())
-    pp.jitter = num(nx())
-    plan.policy = pp
+  local plan = mp_unpack(s)
+  for k = 1, #plan.logs do
+    local lp = plan.logs[k]
+    if lp.bounded > 0 then place_rules(lp.rules) end
   end
   -- Units of every limit one request uses (its cost).
-  plan.units = mmax(tonumber(nx()) or 1, 1)
+  plan.units = mmax(plan.units or 1, 1)
   return plan
 end
 
 local function scope_index(st, id)
-  for i, s in ipairs(st.scopes) do
+  local scopes = st.scopes
+  for i = 1, #scopes do
+    local s = scopes[i]
     if s.id == id then return i end
   end
   return nil
@@ -369,7 +366,9 @@ end
 local function in_window(log, now, window)
   local floor = ssub(now, window)
   local first = 0
-  for _, t in ipairs(log.times) do
+  local times = log.times
+  for i = 1, #times do
+    local t = times[i]
     if t <= floor then first = first + 1 else break end
   end
   return #log.times - first
@@ -408,7 +407,8 @@ local function push(log, lp, now, units)
   if lp.bounded > 0 then
     shape_windows(log, lp.rules)
     local i = 0
-    for _, rule in ipairs(lp.rules) do
+    for k = 1, #lp.rules do
+      local rule = lp.rules[k]
       if rule.count > EXACT_MAX then
         i = i + 1
         win_add(log.wins[i], now, units, rule.window)
@@ -422,7 +422,7 @@ local function push(log, lp, now, units)
       while #log.times >= lp.cap do tremove(log.times, 1) end
       log.times[#log.times + 1] = now
     end
-  else
+  elseif #log.times > 0 then
     log.times = {}
   end
   log.expires = sat(now, lp.longest)
@@ -542,9 +542,11 @@ local function check(st, plan, now)
   end
 
   local refused_limit, refused_wait = nil, nil
-  for _, lp in ipairs(plan.logs) do
+  for n = 1, #plan.logs do
+    local lp = plan.logs[n]
     local log = find_log(st, lp.scope)
-    for k, rule in ipairs(lp.rules) do
+    for k = 1, #lp.rules do
+      local rule = lp.rules[k]
       local wait
       if log == nil then
         if rule.count < plan.units then wait = mmax(rule.window, 1) end
@@ -574,18 +576,17 @@ local function check(st, plan, now)
     if after > allowance then return block(st, pp, now) end
   end
 
-  local best = nil
-  local function consider(limit, remaining, reset)
-    if best == nil or remaining < best[2] or (remaining == best[2] and reset > best[3]) then
-      best = { limit, remaining, reset }
-    end
-  end
-  for _, lp in ipairs(plan.logs) do
+  -- The quota shown: the limit with the fewest remaining, then the latest reset.
+  local best, best_rem, best_reset = nil, 0, 0
+  for n = 1, #plan.logs do
+    local lp = plan.logs[n]
     local log = log_mut(st, lp.scope)
     push(log, lp, now, plan.units)
-    for k, _ in ipairs(lp.rules) do
+    for k = 1, #lp.rules do
       local remaining, reset = log_quota(log, lp, k, now)
-      consider(lp.first + k - 1, remaining, reset)
+      if best == nil or remaining < best_rem or (remaining == best_rem and reset > best_reset) then
+        best, best_rem, best_reset = lp.first + k - 1, remaining, reset
+      end
     end
   end
   if pp then
@@ -598,11 +599,14 @@ local function check(st, plan, now)
       p.grace_used_at = now
     end
     touch(p, pp, now)
-    consider(pp.limit, ssub(pp.amount + p.carry, p.count),
-      ssub(sat(p.window_start, pp.window), now))
+    local remaining = ssub(pp.amount + p.carry, p.count)
+    local reset = ssub(sat(p.window_start, pp.window), now)
+    if best == nil or remaining < best_rem or (remaining == best_rem and reset > best_reset) then
+      best, best_rem, best_reset = pp.limit, remaining, reset
+    end
   end
   if best == nil then return { 0, 0 } end
-  return { 0, 1, best[1], best[2], enc(best[3]) }
+  return { 0, 1, best, best_rem, enc(best_reset) }
 end
 
 -- ClientState::report; args "count window duration". {0, offences} or {1, until}.
@@ -700,7 +704,8 @@ end
 local function expires_at(st)
   local expires = st.off_exp
   if st.ban_reason ~= 0 then expires = mmax(expires, st.ban_until) end
-  for _, s in ipairs(st.scopes) do expires = mmax(expires, s.expires) end
+  local scopes = st.scopes
+  for i = 1, #scopes do expires = mmax(expires, scopes[i].expires) end
   return expires
 end
 
@@ -759,7 +764,7 @@ if op == 'check' then
   if blob ~= nil or counts then save(key, st, now) end
   return decision
 elseif op == 'release' then
-  -- args: "at plan"
+  -- args: "at plan", the time as text, a space, then the plan in MessagePack
   if blob == nil then return { 0 } end
   local at, rest = string.match(args, '^(%S+) (.*)$')
   release(st, decode_plan(rest or ''), num(at))

@@ -4,12 +4,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::msgpack::Writer;
+
 use crate::clock::{duration_millis, Timestamp};
 use crate::error::StoreError;
-use crate::state::{
-    BanReason, ClientState, Decision, LimitReason, Plan, PolicyState, Quota, RuleLog, Scope,
-    ScopeId, Times, Window, Windows,
-};
+use crate::state::{BanReason, Decision, LimitReason, Plan, Quota};
 
 /// The decision core in Lua (see the module docs).
 pub(super) const SCRIPT: &str = include_str!("redis.lua");
@@ -18,7 +17,7 @@ pub(super) const SCRIPT: &str = include_str!("redis.lua");
 /// years), the last integer from which every smaller one is exact in a double. Clamping here
 /// (`lua_time`, `push_time`) keeps every number the script adds below 2^54, so that huge
 /// configured values (`Duration::MAX`) can neither make it fail nor round its arithmetic.
-const LUA_NEVER: u64 = 1 << 53;
+pub(super) const LUA_NEVER: u64 = 1 << 53;
 
 /// A time for the script: `-1` ("never") from [`LUA_NEVER`] up.
 pub(super) fn lua_time(ms: u64) -> String {
@@ -42,76 +41,97 @@ pub(super) fn push_time(out: &mut String, ms: u64) {
     }
 }
 
-/// The plan in the script's argument format (see `decode_plan` in `redis.lua`).
-pub(super) fn encode_plan(plan: &Plan) -> String {
-    let mut out = String::with_capacity(64);
-    out.push_str(if plan.ban_check { "1" } else { "0" });
-    out.push_str(if plan.count { " 1" } else { " 0" });
-    let _ = write!(out, " {}", plan.logs.len());
+/// A time for the script as a number: clamped to "never" ([`LUA_NEVER`]).
+fn time_field(w: &mut Writer, key: &str, ms: u64) {
+    w.short_str(key);
+    w.uint(ms.min(LUA_NEVER));
+}
+
+fn bool_field(w: &mut Writer, key: &str, v: bool) {
+    w.short_str(key);
+    w.boolean(v);
+}
+
+/// The plan as the script reads it: the MessagePack of the Lua table that `decode_plan` in
+/// `redis.lua` describes.
+pub(super) fn encode_plan(plan: &Plan) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.map(if plan.policy.is_some() { 5 } else { 4 });
+    bool_field(&mut w, "ban_check", plan.ban_check);
+    bool_field(&mut w, "count", plan.count);
+    time_field(&mut w, "units", u64::from(plan.units.max(1)));
+    w.short_str("logs");
+    w.array(plan.logs.len());
     for lp in &plan.logs {
-        let _ = write!(out, " {} {}", lp.scope.0, lp.cap);
-        push_time(&mut out, lp.longest_ms);
-        let _ = write!(out, " {} {}", lp.first_limit, lp.rules.len());
+        w.map(6);
+        w.short_str("scope");
+        w.short_str(&lp.scope.0.to_string());
+        time_field(&mut w, "cap", lp.cap as u64);
+        time_field(&mut w, "longest", lp.longest_ms);
+        time_field(&mut w, "first", lp.first_limit as u64);
+        time_field(&mut w, "bounded", lp.bounded as u64);
+        w.short_str("rules");
+        w.array(lp.rules.len());
         for rule in &lp.rules {
-            let _ = write!(out, " {}", rule.count());
-            push_time(&mut out, rule.window_ms());
+            w.map(2);
+            time_field(&mut w, "count", u64::from(rule.count()));
+            time_field(&mut w, "window", rule.window_ms());
         }
     }
-    match &plan.policy {
-        None => out.push_str(" 0"),
-        Some(pp) => {
-            let p = &pp.policy;
-            let _ = write!(out, " 1 {} {} {}", pp.scope.0, pp.limit, p.amount);
-            push_time(&mut out, p.time_window_ms);
-            push_time(&mut out, p.block_ms());
-            let _ = write!(
-                out,
-                " {} {} {}",
-                p.block_limit,
-                u8::from(p.relative_block),
-                u8::from(p.block_exceed_reset)
-            );
-            match p.punishment {
-                crate::policy::Punishment::Blacklist => out.push_str(" b"),
-                crate::policy::Punishment::Ban(base) => push_time(&mut out, duration_millis(base)),
+    if let Some(pp) = &plan.policy {
+        let p = &pp.policy;
+        let ban_base = match p.punishment {
+            crate::policy::Punishment::Blacklist => None,
+            crate::policy::Punishment::Ban(base) => Some(duration_millis(base)),
+        };
+        // Adaptive::length treats a factor that is not finite and above 1 as 1.
+        let factor = p.adaptive.map(|a| {
+            if a.factor.is_finite() && a.factor > 1.0 {
+                a.factor
+            } else {
+                1.0
             }
-            match p.accumulate_cap {
-                Some(cap) => {
-                    let _ = write!(out, " {cap}");
-                }
-                None => out.push_str(" n"),
-            }
-            match p.max_window_ms {
-                Some(ms) => push_time(&mut out, ms),
-                None => out.push_str(" n"),
-            }
-            push_time(&mut out, p.cooldown_ms);
-            match p.grace {
-                Some(g) => {
-                    let _ = write!(out, " {}", g.extra);
-                    push_time(&mut out, duration_millis(g.interval));
-                }
-                None => out.push_str(" n 0"),
-            }
-            match p.adaptive {
-                Some(a) => {
-                    // Adaptive::length treats a factor that is not finite and above 1 as 1.
-                    let factor = if a.factor.is_finite() && a.factor > 1.0 {
-                        a.factor
-                    } else {
-                        1.0
-                    };
-                    let _ = write!(out, " {factor:?}");
-                    push_time(&mut out, duration_millis(a.max));
-                    // The random extra is drawn here, as the other stores draw it for the core.
-                    push_time(&mut out, a.jitter_millis(fastrand::u64(..)));
-                }
-                None => out.push_str(" n 0 0"),
+        });
+        let optional = [
+            ("ban_base", ban_base),
+            ("acc_cap", p.accumulate_cap.map(u64::from)),
+            ("max_window", p.max_window_ms),
+            ("grace_extra", p.grace.map(|g| u64::from(g.extra))),
+        ];
+        let present = optional.iter().filter(|(_, v)| v.is_some()).count();
+        w.short_str("policy");
+        w.map(12 + present + usize::from(factor.is_some()));
+        w.short_str("scope");
+        w.short_str(&pp.scope.0.to_string());
+        time_field(&mut w, "limit", pp.limit as u64);
+        time_field(&mut w, "amount", u64::from(p.amount));
+        time_field(&mut w, "window", p.time_window_ms);
+        time_field(&mut w, "block_ms", p.block_ms());
+        time_field(&mut w, "block_limit", u64::from(p.block_limit));
+        bool_field(&mut w, "relative", p.relative_block);
+        bool_field(&mut w, "reset", p.block_exceed_reset);
+        for (key, v) in optional {
+            if let Some(v) = v {
+                time_field(&mut w, key, v);
             }
         }
+        time_field(&mut w, "cooldown", p.cooldown_ms);
+        time_field(
+            &mut w,
+            "grace_interval",
+            p.grace.map_or(0, |g| duration_millis(g.interval)),
+        );
+        if let Some(factor) = factor {
+            w.short_str("factor");
+            w.float(factor);
+        }
+        let max = p.adaptive.map_or(0, |a| duration_millis(a.max));
+        time_field(&mut w, "adaptive_max", max);
+        // The random extra is drawn here, as the other stores draw it for the core.
+        let jitter = p.adaptive.map_or(0, |a| a.jitter_millis(fastrand::u64(..)));
+        time_field(&mut w, "jitter", jitter);
     }
-    let _ = write!(out, " {}", plan.units.max(1));
-    out
+    w.0
 }
 
 /// The script's code of a ban reason (see `decode` in `redis.lua`).
@@ -180,138 +200,13 @@ pub(super) fn decision_of(reply: &[i64]) -> Result<Decision, StoreError> {
     })
 }
 
-/// Reads a client state in the script's encoding (see `decode` in `redis.lua`).
-pub(super) fn decode_state(blob: &str) -> Option<ClientState> {
-    let mut t = blob.split_ascii_whitespace();
-    let windows = match t.next()? {
-        "1" => false,
-        "2" => true,
-        _ => return None,
-    };
-    let time = |s: &str| -> Option<u64> {
-        let v: i64 = s.parse().ok()?;
-        Some(rust_time(v))
-    };
-    let last_seen = time(t.next()?)?;
-    let ban_until = time(t.next()?)?;
-    let reason: i64 = t.next()?.parse().ok()?;
-    let ban = (reason != 0).then(|| (ban_until, ban_reason(reason)));
-    let offences_expire = time(t.next()?)?;
-    let n: usize = t.next()?.parse().ok()?;
-    let offences = (0..n).map(|_| time(t.next()?)).collect::<Option<Times>>()?;
-    let count: usize = t.next()?.parse().ok()?;
-    let mut scopes = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        let kind = t.next()?;
-        let id = ScopeId(t.next()?.parse().ok()?);
-        let scope = if kind == "L" {
-            let expires = time(t.next()?)?;
-            let n: usize = t.next()?.parse().ok()?;
-            let times = (0..n).map(|_| time(t.next()?)).collect::<Option<Times>>()?;
-            let windows = if windows {
-                decode_windows(&mut t)?
-            } else {
-                None
-            };
-            Scope::RuleLog(RuleLog {
-                times,
-                expires,
-                windows,
-            })
-        } else {
-            let mut f = [0u64; 13];
-            for v in &mut f {
-                *v = time(t.next()?)?;
-            }
-            let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-            Scope::Policy(Box::new(PolicyState {
-                window_start: f[0],
-                count: small(f[1]),
-                carry: small(f[2]),
-                blocked_until: f[3],
-                block_count: small(f[4]),
-                punished_until: f[5],
-                punishments: small(f[6]),
-                last_request: f[7],
-                last_seen: f[8],
-                last_block_at: f[9],
-                grace_used_at: f[10],
-                grace_window: f[11],
-                expires: f[12],
-            }))
-        };
-        scopes.push((id, scope));
-    }
-    Some(ClientState::from_parts(
-        last_seen,
-        ban,
-        offences,
-        offences_expire,
-        scopes,
-    ))
-}
-
-/// The bounded windows of one log: "nw (width base np (offset units)*)*".
-fn decode_windows<'a>(t: &mut impl Iterator<Item = &'a str>) -> Option<Option<Box<Windows>>> {
-    let n: usize = t.next()?.parse().ok()?;
-    if n == 0 {
-        return Some(None);
-    }
-    let mut list = Vec::with_capacity(n.min(8));
-    for _ in 0..n {
-        let width: u64 = t.next()?.parse().ok()?;
-        let base: u64 = t.next()?.parse().ok()?;
-        let parts: usize = t.next()?.parse().ok()?;
-        let mut units = Vec::with_capacity(parts.min(64));
-        for _ in 0..parts {
-            let offset: u64 = t.next()?.parse().ok()?;
-            units.push((base.saturating_add(offset), t.next()?.parse().ok()?));
-        }
-        list.push(Window::from_parts(width, base, units)?);
-    }
-    Some(Some(Box::new(Windows(list.into_boxed_slice()))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::{Adaptive, Grace, Policy, Punishment};
     use crate::rules::Rule;
-
-    #[test]
-    fn state_encoding_round_trips_through_the_rust_decoder() {
-        let blob = "1 1700000000000 -1 2 0 2 5 6 2 L 42 1700000060000 2 1 2 P 7 1 2 3 4 5 6 7 8 9 10 11 12 -1";
-        let st = decode_state(blob).unwrap();
-        assert_eq!(st.ban_slot(), Some((u64::MAX, BanReason::Operator)));
-        assert_eq!(st.offences().unwrap().0, &[5, 6]);
-        assert_eq!(st.scopes.len(), 2);
-        let Scope::Policy(p) = &st.scopes[1].1 else {
-            panic!("policy")
-        };
-        assert_eq!(
-            (p.window_start, p.grace_window, p.expires),
-            (1, 12, u64::MAX)
-        );
-        assert!(decode_state("3 whatever").is_none());
-        // Format 2: a log with the bounded window of a rule of 1,000 per minute.
-        let blob = "2 1700000000000 0 0 0 0 1 L 42 1700000060000 0 1 1000 1700000000 2 0 7 61 3";
-        let st = decode_state(blob).unwrap();
-        let Scope::RuleLog(log) = &st.scopes[0].1 else {
-            panic!("log")
-        };
-        let w = &log.windows.as_ref().unwrap().0[0];
-        let parts: Vec<_> = w.parts().collect();
-        assert_eq!(
-            parts,
-            [(1_700_000_000, 7)],
-            "offsets past the ring are dropped"
-        );
-        assert!(
-            decode_state("2 1 0 0 0 0 1 L 42 5 0 1 0 1 0").is_none(),
-            "width 0"
-        );
-        assert!(decode_state("1 5").is_none());
-    }
+    use crate::state::ScopeId;
+    use crate::store::redis::msgpack::{self, Value};
 
     #[test]
     fn plans_encode_every_setting_the_script_reads() {
@@ -333,11 +228,61 @@ mod tests {
                     .max_window_duration(None),
             )),
         );
+        let bytes = encode_plan(&plan);
+        let values = msgpack::read_all(&bytes).unwrap();
+        let [plan_table] = values.as_slice() else {
+            panic!("{values:?}")
+        };
+        let int = |v: &Value, k: &str| v.get(k).and_then(Value::int);
+        let (b_true, b_false) = (Some(&Value::Bool(true)), Some(&Value::Bool(false)));
+        assert_eq!(plan_table.get("ban_check"), b_true);
+        assert_eq!(plan_table.get("count"), b_true);
+        assert_eq!(int(plan_table, "units"), Some(1));
+        let logs = plan_table.get("logs").and_then(Value::items).unwrap();
+        let log = &logs[0];
+        assert_eq!(log.get("scope"), Some(&Value::Str("9")));
+        let log_fields = ["cap", "longest", "first", "bounded"].map(|k| int(log, k));
+        assert_eq!(log_fields, [Some(3), Some(10_000), Some(0), Some(0)]);
+        let rules = log.get("rules").and_then(Value::items).unwrap();
         assert_eq!(
-            encode_plan(&plan),
-            "1 1 1 9 3 10000 0 1 3 10000 1 11 1 2 60000 60000 5 0 1 b n n 0 1 5000 1.0 9000 0 1"
+            (int(&rules[0], "count"), int(&rules[0], "window")),
+            (Some(3), Some(10_000))
         );
-        // A request's cost (units) comes last.
-        assert!(encode_plan(&plan.with_units(5)).ends_with(" 9000 0 5"));
+        let policy = plan_table.get("policy").unwrap();
+        assert_eq!(policy.get("scope"), Some(&Value::Str("11")));
+        let fields = [
+            "limit",
+            "amount",
+            "window",
+            "block_ms",
+            "block_limit",
+            "cooldown",
+            "grace_extra",
+            "grace_interval",
+            "adaptive_max",
+            "jitter",
+        ]
+        .map(|k| int(policy, k));
+        let expected = [1, 2, 60_000, 60_000, 5, 0, 1, 5_000, 9_000, 0].map(Some);
+        assert_eq!(fields, expected);
+        assert_eq!(policy.get("relative"), b_false);
+        assert_eq!(policy.get("reset"), b_true);
+        // A factor below 1 is 1; a blacklist has no ban base; unset settings are absent.
+        assert_eq!(policy.get("factor"), Some(&Value::Float(1.0)));
+        for absent in ["ban_base", "acc_cap", "max_window"] {
+            assert_eq!(policy.get(absent), None, "{absent}");
+        }
+        // A request's cost (units); durations past 2^53 ms are "never".
+        let costly = encode_plan(&plan.with_units(5));
+        let costly = msgpack::read_all(&costly).unwrap();
+        assert_eq!(int(&costly[0], "units"), Some(5));
+        let forever = Plan::new([(ScopeId(9), vec![Rule::new(3, Duration::MAX)])], None);
+        let bytes = encode_plan(&forever);
+        let values = msgpack::read_all(&bytes).unwrap();
+        assert_eq!(values[0].get("policy"), None);
+        let log = &values[0].get("logs").and_then(Value::items).unwrap()[0];
+        assert_eq!(int(log, "longest"), Some(i128::from(LUA_NEVER)));
+        let rule = &log.get("rules").and_then(Value::items).unwrap()[0];
+        assert_eq!(int(rule, "window"), Some(i128::from(LUA_NEVER)));
     }
 }
