@@ -98,9 +98,20 @@ fn status_json(client: &ClientKey, state: Option<&ClientState>, now: Timestamp) 
 impl Backend {
     pub(crate) async fn open(cli: &Cli) -> Result<Backend, Failure> {
         let v6_prefix = cli.ipv6_prefix;
+        if cli.table.is_some() && cli.sqlite.is_none() {
+            // Said here: clap's `requires` lets `--table` pass beside `--redis` or `--url`,
+            // where it would be silently ignored.
+            return Err(Failure::usage(
+                "--table names a table of a SQLite file: it goes with --sqlite FILE",
+            ));
+        }
         if let Some(path) = &cli.sqlite {
+            let table = cli
+                .table
+                .as_deref()
+                .unwrap_or(floodgate::store::sqlite::DEFAULT_TABLE);
             let store = SqliteStore::builder(path)
-                .table(cli.table.clone())
+                .table(table)
                 .open()
                 .map_err(|e| Failure::new(e.to_string()))?;
             return Ok(Backend::Store {

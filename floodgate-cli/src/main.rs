@@ -26,9 +26,9 @@ struct Cli {
     /// A floodgate SQLite file.
     #[arg(long, value_name = "FILE", group = "where")]
     sqlite: Option<std::path::PathBuf>,
-    /// The table in the SQLite file.
-    #[arg(long, default_value = "floodgate_clients", requires = "sqlite")]
-    table: String,
+    /// The table in the SQLite file (default: floodgate_clients).
+    #[arg(long)]
+    table: Option<String>,
     /// A Redis server holding a floodgate's state.
     #[arg(long, value_name = "URL", group = "where", group = "redis_store")]
     redis: Option<String>,

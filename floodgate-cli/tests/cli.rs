@@ -227,6 +227,17 @@ fn usage_errors_exit_2_and_failures_exit_1() {
         vec!["--sqlite", &db, "--redis", "redis://127.0.0.1/", "bans"],
         vec!["--sqlite", &db, "--prefix", "shop", "bans"], // a prefix is Redis's
         vec!["--sqlite", &db, "top"],                      // only the app counts offenders
+        vec!["--table", "t", "bans"],                      // a table is SQLite's
+        vec!["--redis", "redis://127.0.0.1:9/", "--table", "t", "bans"],
+        vec![
+            "--url",
+            "http://127.0.0.1:9/_floodgate",
+            "--token",
+            "0123456789abcdef0123",
+            "--table",
+            "t",
+            "bans",
+        ],
         vec!["--url", "http://127.0.0.1:9/_floodgate", "bans"], // no token
         vec!["frobnicate"],
     ] {
