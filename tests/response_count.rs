@@ -5,8 +5,7 @@
 //! from starting.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test::{self, TestRequest};
@@ -21,12 +20,27 @@ use futures_util::future::{select, Either};
 use futures_util::FutureExt;
 use tokio::sync::Notify;
 
-/// Handler runs, to prove that a refused request never reaches the handler.
-static LOGIN_RUNS: AtomicUsize = AtomicUsize::new(0);
+/// The client of every login handler run, to prove that a refused request never reaches the
+/// handler (by client: the tests of this binary run in parallel).
+static LOGIN_RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// How many times the login handler ran for `client`.
+fn login_runs(client: &str) -> usize {
+    LOGIN_RUNS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| *c == client)
+        .count()
+}
 
 /// 401 unless the request carries the right password.
 fn login_response(req: &HttpRequest) -> HttpResponse {
-    LOGIN_RUNS.fetch_add(1, Ordering::SeqCst);
+    let client = req.headers().get(IP_HEADER).and_then(|v| v.to_str().ok());
+    LOGIN_RUNS
+        .lock()
+        .unwrap()
+        .push(client.unwrap_or_default().to_owned());
     match req.headers().get("x-password").map(|v| v.as_bytes()) {
         Some(b"right") => HttpResponse::Ok().body("welcome"),
         _ => HttpResponse::Unauthorized().body("wrong password"),
@@ -135,14 +149,14 @@ async fn rules_count_only_the_responses_they_name_on_every_store() {
                 "{store}: failure {n}"
             );
         }
-        let runs = LOGIN_RUNS.load(Ordering::SeqCst);
+        let runs = login_runs("10.9.0.1");
         assert_eq!(
             attempt(&srv, "/login", "10.9.0.1", "right").await,
             429,
             "{store}"
         );
         assert_eq!(
-            LOGIN_RUNS.load(Ordering::SeqCst),
+            login_runs("10.9.0.1"),
             runs,
             "{store}: a refused login never reaches the handler"
         );
@@ -347,5 +361,49 @@ async fn a_mistaken_count_stops_the_app_from_starting() {
     for bad in ["42x", "6xx", "", "4xxx", "99", "1000"] {
         let err = bad.parse::<CountWhen>().unwrap_err().to_string();
         assert!(err.contains("count"), "{bad}: {err}");
+    }
+}
+
+/// A middleware between `Floodgate` and the routes that calls them only when polled (as
+/// `from_fn`, session and auth middleware do): routing is deferred past `Floodgate`'s call.
+async fn deferring(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    next.call(req).await
+}
+
+#[actix_web::test]
+async fn counting_by_response_holds_behind_a_middleware_that_defers_routing() {
+    for (store, base) in on_every_store("response-count-deferred").await {
+        let fg = base.clock(FakeClock::new()).ip_header(IP_HEADER);
+        let f = fg.clone();
+        let srv = actix_test::start_with(server_config(), move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(deferring))
+                .wrap(f.clone())
+                .service(login)
+        });
+        for _ in 0..5 {
+            assert_eq!(
+                attempt(&srv, "/login", "10.9.3.1", "right").await,
+                200,
+                "{store}"
+            );
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                attempt(&srv, "/login", "10.9.3.1", "guess").await,
+                401,
+                "{store}"
+            );
+        }
+        let runs = login_runs("10.9.3.1");
+        assert_eq!(
+            attempt(&srv, "/login", "10.9.3.1", "right").await,
+            429,
+            "{store}: three failures, behind the deferring middleware too"
+        );
+        assert_eq!(login_runs("10.9.3.1"), runs, "{store}");
     }
 }
