@@ -510,6 +510,8 @@ pub(crate) struct PolicyArgs {
     pub(crate) cost: Option<CostArg>,
     /// `count = ..`: which responses the policy counts.
     pub(crate) count: Option<CountArg>,
+    /// The keys given, with their spans, for errors about the attributes together.
+    pub(crate) given: Vec<(String, Span)>,
 }
 
 const POLICY_KEYS: &[&str] = &[
@@ -627,6 +629,7 @@ impl PolicyArgs {
             }
         }
         out.check_combinations(&given, errors);
+        out.given = given;
         out
     }
 

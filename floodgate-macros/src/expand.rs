@@ -245,6 +245,22 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> Result<TokenStrea
             "`key` is given in both #[specific] and #[rate_limited]; give it once",
         );
     }
+    // `cost` and `count` are the route's: given in both attributes, one would be ignored.
+    if let (Some(s), Some(p)) = (&spec.specific, &spec.policy) {
+        for (key, in_specific) in [("cost", s.cost.is_some()), ("count", s.count.is_some())] {
+            if let Some((_, span)) = p.given.iter().find(|(k, _)| k == key) {
+                if in_specific {
+                    errors.at(
+                        *span,
+                        format!(
+                            "`{key}` is given in both #[specific] and #[rate_limited]; it is \
+                             the route's: give it once"
+                        ),
+                    );
+                }
+            }
+        }
+    }
     let name = &func.sig.ident;
     let static_name = format_ident!("__floodgate_route_{}", name);
     let wrap = format!("::floodgate::RouteRules::from_static(&{static_name})");

@@ -5,7 +5,6 @@ use syn::{Expr, Lit, Path};
 use super::{lit, value, Entry, Errors};
 
 /// `count = "4xx"`, `count = "401"`, `count = [401, 403]` or `count = path::to::fn`.
-#[derive(Debug, PartialEq)]
 pub(crate) enum CountArg {
     /// A status class, 1 to 5.
     Class(u8),

@@ -17,9 +17,12 @@ use crate::clock::{duration_millis, Timestamp};
 use crate::state::ClientState;
 
 mod evict;
+// The journal serves the SQLite store's Batched mode only.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 mod journal;
 
 use journal::Journal;
+#[cfg(feature = "sqlite")]
 pub(crate) use journal::{Encoded, Journaled, LoadTicket};
 
 /// Clients tracked by default before some are evicted.
@@ -101,6 +104,7 @@ pub struct MemoryStore {
     sweep_ms: u64,
     /// Set by a write-behind store whose write backlog is full: no new client may enter a
     /// journaled shard until it is cleared.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     backlog_full: AtomicBool,
 }
 
